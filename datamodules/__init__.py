@@ -1,0 +1,1 @@
+"""litlab's LightningDataModules: one file per dataset."""

@@ -1,0 +1,120 @@
+"""Small datasets held whole as tensors, optionally on the training device.
+
+A batch is gathered with one index operation per column (`TensorColumns.__getitems__`, which the DataLoader calls with
+the batch's indices), never item by item and never collated. The loaders are plain DataLoaders with the standard
+samplers, so Lightning still injects its `DistributedSampler` under DDP (each rank sees its own shard), turns shuffling
+off for `overfit_batches`, and tracks predict indices.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+Columns = dict[str, Tensor]
+
+SPLITS_BY_STAGE = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("predict",),
+}
+
+
+class TensorColumns(Dataset):
+    """Equal-length tensors addressed by name; a batch is `{name: column[indices]}`."""
+
+    def __init__(self, columns: Columns) -> None:
+        lengths = {len(column) for column in columns.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"columns differ in length: { {k: len(v) for k, v in columns.items()} }")
+        self.columns = columns
+        self.length = lengths.pop()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Columns:
+        return {name: column[index] for name, column in self.columns.items()}
+
+    def __getitems__(self, indices: list[int]) -> Columns:
+        device = next(iter(self.columns.values())).device
+        indices = torch.as_tensor(indices).to(device, non_blocking=True)  # (B,)
+        return {name: column[indices] for name, column in self.columns.items()}
+
+
+def keep_batch(batch: Columns) -> Columns:
+    """The dataset already returns a collated batch."""
+    return batch
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Base for datasets that fit in memory: subclasses build each split as a dict of tensors in `make_split`.
+
+    Args:
+        batch_size: training batch size per device.
+        eval_batch_size: validation/test/predict batch size per device (default: `batch_size`).
+        data_on_device: hold the tensors on the training device (no host-to-device copy per batch);
+            `None` means yes on a GPU, no on the CPU.
+        num_workers: loader processes; 0 is right for these datasets (a batch is one index op per column), and
+            workers need the data on the host.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        data_on_device: bool | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+            raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.data_on_device = data_on_device
+        self.num_workers = num_workers
+        self.splits: dict[str, Columns] = {}
+
+    def make_split(self, split: str) -> Columns:
+        """Build one split ("train", "val", "test" or "predict") as CPU tensors of equal length."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        root = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        on_device = root.type == "cuda" and self.num_workers == 0 if self.data_on_device is None else self.data_on_device
+        return root if on_device else torch.device("cpu")
+
+    def setup(self, stage: str) -> None:
+        for split in SPLITS_BY_STAGE[stage]:
+            if split not in self.splits or split == "predict":
+                self.splits[split] = {k: v.to(self.device) for k, v in self.make_split(split).items()}
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        dataset = TensorColumns(self.splits[split])
+        on_host = next(iter(dataset.columns.values())).device.type == "cpu"
+        to_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            collate_fn=keep_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=on_host and to_gpu,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")

@@ -1,0 +1,81 @@
+"""Callbacks the launcher adds to every run (see `cli.LitlabCLI.instantiate_trainer`)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+
+from lightning_modules.tracking import run_dir
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Prints one line per input and writes `predictions.jsonl` (one JSON object per input) in the run directory.
+
+    `predict_step` returns a list of records with at least "input" and "output"; the module's `prediction_format`
+    (a `str.format` template over the record) makes the printed line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="batch")
+        self.path: Path | None = None
+        self.file = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "predict":
+            return
+        directory = run_dir(trainer)
+        name = "predictions.jsonl" if trainer.world_size == 1 else f"predictions.rank{trainer.global_rank}.jsonl"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / name
+        self.file = self.path.open("x", encoding="utf-8")
+
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction: list[dict], batch_indices, batch, batch_idx: int, dataloader_idx: int
+    ) -> None:
+        template = getattr(pl_module, "prediction_format", "{input} -> {output}")
+        for record in prediction:
+            print(template.format(**record))
+            self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.file.close()
+        print(f"predictions written to {self.path}")
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.file is not None and not self.file.closed:
+            self.file.close()
+
+
+class ResumableRNG(Callback):
+    """Keeps the random states (torch, CUDA, numpy, Python) in checkpoints and puts them back on resume.
+
+    Lightning restores callback states just before training starts and runs the sanity check with the random state
+    isolated, so the resumed run draws the same shuffles and dropout masks as an uninterrupted one. States are plain
+    tensors and tuples: checkpoints stay loadable with `weights_only=True`.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(state_dict["python"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])

@@ -1,0 +1,162 @@
+"""The one launcher for every experiment: `litlab fit|validate|test|predict --config configs/<experiment>.yaml`.
+
+Model and data are chosen by class path in the experiment YAML (subclass mode). Before it, the default config files
+are applied (found next to this package, whatever the working directory): `configs/trainer/default.yaml` and
+`configs/logger/wandb.yaml` (`configs/logger/none.yaml` for predict). What every run gets, whatever its config:
+
+- checkpoints: `last.ckpt` and `best.ckpt` by the metric the LightningModule declares (`monitor`, `monitor_mode`);
+- the resolved config saved with the run and sent to W&B (`tracking.RunRecord`), W&B offline without an API key;
+- exact resumption (`callbacks.ResumableRNG`) and, with `--ckpt_path`, the checkpoint's own config (`checkpoints`);
+- `predict` prints a line per input and writes `predictions.jsonl` (`callbacks.PredictionWriter`);
+- a rich progress bar (unless another progress bar is configured or `enable_progress_bar` is false);
+- a learning-rate monitor whenever a logger is active;
+- user errors (bad config, data, checkpoint or predict input) as one line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import lightning as L
+from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
+
+from lightning_modules.callbacks import PredictionWriter, ResumableRNG
+from lightning_modules.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config
+from lightning_modules.errors import LitlabError
+from lightning_modules.tracking import RunRecord, choose_wandb_mode, fresh_dir
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+DEFAULT_CONFIGS = {
+    "fit": ("trainer/default.yaml", "logger/wandb.yaml"),
+    "validate": ("trainer/default.yaml", "logger/wandb.yaml"),
+    "test": ("trainer/default.yaml", "logger/wandb.yaml"),
+    "predict": ("trainer/default.yaml", "logger/none.yaml"),
+}
+
+
+class LitlabCLI(LightningCLI):
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        self.checkpoint: dict | None = None
+        super().__init__(
+            model_class=L.LightningModule,
+            datamodule_class=L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RunRecord,
+            auto_configure_optimizers=False,  # each LightningModule sizes its own schedule
+            parser_kwargs={
+                "exit_on_error": False,
+                **{
+                    subcommand: {
+                        "default_config_files": [str(CONFIG_DIR / name) for name in files],
+                        "exit_on_error": False,
+                    }
+                    for subcommand, files in DEFAULT_CONFIGS.items()
+                },
+            },
+            args=args,
+            run=run,
+        )
+
+    def parse_arguments(self, parser, args) -> None:
+        args = list(sys.argv[1:] if args is None else args)
+        args, self.checkpoint = with_checkpoint_config(args)
+        self.ckpt_path = find_ckpt_path(args)
+        self.config = parser.parse_args(args)
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning would re-apply the checkpoint's model hyperparameters over everything the user passed; ours are
+        # already in place under the user's config (see `checkpoints`), so only check that they belong together.
+        if self.checkpoint is not None:
+            check_matches(self.config[self.config.subcommand], self.checkpoint, self.ckpt_path)
+
+    def before_instantiate_classes(self) -> None:
+        trainer = self.config[self.subcommand].trainer
+        logger = trainer.logger
+        if logger is False:  # no logger: a fresh directory per run, so nothing is written over
+            trainer.default_root_dir = fresh_dir(trainer.default_root_dir or "runs", self.subcommand)
+        elif str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
+            choose_wandb_mode(str(logger.init_args.get("save_dir") or trainer.default_root_dir))
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        trainer = self._get(self.config_init, "trainer")
+        callbacks = [ResumableRNG(), PredictionWriter()]
+        if self.subcommand == "fit" and trainer.get("enable_checkpointing") is not False:
+            callbacks.append(self.model_checkpoint())
+        configured = trainer.get("callbacks") or []
+        if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
+            callbacks.append(RichProgressBar())
+        if trainer.get("logger"):
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        self.trainer_defaults["callbacks"] = callbacks  # LightningCLI adds these to the configured ones
+        return super().instantiate_trainer(**kwargs)
+
+    def model_checkpoint(self) -> ModelCheckpoint:
+        """`last.ckpt` always, and `best.ckpt` by the metric the LightningModule declares."""
+        model = self.model
+        if not hasattr(model, "monitor") or model.monitor_mode not in ("min", "max"):
+            raise LitlabError(f"{type(model).__name__} must declare `monitor` and `monitor_mode` ('min' or 'max')")
+        return ModelCheckpoint(filename="best", monitor=model.monitor, mode=model.monitor_mode, save_last=True)
+
+    def after_fit(self) -> None:
+        checkpoint = self.trainer.checkpoint_callback
+        if self.trainer.is_global_zero and checkpoint is not None and checkpoint.best_model_path:
+            print(f"best {checkpoint.monitor}: {checkpoint.best_model_score:.6g}")
+            print(f"last checkpoint: {checkpoint.last_model_path}")
+            print(f"best checkpoint: {checkpoint.best_model_path}")
+
+
+def _one_line(err: BaseException) -> str:
+    """The first lines of an error, or for jsonargparse's nested report on a class, the line that matters."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("- Problem with given class_path"):
+            detail = []
+            for following in lines[i + 1 :]:
+                if following.startswith("- "):
+                    break
+                detail.append(following)
+            return f"{lines[0].rstrip(':')}, {line[2:].rstrip(':')}: {' '.join(detail)}"[:400]
+    return " ".join(lines[:3])[:400] if lines else type(err).__name__
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in record.getMessage()
+
+
+def quiet_known_noise() -> None:
+    """Notices that say nothing to a litlab user."""
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs. newer torch
+    warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+
+
+def main(args: list[str] | None = None) -> None:
+    quiet_known_noise()
+    try:
+        LitlabCLI(args=args)
+    except ArgumentError as err:
+        fail(f"{_one_line(err)} (see `litlab <subcommand> --help`)")
+    except (LitlabError, MisconfigurationException) as err:
+        fail(_one_line(err))
+    except RuntimeError as err:
+        if "state_dict" not in str(err):
+            raise
+        fail(f"the checkpoint does not fit the configured model: {_one_line(err)}")
+
+
+def fail(message: str) -> None:
+    print(f"litlab: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Optimizers and learning-rate schedules shared by the experiments.
+
+Schedules are stepped per optimizer step and sized by `trainer.estimated_stepping_batches`, so they follow
+`max_epochs`/`max_steps`, gradient accumulation and the number of devices without any number copied by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+
+OptimizerName = Literal["adamw", "sgd"]
+ScheduleName = Literal["constant", "cosine"]
+
+
+def configure_optimizers(
+    module: L.LightningModule,
+    optimizer: OptimizerName,
+    lr: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    schedule: ScheduleName = "cosine",
+    warmup_fraction: float = 0.05,
+) -> dict:
+    """The dict `LightningModule.configure_optimizers` returns. Weight decay skips biases, norms and vectors."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if schedule == "constant":
+        return {"optimizer": opt}
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    warmup = int(warmup_fraction * total)
+
+    def warmup_cosine(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

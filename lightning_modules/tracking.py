@@ -1,0 +1,94 @@
+"""Run directories and Weights & Biases: online with a key, offline without one, never a prompt.
+
+Every run has one directory (`run_dir`): `runs/<project>/<run id>/` with the W&B logger (the same place Lightning puts
+its checkpoints), the logger's own directory with another logger, or a fresh `runs/<subcommand>-<time>/` without a
+logger. `RunRecord` keeps the resolved config with the run: `config.yaml` there, the W&B run's config (the nested config
+itself, not a flattened copy), and the trainer config plus W&B run id inside every checkpoint so that
+`fit --ckpt_path last.ckpt` continues the same run.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import lightning as L
+import yaml
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+
+def wandb_has_credentials() -> bool:
+    """An API key in the environment or in ~/.netrc for the W&B host (what `wandb login` writes)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def choose_wandb_mode(save_dir: str) -> None:
+    """Without credentials and without WANDB_MODE, log offline (inherited by DDP workers) and say so in one line."""
+    if os.environ.get("WANDB_MODE") or wandb_has_credentials():
+        return
+    os.environ["WANDB_MODE"] = "offline"
+    rank_zero_info(
+        f"W&B: no API key (WANDB_API_KEY or `wandb login`), logging offline under {save_dir}/wandb; "
+        f"upload later with `wandb sync {save_dir}/wandb/offline-run-*`."
+    )
+
+
+def fresh_dir(root: str, prefix: str) -> str:
+    """A new directory name under root, so a run without a logger never writes over an earlier one."""
+    base = Path(root) / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        path, n = Path(f"{base}-{n}"), n + 1
+    return str(path)
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """This run's directory, the same on every rank (rank 0 decides)."""
+    logger = trainer.logger
+    if logger is None:
+        path = Path(trainer.default_root_dir)
+    else:  # mirrors ModelCheckpoint's choice of <save_dir>/<name>/<version>/checkpoints
+        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+        path = Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
+    return Path(trainer.strategy.broadcast(str(path)))
+
+
+class RunRecord(SaveConfigCallback):
+    """Saves the resolved config to the run directory and W&B, and records it in every checkpoint."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        directory = run_dir(trainer)
+        if trainer.is_global_zero:
+            directory.mkdir(parents=True, exist_ok=True)
+            path, n = directory / "config.yaml", 1
+            while path.exists():  # a resumed run keeps the config it started with
+                path, n = directory / f"config-{n}.yaml", n + 1
+            self.parser.save(self.config, path, skip_none=False)
+            if isinstance(trainer.logger, WandbLogger):
+                trainer.logger.experiment.config.update(self.as_dict(), allow_val_change=True)
+        self.already_saved = True
+
+    def as_dict(self) -> dict:
+        return yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        config = self.as_dict()
+        wandb_id = trainer.logger.version if isinstance(trainer.logger, WandbLogger) else None
+        checkpoint["litlab"] = {
+            "trainer": config.get("trainer"),
+            "seed_everything": config.get("seed_everything"),
+            "wandb_run_id": wandb_id,
+        }
