@@ -1,0 +1,1 @@
+"""Plain nn.Modules shared by experiment families."""
