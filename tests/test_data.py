@@ -1,0 +1,85 @@
+"""The generated datasets and the in-memory loading path."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from datamodules.arithmetic import ArithmeticData, ArithmeticTokenizer, expression_key
+from datamodules.in_memory import TensorColumns, keep_batch
+from datamodules.xor import XorData
+from lightning_modules.errors import LitlabError
+
+
+def evaluate(expression: str) -> int:
+    a, op, b = re.fullmatch(r"(\d+)([+-])(\d+)", expression).groups()
+    return int(a) + int(b) if op == "+" else int(a) - int(b)
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_arithmetic_answers_and_encoding(align):
+    data = ArithmeticData(digits=3, train_size=3000, val_size=300, test_size=300, align_operands=align)
+    split = data.make_split("train")
+    expressions = ArithmeticTokenizer.decode_expressions(split["src"])
+    answers = ArithmeticTokenizer.decode(split["tgt"][:, 1:])
+    assert all(str(evaluate(e)) == a for e, a in zip(expressions, answers))
+    assert split["src"].shape == (3000, 7) and split["tgt"].shape == (3000, 6)
+    assert (split["tgt"][:, 0] == ArithmeticTokenizer.BOS).all()
+    assert ((split["tgt"] == ArithmeticTokenizer.EOS).sum(1) == 1).all()
+    assert {e.count("+") + e.count("-") for e in expressions} == {1}
+    assert max(len(e.split("+")[0].split("-")[0]) for e in expressions) == 3
+
+
+def test_arithmetic_splits_are_seeded_and_disjoint():
+    data = ArithmeticData(digits=2, train_size=5000, val_size=500, test_size=500)
+    keys = {s: expression_key(*data._operands(s), 2) for s in ("train", "val", "test")}
+    assert not torch.isin(keys["test"], keys["train"]).any() and not torch.isin(keys["val"], keys["train"]).any()
+    assert not torch.isin(keys["test"], keys["val"]).any()
+    again = ArithmeticData(digits=2, train_size=5000, val_size=500, test_size=500)
+    assert torch.equal(again.make_split("test")["src"], data.make_split("test")["src"])
+    other_seed = ArithmeticData(digits=2, train_size=5000, val_size=500, test_size=500, seed=7)
+    assert not torch.equal(other_seed.make_split("test")["src"], data.make_split("test")["src"])
+
+
+def test_predict_expressions_are_parsed_and_checked(tmp_path):
+    (tmp_path / "inputs.txt").write_text("7 - 9999\n\n 0012+3\n")
+    data = ArithmeticData(predict_expressions=["1234+5678"], predict_file=str(tmp_path / "inputs.txt"))
+    src = data.make_split("predict")["src"]
+    assert ArithmeticTokenizer.decode_expressions(src) == ["1234+5678", "7-9999", "12+3"]
+    for bad in ["12a+3", "12345+1", "1+", "-5+3", "1+2+3"]:
+        with pytest.raises(LitlabError, match=re.escape(repr(bad))):
+            ArithmeticData(predict_expressions=[bad]).make_split("predict")
+    with pytest.raises(LitlabError, match="no such file"):
+        ArithmeticData(predict_file=str(tmp_path / "missing.txt")).make_split("predict")
+
+
+def test_xor_labels_and_independent_splits():
+    data = XorData(train_size=1000, val_size=1000, test_size=1000)
+    train, test = data.make_split("train"), data.make_split("test")
+    assert torch.equal(train["y"], ((train["x"][:, 0] > 0) == (train["x"][:, 1] > 0)).float())
+    assert not torch.equal(train["x"], test["x"])
+    assert 0.45 < train["y"].mean() < 0.55
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_tensor_batches_are_gathered_whole(shuffle):
+    columns = TensorColumns({"x": torch.arange(10) * 10, "y": torch.arange(10)})
+    loader = DataLoader(columns, batch_size=4, shuffle=shuffle, collate_fn=keep_batch)
+    batches = list(loader)
+    assert [len(b["y"]) for b in batches] == [4, 4, 2]
+    assert sorted(torch.cat([b["y"] for b in batches]).tolist()) == list(range(10))
+    assert all(torch.equal(b["x"], b["y"] * 10) for b in batches)
+
+
+def test_tensor_batches_shard_under_ddp():
+    columns = TensorColumns({"y": torch.arange(10)})
+    shards = [
+        torch.cat([b["y"] for b in DataLoader(columns, batch_size=2, collate_fn=keep_batch,
+                                               sampler=DistributedSampler(columns, num_replicas=2, rank=r, seed=3))])
+        for r in (0, 1)
+    ]
+    assert len(shards[0]) == len(shards[1]) == 5
+    assert sorted(torch.cat(shards).tolist()) == list(range(10))

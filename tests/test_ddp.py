@@ -1,0 +1,50 @@
+"""Two-process DDP on the CPU (gloo), as `litlab` runs it: fit and test succeed, metrics agree with a
+single-process run, and only rank 0 creates a W&B run."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import FAMILIES, config, run_litlab
+
+DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+CASES = {
+    # experiment: (arguments for a short run with the global batch of the single-process run, metric, tolerance)
+    "xor_mlp": (FAMILIES["datamodules.xor.XorData"]["tiny"][:3] + ["--trainer.max_epochs=4"], "test/acc", 0.02),
+    "adder_transformer": (
+        FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"][:4] + ["--trainer.max_epochs=2"], "test/loss", 0.15
+    ),
+}
+
+
+def test_metric(output: str, name: str) -> float:
+    match = re.search(rf"{re.escape(name)}\s*│\s*([0-9.eE+-]+)", output)
+    assert match, output[-3000:]
+    return float(match.group(1))
+
+
+test_metric.__test__ = False  # a helper, not a test
+
+
+def fit_and_test(tmp_path, name: str, args: list[str], batch_size: int, devices: list[str]) -> tuple[str, str]:
+    workdir = tmp_path / ("world2" if devices else "world1")
+    workdir.mkdir()
+    common = ["--config", config(name), *args, f"--data.batch_size={batch_size}", "--trainer.enable_progress_bar=false"]
+    fit = run_litlab("fit", *common, *devices, cwd=workdir)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    best = fit.stdout.strip().splitlines()[-1].removeprefix("best checkpoint: ")
+    tested = run_litlab("test", "--ckpt_path", best, *common, *devices, "--trainer.logger=false", cwd=workdir)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    return fit.stdout + fit.stderr, tested.stdout + tested.stderr
+
+
+@pytest.mark.parametrize("experiment", sorted(CASES))
+def test_ddp_two_processes_match_one(tmp_path, experiment):
+    args, metric, tolerance = CASES[experiment]
+    _, single = fit_and_test(tmp_path, experiment, args, batch_size=64, devices=[])
+    fit_log, double = fit_and_test(tmp_path, experiment, args, batch_size=32, devices=DDP)  # same global batch
+    assert "distributed_backend=gloo" in fit_log and "All distributed processes registered" in fit_log
+    one, two = test_metric(single, metric), test_metric(double, metric)
+    assert abs(one - two) <= tolerance * max(1.0, abs(one)), (one, two)
+    assert len(list((tmp_path / "world2").glob("runs/wandb/offline-run-*"))) == 1  # rank 0 only

@@ -1,0 +1,111 @@
+"""Bad input gets one readable line and a non-zero exit, never a traceback, and nothing already written is lost."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FAMILIES, checkpoints, cli, config, run_litlab
+
+from lightning_modules.cli import main
+
+XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
+ADDER_TINY = FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"]
+
+
+def fails_in_one_line(capfd, *args: str, naming: str) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in args])
+    assert exit_.value.code not in (0, None)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("litlab: error:") and naming in last and len(last) < 500, err
+    return last
+
+
+@pytest.fixture
+def xor_checkpoint(tmp_path):
+    cli("fit", "--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1", "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false")
+    return checkpoints(tmp_path)
+
+
+@pytest.fixture
+def adder_checkpoint(tmp_path):
+    cli("fit", "--config", config("adder_transformer"), *ADDER_TINY, "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2", "--trainer.logger=false", "--trainer.enable_progress_bar=false")
+    return checkpoints(tmp_path)[0]
+
+
+def test_unknown_config_key(capfd):
+    fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), "--trainer.max_epochz=3", naming="max_epochz")
+
+
+def test_unknown_model_argument(capfd):
+    fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), "--model.hiden=[8]", naming="hiden")
+
+
+def test_missing_config_file(capfd):
+    fails_in_one_line(capfd, "fit", "--config", "configs/nope.yaml", naming="nope.yaml")
+
+
+def test_negative_epochs(capfd):
+    fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), "--trainer.max_epochs=-5",
+                      "--trainer.logger=false", naming="max_epochs")
+
+
+def test_missing_checkpoint(capfd):
+    fails_in_one_line(capfd, "test", "--config", config("xor_mlp"), "--ckpt_path", "runs/nope.ckpt",
+                      naming="runs/nope.ckpt")
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint\n", b"PK\x03\x04 truncated zip"])
+def test_file_that_is_not_a_checkpoint(capfd, tmp_path, content):
+    (tmp_path / "bad.ckpt").write_bytes(content)
+    fails_in_one_line(capfd, "test", "--config", config("xor_mlp"), "--ckpt_path", "bad.ckpt", naming="bad.ckpt")
+
+
+class Payload:
+    """Stands for any object a checkpoint could smuggle in: only tensors and plain data load."""
+
+
+def test_pickled_object_is_refused(capfd, tmp_path):
+    torch.save({"state_dict": {}, "payload": Payload()}, tmp_path / "evil.ckpt")
+    fails_in_one_line(capfd, "predict", "--ckpt_path", "evil.ckpt", naming="loads safely")
+
+
+def test_foreign_checkpoint_without_config(capfd, tmp_path):
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "plain.ckpt")
+    fails_in_one_line(capfd, "test", "--ckpt_path", "plain.ckpt", naming="add --config")
+
+
+def test_checkpoint_of_another_experiment(capfd, xor_checkpoint):
+    best, last = xor_checkpoint
+    before = last.read_bytes()
+    fails_in_one_line(capfd, "fit", "--config", config("adder_lstm"), "--ckpt_path", last,
+                      "--trainer.logger=false", naming="XorMLP")
+    fails_in_one_line(capfd, "test", "--config", config("adder_transformer"), "--ckpt_path", best,
+                      naming="adder.AdderTransformer")
+    assert last.read_bytes() == before  # the refused resume wrote nothing over it
+
+
+@pytest.mark.parametrize(
+    ("bad", "naming"),
+    [("12a+3", "'12a+3'"), ("123+4", "'123+4'"), ("", "''"), ("5*3", "'5*3'")],
+)
+def test_bad_predict_expression(capfd, adder_checkpoint, bad, naming):
+    fails_in_one_line(capfd, "predict", "--ckpt_path", adder_checkpoint,
+                      f'--data.predict_expressions=["1+2", "{bad}"]', naming=naming)
+
+
+def test_empty_predict_file(capfd, tmp_path, adder_checkpoint):
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    fails_in_one_line(capfd, "predict", "--ckpt_path", adder_checkpoint, "--data.predict_file=empty.txt",
+                      naming="empty.txt")
+
+
+def test_console_script_prints_one_line(tmp_path):
+    """The same through the installed `litlab` command, as a user meets it."""
+    result = run_litlab("test", "--config", config("xor_mlp"), "--ckpt_path", "missing.ckpt")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["litlab: error: --ckpt_path missing.ckpt: no such file"]

@@ -1,0 +1,52 @@
+"""Every experiment config: prints a config that parses back, runs a debug fit, trains, tests and predicts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import EXPERIMENTS, checkpoints, cli, config, family
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_print_config_parses_back(experiment, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli("fit", "--config", config(experiment), "--print_config")
+    assert exit_.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path" in printed and "trainer:" in printed
+    (tmp_path / "printed.yaml").write_text(printed)
+    with pytest.raises(SystemExit):
+        cli("fit", "--config", tmp_path / "printed.yaml", "--print_config")
+    assert capsys.readouterr().out == printed
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_debug_preset_runs_one_batch_per_stage(experiment):
+    run = cli("fit", "--config", config(experiment), *family(experiment)["tiny"], "--config",
+              config("trainer/debug"), "--trainer.logger=false")
+    assert run.trainer.fast_dev_run and run.trainer.global_step == 1
+    assert "val/loss" in run.trainer.callback_metrics
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fit_then_test_and_predict_from_checkpoint(experiment, tmp_path, capsys):
+    tiny = family(experiment)["tiny"]
+    cli("fit", "--config", config(experiment), *tiny, "--trainer.logger=false", "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2")
+    best, last = checkpoints(tmp_path)
+    assert capsys.readouterr().out.strip().endswith(f"best checkpoint: {best.relative_to(tmp_path)}")
+
+    # no model arguments: the checkpoint's own config is used
+    tested = cli("test", "--ckpt_path", best, *tiny, "--trainer.logger=false", "--trainer.limit_test_batches=2")
+    metrics = tested.trainer.callback_metrics
+    assert "test/loss" in metrics and tested.model.monitor.replace("val/", "test/") in metrics
+
+    cli("predict", "--ckpt_path", last, *family(experiment)["predict"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    written = [line for line in lines if line.startswith("predictions written to ")]
+    assert len(written) == 1
+    path = tmp_path / written[0].removeprefix("predictions written to ")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 2 and all({"input", "output"} <= record.keys() for record in records)
+    assert all(str(record["output"]) in "\n".join(lines) for record in records)  # one printed line per input

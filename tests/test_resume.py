@@ -1,0 +1,36 @@
+"""Resuming from `last.ckpt` continues exactly: same weights as a run that was never interrupted."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from conftest import FAMILIES, cli, config
+
+ADDER_TINY = FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"]
+
+
+class StopAfterFirstEpoch(L.Callback):
+    """Interrupts a run the way a user would see it stop: cleanly, after its first epoch's checkpoint."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == 0:
+            trainer.should_stop = True
+
+
+def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
+    # dropout on and shuffled data: the resumed run must also restore the random states
+    args = ["--config", config("adder_transformer"), *ADDER_TINY, "--model.dropout=0.1", "--trainer.max_epochs=2",
+            "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    whole = cli("fit", *args, "--trainer.default_root_dir=whole").model.state_dict()
+
+    cli("fit", *args, "--trainer.callbacks+=test_resume.StopAfterFirstEpoch")
+    (last,) = tmp_path.glob("runs/fit-*/checkpoints/last.ckpt")
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    resumed = cli("fit", *args, "--ckpt_path", last)
+
+    assert resumed.trainer.current_epoch == 2
+    assert resumed.trainer.global_step == 2 * 8  # 512 / 64 batches per epoch
+    resumed_state = resumed.model.state_dict()
+    assert resumed_state.keys() == whole.keys()
+    for name, tensor in whole.items():
+        assert torch.equal(tensor, resumed_state[name]), name

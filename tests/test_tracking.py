@@ -1,0 +1,95 @@
+"""Weights & Biases (offline here: no test touches the network) and the other logger choices.
+
+W&B keeps process-wide state, so its runs are launched as separate `litlab` processes, as users launch them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from conftest import FAMILIES, cli, config, run_litlab
+from wandb.proto import wandb_internal_pb2
+
+XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
+QUIET = ["--trainer.enable_progress_bar=false"]
+
+
+def wandb_records(run_dir: Path) -> list:
+    """The records of an offline run's `run-<id>.wandb` file (LevelDB log blocks of protobuf records)."""
+    data = next(run_dir.glob("*.wandb")).read_bytes()
+    records, position, block, pending = [], 7, 32768, b""  # 7-byte file header
+    while position + 7 <= len(data):
+        if block - position % block < 7:  # block trailer
+            position += block - position % block
+            continue
+        length, kind = int.from_bytes(data[position + 4 : position + 6], "little"), data[position + 6]
+        pending += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # full record, or last fragment
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def offline_runs(root: Path) -> list[Path]:
+    return sorted(root.glob("runs/wandb/offline-run-*"))
+
+
+def fit(*args: str, **kwargs):
+    result = run_litlab("fit", *args, "--trainer.enable_progress_bar=false", **kwargs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_offline_run_has_config_metrics_and_checkpoints(tmp_path):
+    fit("--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=2", "--trainer.log_every_n_steps=1")
+    (run,) = offline_runs(tmp_path)
+    records = wandb_records(run)
+    config_items = {item.key: json.loads(item.value_json) for r in records if r.HasField("config")
+                    for item in r.config.update}
+    assert config_items["model"]["class_path"] == "lightning_modules.xor.XorMLP"  # nested, not flattened
+    assert config_items["data"]["init_args"]["train_size"] == 2048
+    assert config_items["trainer"]["max_epochs"] == 2
+    logged = {item.key or "/".join(item.nested_key) for r in records if r.HasField("history") for item in r.history.item}
+    assert {"train/loss", "val/acc", "val/loss"} <= logged
+    assert any(r.HasField("artifact") and r.artifact.type == "model" for r in records)
+    # the run's directory holds its config and checkpoints
+    run_id = run.name.rsplit("-", 1)[-1]
+    assert (tmp_path / "runs/litlab" / run_id / "config.yaml").is_file()
+    assert (tmp_path / "runs/litlab" / run_id / "checkpoints/best.ckpt").is_file()
+
+
+def test_no_api_key_goes_offline_without_prompt(tmp_path):
+    """No key, no WANDB_MODE, no terminal: a one-line notice, an offline run, exit 0; from another directory."""
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    result = fit("--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1",
+                 env={"WANDB_MODE": None, "WANDB_SILENT": None}, cwd=workdir)
+    notices = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("W&B: no API key")]
+    assert len(notices) == 1 and "wandb sync" in notices[0]
+    assert len(offline_runs(workdir)) == 1
+
+
+def test_resume_reattaches_to_the_same_wandb_run(tmp_path):
+    fit("--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1")
+    (first,) = offline_runs(tmp_path)
+    run_id = first.name.rsplit("-", 1)[-1]
+    last = tmp_path / "runs/litlab" / run_id / "checkpoints/last.ckpt"
+    fit("--ckpt_path", last, "--trainer.max_epochs=2")
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * 8  # written by the resumed run, same place
+    assert [run.name.rsplit("-", 1)[-1] for run in offline_runs(tmp_path)] == [run_id, run_id]
+
+
+def test_logger_false_and_csv_logger(tmp_path):
+    cli("fit", "--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1", "--trainer.logger=false", *QUIET)
+    assert not offline_runs(tmp_path) and len(list(tmp_path.glob("runs/fit-*/checkpoints/last.ckpt"))) == 1
+    cli("fit", "--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1", "--trainer.logger=CSVLogger",
+        *QUIET)
+    (metrics,) = tmp_path.glob("runs/version_0/metrics.csv")
+    assert "val/acc" in metrics.read_text().splitlines()[0]
+    assert (metrics.parent / "checkpoints/best.ckpt").is_file() and (metrics.parent / "config.yaml").is_file()
+    assert not offline_runs(tmp_path)
