@@ -36,12 +36,14 @@ class TensorColumns(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> Columns:
+    def __getitem__(self, index: int | slice) -> Columns:
         return {name: column[index] for name, column in self.columns.items()}
 
     def __getitems__(self, indices: list[int]) -> Columns:
         device = next(iter(self.columns.values())).device
-        indices = torch.as_tensor(indices).to(device, non_blocking=True)  # (B,)
+        indices = torch.as_tensor(indices)  # (B,)
+        if device.type == "cuda":  # a copy from pinned memory does not wait for the GPU to catch up
+            indices = indices.pin_memory().to(device, non_blocking=True)
         return {name: column[indices] for name, column in self.columns.items()}
 
 
@@ -95,6 +97,9 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         dataset = TensorColumns(self.splits[split])
+        if shuffle and self.batch_size >= len(dataset) and (self.trainer is None or self.trainer.world_size == 1):
+            # full-batch gradient descent: every step is the whole set, whose order does not matter, so no indexing
+            return DataLoader(dataset, batch_size=None, sampler=[slice(None)], collate_fn=keep_batch)
         on_host = next(iter(dataset.columns.values())).device.type == "cpu"
         to_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return DataLoader(
