@@ -7,15 +7,22 @@ train. Every split is encoded once into integer tensors:
     src  (N, 2*digits+1)  the expression, right-padded:           "1234+5678" -> 2 3 4 5 11 6 7 8 9
     tgt  (N, digits+3)    bos, the answer, eos, right-padded:      "6912"      -> 13 7 10 2 3 14 0
 
-With `align_operands` (the default) operands are written at fixed width with leading zeros ("12+345" as "0012+0345"),
-so each place value sits at the same position in every expression; predictions still show the expression as typed
-canonically ("12+345").
+How the expression is laid out in `src` is the data's one real design choice (`layout`):
+
+    plain        "12+345"      as typed
+    aligned      "0012+0345"   operands at fixed width, so each place value sits at the same position
+    interleaved  "+00010325"   the operator, then the digits of a and b in pairs, most significant first
+
+The Transformer attends anywhere and learns from `aligned` within minutes; an LSTM reads left to right, and only
+`interleaved` puts what it must combine next to each other (the notebook fed plain strings). Predictions always show
+the expression as typed (`text`, plain layout).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -66,11 +73,6 @@ class ArithmeticTokenizer:
         return tgt
 
     @classmethod
-    def decode_expressions(cls, ids: Tensor) -> list[str]:
-        """Rows of source ids -> canonical expressions, without alignment zeros ("0012+0345" -> "12+345")."""
-        return [_LEADING_ZEROS.sub("", text) for text in cls.decode(ids)]
-
-    @classmethod
     def decode(cls, ids: Tensor) -> list[str]:
         """Rows of ids -> strings, stopping at the first eos and skipping pad/bos."""
         texts = []
@@ -86,7 +88,6 @@ class ArithmeticTokenizer:
 
 
 _EXPRESSION = re.compile(r"\s*(\d+)\s*([+-])\s*(\d+)\s*")
-_LEADING_ZEROS = re.compile(r"(?<![0-9])0+(?=[0-9])")
 
 
 def parse_expression(text: str, digits: int) -> tuple[int, str, int]:
@@ -134,7 +135,7 @@ class ArithmeticData(InMemoryDataModule):
         seed: train uses `seed`, val `seed + 1`, test `seed + 2`.
         predict_expressions: expressions to answer with `litlab predict`, e.g. '["1234+5678", "17-9000"]'.
         predict_file: a text file with one expression per line (blank lines are skipped).
-        align_operands: write operands at fixed width with leading zeros, so place values line up.
+        layout: how `src` spells the expression: "plain", "aligned" or "interleaved" (see the module docstring).
     """
 
     def __init__(
@@ -146,7 +147,7 @@ class ArithmeticData(InMemoryDataModule):
         seed: int = 1234,
         predict_expressions: list[str] | None = None,
         predict_file: str | None = None,
-        align_operands: bool = True,
+        layout: Literal["plain", "aligned", "interleaved"] = "aligned",
         batch_size: int = 256,
         eval_batch_size: int | None = 1000,
         data_on_device: bool | None = None,
@@ -162,11 +163,13 @@ class ArithmeticData(InMemoryDataModule):
         self.seed = seed
         self.predict_expressions = predict_expressions
         self.predict_file = predict_file
-        self.align_operands = align_operands
+        self.layout = layout
 
     def make_split(self, split: str) -> Columns:
         if split == "predict":
-            return self._encode_expressions(self._predict_operands())
+            expressions = self._predict_operands()
+            typed = [f"{a}{op}{b}" for a, op, b in expressions]
+            return {**self._encode_expressions(expressions), "text": ArithmeticTokenizer.encode(typed, len(max(typed, key=len)))}
         a, op, b = self._operands(split)
         columns = self._encode_expressions(zip(a.tolist(), ("+-"[o] for o in op.tolist()), b.tolist()))
         answers = torch.where(op == 0, a + b, a - b)
@@ -180,9 +183,16 @@ class ArithmeticData(InMemoryDataModule):
         return draw_operands(self.sizes[split], self.digits, self.seed + offset, torch.cat(exclude) if exclude else None)
 
     def _encode_expressions(self, expressions) -> Columns:
-        width = self.digits if self.align_operands else 0
-        texts = [f"{a:0{width}d}{op}{b:0{width}d}" for a, op, b in expressions]
-        return {"src": ArithmeticTokenizer.encode(texts, ArithmeticTokenizer.source_len(self.digits))}
+        """`src` in this layout; for predict also `text`, the expression as typed (what predictions show)."""
+        expressions = list(expressions)
+        width, d = ArithmeticTokenizer.source_len(self.digits), self.digits
+        if self.layout == "plain":
+            texts = [f"{a}{op}{b}" for a, op, b in expressions]
+        elif self.layout == "aligned":
+            texts = [f"{a:0{d}d}{op}{b:0{d}d}" for a, op, b in expressions]
+        else:
+            texts = [op + "".join(map("".join, zip(f"{a:0{d}d}", f"{b:0{d}d}"))) for a, op, b in expressions]
+        return {"src": ArithmeticTokenizer.encode(texts, width)}
 
     def _predict_operands(self) -> list[tuple[int, str, int]]:
         texts = list(self.predict_expressions or [])

@@ -88,12 +88,13 @@ class AdderSystem(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         answers = Tokens.decode(self(batch["src"]))
-        return [{"input": text, "output": answer} for text, answer in zip(Tokens.decode_expressions(batch["src"]), answers)]
+        return [{"input": text, "output": answer} for text, answer in zip(Tokens.decode(batch["text"]), answers)]
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         return configure_optimizers(
-            self, hp.optimizer, hp.lr, hp.weight_decay, schedule=hp.schedule, warmup_fraction=hp.warmup_fraction
+            self, self.trainer.estimated_stepping_batches, hp.optimizer, hp.lr, hp.weight_decay,
+            schedule=hp.schedule, warmup_fraction=hp.warmup_fraction,
         )
 
 
