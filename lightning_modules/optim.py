@@ -9,15 +9,16 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import lightning as L
 import torch
+from torch import nn
 
 OptimizerName = Literal["adamw", "sgd"]
 ScheduleName = Literal["constant", "cosine"]
 
 
 def configure_optimizers(
-    module: L.LightningModule,
+    module: nn.Module,
+    total_steps: int | float,
     optimizer: OptimizerName,
     lr: float,
     weight_decay: float = 0.0,
@@ -25,7 +26,8 @@ def configure_optimizers(
     schedule: ScheduleName = "cosine",
     warmup_fraction: float = 0.05,
 ) -> dict:
-    """The dict `LightningModule.configure_optimizers` returns. Weight decay skips biases, norms and vectors."""
+    """The dict `LightningModule.configure_optimizers` returns; pass `trainer.estimated_stepping_batches` as
+    `total_steps`. Weight decay skips biases, norms and other vectors."""
     params = [p for p in module.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
@@ -37,7 +39,7 @@ def configure_optimizers(
         opt = torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if schedule == "constant":
         return {"optimizer": opt}
-    total = max(1, int(module.trainer.estimated_stepping_batches))
+    total = max(1, int(total_steps))
     warmup = int(warmup_fraction * total)
 
     def warmup_cosine(step: int) -> float:

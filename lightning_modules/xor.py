@@ -118,4 +118,6 @@ class XorMLP(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        return configure_optimizers(self, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.schedule)
+        return configure_optimizers(
+            self, self.trainer.estimated_stepping_batches, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.schedule
+        )
