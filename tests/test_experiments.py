@@ -33,7 +33,7 @@ def test_debug_preset_runs_one_batch_per_stage(experiment):
 def test_fit_then_test_and_predict_from_checkpoint(experiment, tmp_path, capsys):
     tiny = family(experiment)["tiny"]
     cli("fit", "--config", config(experiment), *tiny, "--trainer.logger=false", "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2")
+        "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.check_val_every_n_epoch=1")
     best, last = checkpoints(tmp_path)
     assert capsys.readouterr().out.strip().endswith(f"best checkpoint: {best.relative_to(tmp_path)}")
 
