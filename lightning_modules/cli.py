@@ -78,10 +78,10 @@ class LitlabCLI(LightningCLI):
             check_matches(self.config[self.config.subcommand], self.checkpoint, self.ckpt_path)
 
     def before_instantiate_classes(self) -> None:
-        trainer = self.config[self.subcommand].trainer
+        trainer = self._get(self.config, "trainer")
         logger = trainer.logger
         if logger is False:  # no logger: a fresh directory per run, so nothing is written over
-            trainer.default_root_dir = fresh_dir(trainer.default_root_dir or "runs", self.subcommand)
+            trainer.default_root_dir = fresh_dir(trainer.default_root_dir or "runs", self.subcommand or "run")
         elif str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
             choose_wandb_mode(str(logger.init_args.get("save_dir") or trainer.default_root_dir))
 
