@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from throughput import in_scratch_dir  # noqa: E402
+
 from lightning_modules.cli import LitlabCLI  # noqa: E402
 from lightning_modules.optim import configure_optimizers  # noqa: E402
-from throughput import in_scratch_dir  # noqa: E402
 
 
 class StepClock:
@@ -76,14 +77,30 @@ class StepClockCallback(L.Callback):
 
 
 def litlab_run(config: str, epochs: int, extra: list[str]) -> StepClock:
-    cli = LitlabCLI(args=["fit", "--config", config, f"--trainer.max_epochs={epochs}",
-                          "--trainer.callbacks+=overhead.StepClockCallback", *extra])
+    cli = LitlabCLI(
+        args=[
+            "fit",
+            "--config",
+            config,
+            f"--trainer.max_epochs={epochs}",
+            "--trainer.callbacks+=overhead.StepClockCallback",
+            *extra,
+        ]
+    )
     return next(c for c in cli.trainer.callbacks if type(c).__name__ == "StepClockCallback").clock
 
 
 def plain_run(config: str, epochs: int) -> StepClock:
-    cli = LitlabCLI(args=["--config", config, "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-                          f"--trainer.max_epochs={epochs}"], run=False)  # builds the same model and data, no run
+    cli = LitlabCLI(
+        args=[
+            "--config",
+            config,
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.max_epochs={epochs}",
+        ],
+        run=False,
+    )  # builds the same model and data, no run
     L.seed_everything(42)
     model, data = cli.model, cli.datamodule
     data.setup("fit")
@@ -91,8 +108,9 @@ def plain_run(config: str, epochs: int) -> StepClock:
     n, batch_size = len(next(iter(train.values()))), data.batch_size
     steps = epochs * -(-n // batch_size)
     hp = model.hparams  # the adder's optimisation settings, as its configure_optimizers uses them
-    optimization = configure_optimizers(model, steps, hp.optimizer, hp.lr, hp.weight_decay,
-                                        schedule=hp.schedule, warmup_fraction=hp.warmup_fraction)
+    optimization = configure_optimizers(
+        model, steps, hp.optimizer, hp.lr, hp.weight_decay, schedule=hp.schedule, warmup_fraction=hp.warmup_fraction
+    )
     optimizer, schedule = optimization["optimizer"], optimization["lr_scheduler"]["scheduler"]
     clip = cli.config.trainer.gradient_clip_val or float("inf")
     clock = StepClock()

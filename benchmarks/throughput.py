@@ -3,8 +3,8 @@
 On a GPU this shows what holding the data on the device and bf16-mixed buy:
 
     python benchmarks/throughput.py --config configs/adder_transformer.yaml --epochs 3 \\
-        --variant "fp32, data on host=--config configs/trainer/gpu.yaml --trainer.precision=32-true --data.data_on_device=false" \\
-        --variant "bf16, data on GPU=--config configs/trainer/gpu.yaml"
+        --variant "fp32, host=--config configs/trainer/gpu.yaml --trainer.precision=32 --data.data_on_device=false" \\
+        --variant "bf16, on GPU=--config configs/trainer/gpu.yaml"
 
 Prints, per variant, training samples/s (training batches only, epochs after the first) and seconds per whole epoch.
 """
@@ -61,8 +61,16 @@ class EpochTimer(L.Callback):
 
 
 def timed_fit(config: str, epochs: int, extra: list[str]) -> EpochTimer:
-    cli = LitlabCLI(args=["fit", "--config", config, f"--trainer.max_epochs={epochs}",
-                          "--trainer.callbacks+=throughput.EpochTimer", *extra])
+    cli = LitlabCLI(
+        args=[
+            "fit",
+            "--config",
+            config,
+            f"--trainer.max_epochs={epochs}",
+            "--trainer.callbacks+=throughput.EpochTimer",
+            *extra,
+        ]
+    )
     return next(c for c in cli.trainer.callbacks if type(c).__name__ == "EpochTimer")
 
 
@@ -82,12 +90,14 @@ def main() -> None:
     args = parser.parse_args()
     config = str((Path.cwd() / args.config).resolve())
     variants = [v.split("=", 1) for v in args.variant]
-    variants = [(name, [a.replace("configs/", f"{ROOT}/configs/", 1) for a in shlex.split(rest)])
-                for name, rest in variants]
+    variants = [
+        (name, [a.replace("configs/", f"{ROOT}/configs/", 1) for a in shlex.split(rest)]) for name, rest in variants
+    ]
     in_scratch_dir()
     for name, extra in variants:
-        timer = timed_fit(config, args.epochs, ["--trainer.logger=false", "--trainer.enable_progress_bar=false",
-                                               *extra])
+        timer = timed_fit(
+            config, args.epochs, ["--trainer.logger=false", "--trainer.enable_progress_bar=false", *extra]
+        )
         rate = statistics.median(s / t for s, t in zip(timer.samples[1:], timer.train_seconds[1:]))
         epoch = statistics.median(timer.epoch_seconds[1:])
         print(f"{name}: {rate:,.0f} training samples/s, {epoch:.2f} s per epoch with validation")

@@ -156,8 +156,10 @@ class ArithmeticData(InMemoryDataModule):
         super().__init__(batch_size, eval_batch_size, data_on_device, num_workers)
         self.save_hyperparameters(logger=False)
         if digits < 1 or min(train_size, val_size, test_size) < 1:
-            raise LitlabError(f"digits and split sizes must be positive, got digits={digits}, sizes="
-                              f"{train_size}/{val_size}/{test_size}")
+            raise LitlabError(
+                f"digits and split sizes must be positive, got digits={digits}, sizes="
+                f"{train_size}/{val_size}/{test_size}"
+            )
         self.digits = digits
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.seed = seed
@@ -169,7 +171,8 @@ class ArithmeticData(InMemoryDataModule):
         if split == "predict":
             expressions = self._predict_operands()
             typed = [f"{a}{op}{b}" for a, op, b in expressions]
-            return {**self._encode_expressions(expressions), "text": ArithmeticTokenizer.encode(typed, len(max(typed, key=len)))}
+            text = ArithmeticTokenizer.encode(typed, max(map(len, typed)))
+            return {**self._encode_expressions(expressions), "text": text}
         a, op, b = self._operands(split)
         columns = self._encode_expressions(zip(a.tolist(), ("+-"[o] for o in op.tolist()), b.tolist()))
         answers = torch.where(op == 0, a + b, a - b)
@@ -180,7 +183,8 @@ class ArithmeticData(InMemoryDataModule):
         held_out = {"test": (), "val": ("test",), "train": ("val", "test")}[split]
         exclude = [expression_key(*self._operands(s), self.digits) for s in held_out]
         offset = {"train": 0, "val": 1, "test": 2}[split]
-        return draw_operands(self.sizes[split], self.digits, self.seed + offset, torch.cat(exclude) if exclude else None)
+        exclude = torch.cat(exclude) if exclude else None
+        return draw_operands(self.sizes[split], self.digits, self.seed + offset, exclude)
 
     def _encode_expressions(self, expressions) -> Columns:
         """`src` in this layout; for predict also `text`, the expression as typed (what predictions show)."""
@@ -205,6 +209,8 @@ class ArithmeticData(InMemoryDataModule):
                 raise LitlabError(f"--data.predict_file {path} holds no expressions (one per line expected)")
             texts += lines
         if not texts:
-            raise LitlabError("nothing to predict: pass --data.predict_expressions '[\"1234+5678\"]' "
-                              "or --data.predict_file <file with one expression per line>")
+            raise LitlabError(
+                "nothing to predict: pass --data.predict_expressions '[\"1234+5678\"]' "
+                "or --data.predict_file <file with one expression per line>"
+            )
         return [parse_expression(text, self.digits) for text in texts]

@@ -87,7 +87,9 @@ class InMemoryDataModule(L.LightningDataModule):
     @property
     def device(self) -> torch.device:
         root = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        on_device = root.type == "cuda" and self.num_workers == 0 if self.data_on_device is None else self.data_on_device
+        on_device = self.data_on_device
+        if on_device is None:
+            on_device = root.type == "cuda" and self.num_workers == 0
         return root if on_device else torch.device("cpu")
 
     def setup(self, stage: str) -> None:

@@ -63,8 +63,14 @@ class AdderSystem(L.LightningModule):
             logits.transpose(1, 2), net_labels, ignore_index=Tokens.PAD, label_smoothing=self.hparams.label_smoothing
         )
         evaluating = stage != "train"
-        self.log(f"{stage}/loss", loss, on_step=not evaluating, on_epoch=evaluating, sync_dist=evaluating,
-                 batch_size=len(src))
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=not evaluating,
+            on_epoch=evaluating,
+            sync_dist=evaluating,
+            batch_size=len(src),
+        )
         if evaluating:  # the answer as a user gets it: generated from bos, never teacher-forced
             generated = self._generate(src, labels.size(1))  # (B, T)
             self.exact_match[stage](generated, labels)
@@ -93,8 +99,13 @@ class AdderSystem(L.LightningModule):
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         return configure_optimizers(
-            self, self.trainer.estimated_stepping_batches, hp.optimizer, hp.lr, hp.weight_decay,
-            schedule=hp.schedule, warmup_fraction=hp.warmup_fraction,
+            self,
+            self.trainer.estimated_stepping_batches,
+            hp.optimizer,
+            hp.lr,
+            hp.weight_decay,
+            schedule=hp.schedule,
+            warmup_fraction=hp.warmup_fraction,
         )
 
 
@@ -160,6 +171,13 @@ class AdderTransformer(AdderSystem):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.net = TransformerSeq2Seq(
-            Tokens.vocab_size, Tokens.PAD, d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward,
-            dropout, positions,
+            Tokens.vocab_size,
+            Tokens.PAD,
+            d_model,
+            nhead,
+            num_encoder_layers,
+            num_decoder_layers,
+            dim_feedforward,
+            dropout,
+            positions,
         )

@@ -62,7 +62,8 @@ def checkpoint_config(checkpoint: dict, subcommand: str) -> dict:
     if subcommand == "fit" and record.get("trainer"):
         trainer = record["trainer"]
         logger = trainer.get("logger")
-        if record.get("wandb_run_id") and isinstance(logger, dict) and logger.get("class_path", "").endswith("WandbLogger"):
+        is_wandb = isinstance(logger, dict) and logger.get("class_path", "").endswith("WandbLogger")
+        if is_wandb and record.get("wandb_run_id"):
             logger.setdefault("init_args", {})["id"] = record["wandb_run_id"]
         config["trainer"] = trainer
         if record.get("seed_everything") is not None:
@@ -79,8 +80,10 @@ def with_checkpoint_config(args: list[str]) -> tuple[list[str], dict | None]:
     checkpoint = load_checkpoint(ckpt_path)
     config = checkpoint_config(checkpoint, args[position])
     if "model" not in config and not any(arg.startswith(("--config", "-c", "--model")) for arg in args):
-        raise LitlabError(f"--ckpt_path {ckpt_path} does not record its model (not written by litlab): "
-                          f"add --config configs/<experiment>.yaml")
+        raise LitlabError(
+            f"--ckpt_path {ckpt_path} does not record its model (not written by litlab): "
+            f"add --config configs/<experiment>.yaml"
+        )
     if not config:
         return args, checkpoint
     return [*args[: position + 1], "--config", json.dumps(config), *args[position + 1 :]], checkpoint

@@ -25,7 +25,6 @@ from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import WandbLogger
 
 from lightning_modules.callbacks import PredictionWriter, ResumableRNG
 from lightning_modules.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config

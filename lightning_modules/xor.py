@@ -91,9 +91,11 @@ class XorMLP(L.LightningModule):
             loss, score = F.mse_loss(out, sign_target), out
         else:
             loss, score = F.binary_cross_entropy_with_logits(out, y), torch.tanh(out / 2)
-        eval_stage = stage != "train"
-        self.log(f"{stage}/loss", loss, on_step=not eval_stage, on_epoch=eval_stage, sync_dist=eval_stage, batch_size=len(y))
-        if eval_stage:
+        evaluating = stage != "train"
+        self.log(
+            f"{stage}/loss", loss, on_step=not evaluating, on_epoch=evaluating, sync_dist=evaluating, batch_size=len(y)
+        )
+        if evaluating:
             self.acc[stage](score > 0, y)
             self.within[stage]((score - sign_target).abs() < 0.15)
             self.log(f"{stage}/acc", self.acc[stage], prog_bar=True)
@@ -112,12 +114,11 @@ class XorMLP(L.LightningModule):
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         scores = self(batch["x"])
         return [
-            {"input": [round(v, 6) for v in point], "output": "same sign" if score > 0 else "opposite signs", "score": score}
-            for point, score in zip(batch["x"].tolist(), scores.tolist())
+            {"input": [round(v, 6) for v in point], "output": "same sign" if s > 0 else "opposite signs", "score": s}
+            for point, s in zip(batch["x"].tolist(), scores.tolist())
         ]
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        return configure_optimizers(
-            self, self.trainer.estimated_stepping_batches, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.schedule
-        )
+        total_steps = self.trainer.estimated_stepping_batches
+        return configure_optimizers(self, total_steps, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.schedule)

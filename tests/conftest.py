@@ -27,8 +27,13 @@ FAMILIES = {
         "predict": ["--data.predict_points=[[0.5, -1.0], [2, 3]]"],
     },
     "datamodules.arithmetic.ArithmeticData": {
-        "tiny": ["--data.digits=2", "--data.train_size=512", "--data.val_size=64", "--data.test_size=64",
-                 "--data.batch_size=64"],
+        "tiny": [
+            "--data.digits=2",
+            "--data.train_size=512",
+            "--data.val_size=64",
+            "--data.test_size=64",
+            "--data.batch_size=64",
+        ],
         "predict": ['--data.predict_expressions=["12+34", "9-99"]'],
     },
 }
@@ -56,8 +61,13 @@ def run_litlab(*args: str, env: dict[str, str | None] | None = None, cwd: Path |
     environment = {**os.environ, **(env or {})}
     environment = {key: value for key, value in environment.items() if value is not None}
     return subprocess.run(
-        [LITLAB, *map(str, args)], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-        env=environment, cwd=cwd, timeout=timeout,
+        [LITLAB, *map(str, args)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=environment,
+        cwd=cwd,
+        timeout=timeout,
     )
 
 

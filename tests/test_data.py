@@ -19,8 +19,9 @@ from lightning_modules.errors import LitlabError
     [("plain", "12+345"), ("aligned", "012+345"), ("interleaved", "+031425")],
 )
 def test_arithmetic_layouts_answers_and_shapes(layout, spelled):
-    data = ArithmeticData(digits=3, train_size=3000, val_size=300, test_size=300, layout=layout,
-                          predict_expressions=["12+345"])
+    data = ArithmeticData(
+        digits=3, train_size=3000, val_size=300, test_size=300, layout=layout, predict_expressions=["12+345"]
+    )
     predict = data.make_split("predict")
     assert ArithmeticTokenizer.decode(predict["src"]) == [spelled]
     assert ArithmeticTokenizer.decode(predict["text"]) == ["12+345"]  # what predictions show
@@ -80,8 +81,17 @@ def test_tensor_batches_are_gathered_whole(shuffle):
 def test_tensor_batches_shard_under_ddp():
     columns = TensorColumns({"y": torch.arange(10)})
     shards = [
-        torch.cat([b["y"] for b in DataLoader(columns, batch_size=2, collate_fn=keep_batch,
-                                               sampler=DistributedSampler(columns, num_replicas=2, rank=r, seed=3))])
+        torch.cat(
+            [
+                b["y"]
+                for b in DataLoader(
+                    columns,
+                    batch_size=2,
+                    collate_fn=keep_batch,
+                    sampler=DistributedSampler(columns, num_replicas=2, rank=r, seed=3),
+                )
+            ]
+        )
         for r in (0, 1)
     ]
     assert len(shards[0]) == len(shards[1]) == 5

@@ -13,7 +13,9 @@ CASES = {
     # experiment: (arguments for a short run with the global batch of the single-process run, metric, tolerance)
     "xor_mlp": (FAMILIES["datamodules.xor.XorData"]["tiny"][:3] + ["--trainer.max_epochs=4"], "test/acc", 0.02),
     "adder_transformer": (
-        FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"][:4] + ["--trainer.max_epochs=2"], "test/loss", 0.15
+        FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"][:4] + ["--trainer.max_epochs=2"],
+        "test/loss",
+        0.15,
     ),
 }
 

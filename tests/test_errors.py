@@ -25,15 +25,30 @@ def fails_in_one_line(capfd, *args: str, naming: str) -> str:
 
 @pytest.fixture
 def xor_checkpoint(tmp_path):
-    cli("fit", "--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1", "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false")
+    cli(
+        "fit",
+        "--config",
+        config("xor_mlp"),
+        *XOR_TINY,
+        "--trainer.max_epochs=1",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    )
     return checkpoints(tmp_path)
 
 
 @pytest.fixture
 def adder_checkpoint(tmp_path):
-    cli("fit", "--config", config("adder_transformer"), *ADDER_TINY, "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2", "--trainer.logger=false", "--trainer.enable_progress_bar=false")
+    cli(
+        "fit",
+        "--config",
+        config("adder_transformer"),
+        *ADDER_TINY,
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    )
     return checkpoints(tmp_path)[0]
 
 
@@ -50,13 +65,21 @@ def test_missing_config_file(capfd):
 
 
 def test_negative_epochs(capfd):
-    fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), "--trainer.max_epochs=-5",
-                      "--trainer.logger=false", naming="max_epochs")
+    fails_in_one_line(
+        capfd,
+        "fit",
+        "--config",
+        config("xor_mlp"),
+        "--trainer.max_epochs=-5",
+        "--trainer.logger=false",
+        naming="max_epochs",
+    )
 
 
 def test_missing_checkpoint(capfd):
-    fails_in_one_line(capfd, "test", "--config", config("xor_mlp"), "--ckpt_path", "runs/nope.ckpt",
-                      naming="runs/nope.ckpt")
+    fails_in_one_line(
+        capfd, "test", "--config", config("xor_mlp"), "--ckpt_path", "runs/nope.ckpt", naming="runs/nope.ckpt"
+    )
 
 
 @pytest.mark.parametrize("content", [b"not a checkpoint\n", b"PK\x03\x04 truncated zip"])
@@ -82,10 +105,12 @@ def test_foreign_checkpoint_without_config(capfd, tmp_path):
 def test_checkpoint_of_another_experiment(capfd, xor_checkpoint):
     best, last = xor_checkpoint
     before = last.read_bytes()
-    fails_in_one_line(capfd, "fit", "--config", config("adder_lstm"), "--ckpt_path", last,
-                      "--trainer.logger=false", naming="XorMLP")
-    fails_in_one_line(capfd, "test", "--config", config("adder_transformer"), "--ckpt_path", best,
-                      naming="adder.AdderTransformer")
+    fails_in_one_line(
+        capfd, "fit", "--config", config("adder_lstm"), "--ckpt_path", last, "--trainer.logger=false", naming="XorMLP"
+    )
+    fails_in_one_line(
+        capfd, "test", "--config", config("adder_transformer"), "--ckpt_path", best, naming="adder.AdderTransformer"
+    )
     assert last.read_bytes() == before  # the refused resume wrote nothing over it
 
 
@@ -94,14 +119,16 @@ def test_checkpoint_of_another_experiment(capfd, xor_checkpoint):
     [("12a+3", "'12a+3'"), ("123+4", "'123+4'"), ("", "''"), ("5*3", "'5*3'")],
 )
 def test_bad_predict_expression(capfd, adder_checkpoint, bad, naming):
-    fails_in_one_line(capfd, "predict", "--ckpt_path", adder_checkpoint,
-                      f'--data.predict_expressions=["1+2", "{bad}"]', naming=naming)
+    fails_in_one_line(
+        capfd, "predict", "--ckpt_path", adder_checkpoint, f'--data.predict_expressions=["1+2", "{bad}"]', naming=naming
+    )
 
 
 def test_empty_predict_file(capfd, tmp_path, adder_checkpoint):
     (tmp_path / "empty.txt").write_text("\n  \n")
-    fails_in_one_line(capfd, "predict", "--ckpt_path", adder_checkpoint, "--data.predict_file=empty.txt",
-                      naming="empty.txt")
+    fails_in_one_line(
+        capfd, "predict", "--ckpt_path", adder_checkpoint, "--data.predict_file=empty.txt", naming="empty.txt"
+    )
 
 
 def test_console_script_prints_one_line(tmp_path):

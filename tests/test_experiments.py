@@ -23,8 +23,15 @@ def test_print_config_parses_back(experiment, tmp_path, capsys):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_debug_preset_runs_one_batch_per_stage(experiment):
-    run = cli("fit", "--config", config(experiment), *family(experiment)["tiny"], "--config",
-              config("trainer/debug"), "--trainer.logger=false")
+    run = cli(
+        "fit",
+        "--config",
+        config(experiment),
+        *family(experiment)["tiny"],
+        "--config",
+        config("trainer/debug"),
+        "--trainer.logger=false",
+    )
     assert run.trainer.fast_dev_run and run.trainer.global_step == 1
     assert "val/loss" in run.trainer.callback_metrics
 
@@ -32,8 +39,17 @@ def test_debug_preset_runs_one_batch_per_stage(experiment):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_fit_then_test_and_predict_from_checkpoint(experiment, tmp_path, capsys):
     tiny = family(experiment)["tiny"]
-    cli("fit", "--config", config(experiment), *tiny, "--trainer.logger=false", "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2", "--trainer.check_val_every_n_epoch=1")
+    cli(
+        "fit",
+        "--config",
+        config(experiment),
+        *tiny,
+        "--trainer.logger=false",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=3",
+        "--trainer.limit_val_batches=2",
+        "--trainer.check_val_every_n_epoch=1",
+    )
     best, last = checkpoints(tmp_path)
     assert capsys.readouterr().out.strip().endswith(f"best checkpoint: {best.relative_to(tmp_path)}")
 

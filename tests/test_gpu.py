@@ -14,13 +14,30 @@ pytestmark = [
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_gpu_preset_trains_in_bf16_with_data_on_device(experiment, tmp_path):
-    run = cli("fit", "--config", config(experiment), *family(experiment)["tiny"], "--config",
-              config("trainer/gpu"), "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1",
-              "--trainer.logger=false", "--trainer.enable_progress_bar=false")
+    run = cli(
+        "fit",
+        "--config",
+        config(experiment),
+        *family(experiment)["tiny"],
+        "--config",
+        config("trainer/gpu"),
+        "--trainer.max_epochs=2",
+        "--trainer.check_val_every_n_epoch=1",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    )
     assert run.trainer.precision == "bf16-mixed" and run.trainer.strategy.root_device.type == "cuda"
     assert all(t.device.type == "cuda" for t in run.datamodule.splits["train"].values())
     assert torch.isfinite(run.trainer.callback_metrics["val/loss"])
     best = next(tmp_path.glob("runs/**/best.ckpt"))
-    tested = cli("test", "--ckpt_path", best, *family(experiment)["tiny"], "--config", config("trainer/gpu"),
-                 "--trainer.logger=false", "--trainer.enable_progress_bar=false")
+    tested = cli(
+        "test",
+        "--ckpt_path",
+        best,
+        *family(experiment)["tiny"],
+        "--config",
+        config("trainer/gpu"),
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    )
     assert tested.model.monitor.replace("val/", "test/") in tested.trainer.callback_metrics

@@ -19,8 +19,15 @@ class StopAfterFirstEpoch(L.Callback):
 
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
     # dropout on and shuffled data: the resumed run must also restore the random states
-    args = ["--config", config("adder_transformer"), *ADDER_TINY, "--model.dropout=0.1", "--trainer.max_epochs=2",
-            "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    args = [
+        "--config",
+        config("adder_transformer"),
+        *ADDER_TINY,
+        "--model.dropout=0.1",
+        "--trainer.max_epochs=2",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    ]
     whole = cli("fit", *args, "--trainer.default_root_dir=whole").model.state_dict()
 
     cli("fit", *args, "--trainer.callbacks+=test_resume.StopAfterFirstEpoch")

@@ -49,12 +49,14 @@ def test_offline_run_has_config_metrics_and_checkpoints(tmp_path):
     fit("--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=2", "--trainer.log_every_n_steps=1")
     (run,) = offline_runs(tmp_path)
     records = wandb_records(run)
-    config_items = {item.key: json.loads(item.value_json) for r in records if r.HasField("config")
-                    for item in r.config.update}
+    config_items = {
+        item.key: json.loads(item.value_json) for r in records if r.HasField("config") for item in r.config.update
+    }
     assert config_items["model"]["class_path"] == "lightning_modules.xor.XorMLP"  # nested, not flattened
     assert config_items["data"]["init_args"]["train_size"] == 2048
     assert config_items["trainer"]["max_epochs"] == 2
-    logged = {item.key or "/".join(item.nested_key) for r in records if r.HasField("history") for item in r.history.item}
+    history = [item for r in records if r.HasField("history") for item in r.history.item]
+    logged = {item.key or "/".join(item.nested_key) for item in history}
     assert {"train/loss", "val/acc", "val/loss"} <= logged
     assert any(r.HasField("artifact") and r.artifact.type == "model" for r in records)
     # the run's directory holds its config and checkpoints
@@ -67,8 +69,14 @@ def test_no_api_key_goes_offline_without_prompt(tmp_path):
     """No key, no WANDB_MODE, no terminal: a one-line notice, an offline run, exit 0; from another directory."""
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    result = fit("--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1",
-                 env={"WANDB_MODE": None, "WANDB_SILENT": None}, cwd=workdir)
+    result = fit(
+        "--config",
+        config("xor_mlp"),
+        *XOR_TINY,
+        "--trainer.max_epochs=1",
+        env={"WANDB_MODE": None, "WANDB_SILENT": None},
+        cwd=workdir,
+    )
     notices = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("W&B: no API key")]
     assert len(notices) == 1 and "wandb sync" in notices[0]
     assert len(offline_runs(workdir)) == 1
@@ -87,8 +95,7 @@ def test_resume_reattaches_to_the_same_wandb_run(tmp_path):
 def test_logger_false_and_csv_logger(tmp_path):
     cli("fit", "--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1", "--trainer.logger=false", *QUIET)
     assert not offline_runs(tmp_path) and len(list(tmp_path.glob("runs/fit-*/checkpoints/last.ckpt"))) == 1
-    cli("fit", "--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1", "--trainer.logger=CSVLogger",
-        *QUIET)
+    cli("fit", "--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1", "--trainer.logger=CSVLogger", *QUIET)
     (metrics,) = tmp_path.glob("runs/version_0/metrics.csv")
     assert "val/acc" in metrics.read_text().splitlines()[0]
     assert (metrics.parent / "checkpoints/best.ckpt").is_file() and (metrics.parent / "config.yaml").is_file()

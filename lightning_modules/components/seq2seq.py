@@ -1,7 +1,7 @@
 """Encoder-decoder networks over one token vocabulary (the adder's), with one interface:
 
-    forward(src (B, S), tgt_in (B, T)) -> logits (B, T, V)    teacher forcing: tgt_in is bos + the target, shifted
-    generate(src (B, S), steps, bos_id) -> ids (B, steps)     greedy, autoregressive, fed its own outputs
+forward(src (B, S), tgt_in (B, T)) -> logits (B, T, V)    teacher forcing: tgt_in is bos + the target, shifted
+generate(src (B, S), steps, bos_id) -> ids (B, steps)     greedy, autoregressive, fed its own outputs
 """
 
 from __future__ import annotations
@@ -92,12 +92,21 @@ class TransformerSeq2Seq(nn.Module):
         nn.init.normal_(self.embed.weight, std=d_model**-0.5)  # x sqrt(d): unit scale, like the positions
         self.positions = (LearnedPositions if positions == "learned" else SinusoidalPositions)(d_model, max_len)
         self.dropout = nn.Dropout(dropout)
-        layer = dict(d_model=d_model, nhead=nhead, dim_feedforward=dim_feedforward, dropout=dropout,
-                     activation="gelu", batch_first=True, norm_first=True)
+        layer = dict(
+            d_model=d_model,
+            nhead=nhead,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
         self.encoder = nn.TransformerEncoder(
             nn.TransformerEncoderLayer(**layer), num_encoder_layers, nn.LayerNorm(d_model), enable_nested_tensor=False
         )
-        self.decoder = nn.TransformerDecoder(nn.TransformerDecoderLayer(**layer), num_decoder_layers, nn.LayerNorm(d_model))
+        self.decoder = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(**layer), num_decoder_layers, nn.LayerNorm(d_model)
+        )
         self.out = nn.Linear(d_model, vocab_size, bias=False)
         self.out.weight = self.embed.weight
 
