@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from throughput import in_scratch_dir  # noqa: E402
+from throughput import fit_with, in_scratch_dir  # noqa: E402
 
 from lightning_modules.cli import LitlabCLI  # noqa: E402
 from lightning_modules.optim import configure_optimizers  # noqa: E402
@@ -77,17 +77,7 @@ class StepClockCallback(L.Callback):
 
 
 def litlab_run(config: str, epochs: int, extra: list[str]) -> StepClock:
-    cli = LitlabCLI(
-        args=[
-            "fit",
-            "--config",
-            config,
-            f"--trainer.max_epochs={epochs}",
-            "--trainer.callbacks+=overhead.StepClockCallback",
-            *extra,
-        ]
-    )
-    return next(c for c in cli.trainer.callbacks if type(c).__name__ == "StepClockCallback").clock
+    return fit_with("overhead.StepClockCallback", config, epochs, extra).clock
 
 
 def plain_run(config: str, epochs: int) -> StepClock:

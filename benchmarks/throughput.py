@@ -60,18 +60,11 @@ class EpochTimer(L.Callback):
         self.samples.append(self.seen)
 
 
-def timed_fit(config: str, epochs: int, extra: list[str]) -> EpochTimer:
-    cli = LitlabCLI(
-        args=[
-            "fit",
-            "--config",
-            config,
-            f"--trainer.max_epochs={epochs}",
-            "--trainer.callbacks+=throughput.EpochTimer",
-            *extra,
-        ]
-    )
-    return next(c for c in cli.trainer.callbacks if type(c).__name__ == "EpochTimer")
+def fit_with(callback: str, config: str, epochs: int, extra: list[str]) -> L.Callback:
+    """`litlab fit` with one more callback (`module.Class`, importable from benchmarks/); returns that callback."""
+    cli = LitlabCLI(args=["fit", "--config", config, f"--trainer.max_epochs={epochs}",
+                          f"--trainer.callbacks+={callback}", *extra])  # fmt: skip
+    return next(c for c in cli.trainer.callbacks if type(c).__name__ == callback.rsplit(".", 1)[-1])
 
 
 def in_scratch_dir() -> None:
@@ -95,9 +88,8 @@ def main() -> None:
     ]
     in_scratch_dir()
     for name, extra in variants:
-        timer = timed_fit(
-            config, args.epochs, ["--trainer.logger=false", "--trainer.enable_progress_bar=false", *extra]
-        )
+        quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+        timer = fit_with("throughput.EpochTimer", config, args.epochs, [*quiet, *extra])
         rate = statistics.median(s / t for s, t in zip(timer.samples[1:], timer.train_seconds[1:]))
         epoch = statistics.median(timer.epoch_seconds[1:])
         print(f"{name}: {rate:,.0f} training samples/s, {epoch:.2f} s per epoch with validation")

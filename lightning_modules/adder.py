@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,10 +20,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassExactMatch
 
 from datamodules.arithmetic import ArithmeticTokenizer as Tokens
 from lightning_modules.components.seq2seq import PeekySeq2Seq, TransformerSeq2Seq
+from lightning_modules.experiment import Experiment
 from lightning_modules.optim import OptimizerName, ScheduleName, configure_optimizers
 
 
-class AdderSystem(L.LightningModule):
+class AdderSystem(Experiment):
     """Training and evaluation shared by the adder networks; subclasses build `self.net` (see `components.seq2seq`)."""
 
     monitor, monitor_mode = "val/exact_match", "max"
@@ -62,31 +62,14 @@ class AdderSystem(L.LightningModule):
         loss = F.cross_entropy(
             logits.transpose(1, 2), net_labels, ignore_index=Tokens.PAD, label_smoothing=self.hparams.label_smoothing
         )
-        evaluating = stage != "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=not evaluating,
-            on_epoch=evaluating,
-            sync_dist=evaluating,
-            batch_size=len(src),
-        )
-        if evaluating:  # the answer as a user gets it: generated from bos, never teacher-forced
+        self.log_loss(stage, loss, batch_size=len(src))
+        if stage != "train":  # the answer as a user gets it: generated from bos, never teacher-forced
             generated = self._generate(src, labels.size(1))  # (B, T)
             self.exact_match[stage](generated, labels)
             self.token_acc[stage](generated, labels)
             self.log(f"{stage}/exact_match", self.exact_match[stage], prog_bar=True)
             self.log(f"{stage}/token_acc", self.token_acc[stage])
         return loss
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
 
     def forward(self, src: Tensor) -> Tensor:
         """Greedy answers (B, steps) for expressions (B, S)."""

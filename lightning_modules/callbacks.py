@@ -39,7 +39,7 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_batch_end(
         self, trainer, pl_module, prediction: list[dict], batch_indices, batch, batch_idx: int, dataloader_idx: int
     ) -> None:
-        template = getattr(pl_module, "prediction_format", "{input} -> {output}")
+        template = pl_module.prediction_format
         for record in prediction:
             print(template.format(**record))
             self.file.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -1,10 +1,11 @@
 """The one launcher for every experiment: `litlab fit|validate|test|predict --config configs/<experiment>.yaml`.
 
-Model and data are chosen by class path in the experiment YAML (subclass mode). Before it, the default config files
-are applied (found next to this package, whatever the working directory): `configs/trainer/default.yaml` and
-`configs/logger/wandb.yaml` (`configs/logger/none.yaml` for predict). What every run gets, whatever its config:
+Model (an `experiment.Experiment`) and data are chosen by class path in the experiment YAML (subclass mode). Before
+it, the default config files are applied (found next to this package, whatever the working directory):
+`configs/trainer/default.yaml` and `configs/logger/wandb.yaml` (`configs/logger/none.yaml` for predict).
+What every run gets, whatever its config:
 
-- checkpoints: `last.ckpt` and `best.ckpt` by the metric the LightningModule declares (`monitor`, `monitor_mode`);
+- checkpoints: `last.ckpt` and `best.ckpt` by the metric the `Experiment` declares (`monitor`, `monitor_mode`);
 - the resolved config saved with the run and sent to W&B (`tracking.RunRecord`), W&B offline without an API key;
 - exact resumption (`callbacks.ResumableRNG`) and, with `--ckpt_path`, the checkpoint's own config (`checkpoints`);
 - `predict` prints a line per input and writes `predictions.jsonl` (`callbacks.PredictionWriter`);
@@ -29,6 +30,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning_modules.callbacks import PredictionWriter, ResumableRNG
 from lightning_modules.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config
 from lightning_modules.errors import LitlabError
+from lightning_modules.experiment import Experiment
 from lightning_modules.tracking import RunRecord, choose_wandb_mode, fresh_dir
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -42,9 +44,14 @@ DEFAULT_CONFIGS = {
 
 class LitlabCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        if not CONFIG_DIR.is_dir():
+            raise LitlabError(
+                f"no configs/ next to the package ({CONFIG_DIR}): install litlab from its repository "
+                f"in editable mode (`make venv`, or `pip install -e .`)"
+            )
         self.checkpoint: dict | None = None
         super().__init__(
-            model_class=L.LightningModule,
+            model_class=Experiment,
             datamodule_class=L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
@@ -98,10 +105,8 @@ class LitlabCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def model_checkpoint(self) -> ModelCheckpoint:
-        """`last.ckpt` always, and `best.ckpt` by the metric the LightningModule declares."""
+        """`last.ckpt` always, and `best.ckpt` by the metric the experiment declares."""
         model = self.model
-        if not hasattr(model, "monitor") or model.monitor_mode not in ("min", "max"):
-            raise LitlabError(f"{type(model).__name__} must declare `monitor` and `monitor_mode` ('min' or 'max')")
         return ModelCheckpoint(filename="best", monitor=model.monitor, mode=model.monitor_mode, save_last=True)
 
     def after_fit(self) -> None:
@@ -143,7 +148,9 @@ def main(args: list[str] | None = None) -> None:
     try:
         LitlabCLI(args=args)
     except ArgumentError as err:
-        fail(f"{_one_line(err)} (see `litlab <subcommand> --help`)")
+        message = _one_line(err)
+        hint = "pass --config configs/<experiment>.yaml" if "are required" in message else "see `litlab <cmd> --help`"
+        fail(f"{message} ({hint})")
     except (LitlabError, MisconfigurationException) as err:
         fail(_one_line(err))
     except RuntimeError as err:

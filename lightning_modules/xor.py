@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
+from lightning_modules.experiment import Experiment
 from lightning_modules.optim import OptimizerName, ScheduleName, configure_optimizers
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -46,7 +46,7 @@ class MLP(nn.Module):
         return self.layers(x).squeeze(-1)  # (B, 2) -> (B,)
 
 
-class XorMLP(L.LightningModule):
+class XorMLP(Experiment):
     """An MLP that says whether a point's coordinates share a sign.
 
     Args:
@@ -91,25 +91,13 @@ class XorMLP(L.LightningModule):
             loss, score = F.mse_loss(out, sign_target), out
         else:
             loss, score = F.binary_cross_entropy_with_logits(out, y), torch.tanh(out / 2)
-        evaluating = stage != "train"
-        self.log(
-            f"{stage}/loss", loss, on_step=not evaluating, on_epoch=evaluating, sync_dist=evaluating, batch_size=len(y)
-        )
-        if evaluating:
+        self.log_loss(stage, loss, batch_size=len(y))
+        if stage != "train":
             self.acc[stage](score > 0, y)
             self.within[stage]((score - sign_target).abs() < 0.15)
             self.log(f"{stage}/acc", self.acc[stage], prog_bar=True)
             self.log(f"{stage}/acc_within_0.15", self.within[stage])
         return loss
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         scores = self(batch["x"])
