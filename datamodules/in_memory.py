@@ -62,6 +62,8 @@ class InMemoryDataModule(L.LightningDataModule):
             `None` means yes on a GPU, no on the CPU.
         num_workers: loader processes; 0 is right for these datasets (a batch is one index op per column), and
             workers need the data on the host.
+        full_batch_steps: when `batch_size` covers the whole training set (full-batch gradient descent, single
+            process), optimizer steps per epoch; each is over the whole set, without any indexing.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class InMemoryDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         data_on_device: bool | None = None,
         num_workers: int = 0,
+        full_batch_steps: int = 1,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
@@ -78,6 +81,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.data_on_device = data_on_device
         self.num_workers = num_workers
+        self.full_batch_steps = full_batch_steps
         self.splits: dict[str, Columns] = {}
 
     def make_split(self, split: str) -> Columns:
@@ -101,7 +105,8 @@ class InMemoryDataModule(L.LightningDataModule):
         dataset = TensorColumns(self.splits[split])
         if shuffle and self.batch_size >= len(dataset) and (self.trainer is None or self.trainer.world_size == 1):
             # full-batch gradient descent: every step is the whole set, whose order does not matter, so no indexing
-            return DataLoader(dataset, batch_size=None, sampler=[slice(None)], collate_fn=keep_batch)
+            steps = [slice(None)] * self.full_batch_steps
+            return DataLoader(dataset, batch_size=None, sampler=steps, collate_fn=keep_batch)
         on_host = next(iter(dataset.columns.values())).device.type == "cpu"
         to_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return DataLoader(

@@ -18,6 +18,7 @@ class XorData(InMemoryDataModule):
         train_size, val_size, test_size: points per split (the notebook: 100k train, 100k test).
         seed: train uses `seed`, val `seed + 1`, test `seed + 2`.
         predict_points: points to classify with `litlab predict`, e.g. '[[0.5, -1.2], [2, 3]]'.
+        full_batch_steps: with `batch_size >= train_size`, full-batch steps per epoch (see `InMemoryDataModule`).
     """
 
     def __init__(
@@ -31,8 +32,9 @@ class XorData(InMemoryDataModule):
         eval_batch_size: int | None = 100_000,
         data_on_device: bool | None = None,
         num_workers: int = 0,
+        full_batch_steps: int = 1,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, data_on_device, num_workers)
+        super().__init__(batch_size, eval_batch_size, data_on_device, num_workers, full_batch_steps)
         self.save_hyperparameters(logger=False)
         if min(train_size, val_size, test_size) < 1:
             raise LitlabError(f"split sizes must be positive, got {train_size}/{val_size}/{test_size}")
