@@ -94,10 +94,10 @@ def parse_expression(text: str, digits: int) -> tuple[int, str, int]:
     """(a, op, b) of a user's expression; a one-line error naming the bad input otherwise."""
     match = _EXPRESSION.fullmatch(text)
     if match is None:
-        raise LitlabError(f"bad expression {text!r}: expected 'a+b' or 'a-b' with non-negative integers a and b")
+        raise LitlabError(f"bad expression {text!r}: expected 'a+b' or 'a-b' with positive integers a and b")
     a, op, b = match.groups()
-    if max(len(a.lstrip("0") or "0"), len(b.lstrip("0") or "0")) > digits:
-        raise LitlabError(f"bad expression {text!r}: operands have at most {digits} digits in this model")
+    if not (0 < int(a) < 10**digits and 0 < int(b) < 10**digits):  # the range the model was trained on
+        raise LitlabError(f"bad expression {text!r}: operands run from 1 to {10**digits - 1} in this model")
     return int(a), op, int(b)
 
 

@@ -10,9 +10,33 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from torch import Tensor
 
 from lightning_modules.tracking import run_dir
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """`best.ckpt` by the experiment's declared metric; a tie goes to the later checkpoint.
+
+    A metric that saturates (exact match at 100 % of the validation set) would otherwise keep the first epoch to reach
+    it, not the model further along its schedule.
+    """
+
+    def __init__(self, monitor: str, mode: str) -> None:
+        super().__init__(filename="best", monitor=monitor, mode=mode, save_top_k=1)
+
+    def check_monitor_top_k(self, trainer: L.Trainer, current: Tensor | None = None) -> bool:
+        if current is None or not self.best_k_models:
+            return super().check_monitor_top_k(trainer, current)
+        best = self.best_k_models[self.kth_best_model_path]
+        at_least_as_good = current >= best if self.mode == "max" else current <= best
+        return trainer.strategy.reduce_boolean_decision(bool(at_least_as_good))  # all ranks decide alike
+
+
+def last_checkpoint() -> ModelCheckpoint:
+    """`last.ckpt`, replaced after every epoch (Lightning's `save_last` only follows the saves of improvements)."""
+    return ModelCheckpoint(filename="last", save_top_k=1)
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -27,7 +27,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_modules.callbacks import PredictionWriter, ResumableRNG
+from lightning_modules.callbacks import BestCheckpoint, PredictionWriter, ResumableRNG, last_checkpoint
 from lightning_modules.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config
 from lightning_modules.errors import LitlabError
 from lightning_modules.experiment import Experiment
@@ -95,7 +95,7 @@ class LitlabCLI(LightningCLI):
         trainer = self._get(self.config_init, "trainer")
         callbacks = [ResumableRNG(), PredictionWriter()]
         if self.subcommand == "fit" and trainer.get("enable_checkpointing") is not False:
-            callbacks.append(self.model_checkpoint())
+            callbacks += [BestCheckpoint(self.model.monitor, self.model.monitor_mode), last_checkpoint()]
         configured = trainer.get("callbacks") or []
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
             callbacks.append(RichProgressBar())
@@ -104,17 +104,16 @@ class LitlabCLI(LightningCLI):
         self.trainer_defaults["callbacks"] = callbacks  # LightningCLI adds these to the configured ones
         return super().instantiate_trainer(**kwargs)
 
-    def model_checkpoint(self) -> ModelCheckpoint:
-        """`last.ckpt` always, and `best.ckpt` by the metric the experiment declares."""
-        model = self.model
-        return ModelCheckpoint(filename="best", monitor=model.monitor, mode=model.monitor_mode, save_last=True)
-
     def after_fit(self) -> None:
-        checkpoint = self.trainer.checkpoint_callback
-        if self.trainer.is_global_zero and checkpoint is not None and checkpoint.best_model_path:
-            print(f"best {checkpoint.monitor}: {checkpoint.best_model_score:.6g}")
-            print(f"last checkpoint: {checkpoint.last_model_path}")
-            print(f"best checkpoint: {checkpoint.best_model_path}")
+        checkpoints = [c for c in self.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+        best = next((c for c in checkpoints if isinstance(c, BestCheckpoint)), None)
+        last = next((c for c in checkpoints if c.monitor is None), None)
+        if not self.trainer.is_global_zero or best is None or not best.best_model_path:
+            return
+        print(f"best {best.monitor}: {best.best_model_score:.6g}")
+        if last is not None:
+            print(f"last checkpoint: {last.best_model_path}")
+        print(f"best checkpoint: {best.best_model_path}")
 
 
 def _one_line(err: BaseException) -> str:

@@ -53,7 +53,7 @@ def test_predict_expressions_are_parsed_and_checked(tmp_path):
     data = ArithmeticData(predict_expressions=["1234+5678"], predict_file=str(tmp_path / "inputs.txt"))
     text = data.make_split("predict")["text"]
     assert ArithmeticTokenizer.decode(text) == ["1234+5678", "7-9999", "12+3"]
-    for bad in ["12a+3", "12345+1", "1+", "-5+3", "1+2+3"]:
+    for bad in ["12a+3", "12345+1", "1+", "-5+3", "1+2+3", "0+7", "1 2+3"]:
         with pytest.raises(LitlabError, match=re.escape(repr(bad))):
             ArithmeticData(predict_expressions=[bad]).make_split("predict")
     with pytest.raises(LitlabError, match="no such file"):
