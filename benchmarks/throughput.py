@@ -75,6 +75,17 @@ def in_scratch_dir() -> None:
     os.chdir(tempfile.mkdtemp(prefix="litlab-bench-"))
 
 
+def measure(config: str, epochs: int, variants: list[tuple[str, list[str]]]) -> None:
+    """Print, per (name, extra litlab args) variant, its training samples/s and seconds per epoch."""
+    in_scratch_dir()
+    for name, extra in variants:
+        quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+        timer = fit_with("throughput.EpochTimer", config, epochs, [*quiet, *extra])
+        rate = statistics.median(s / t for s, t in zip(timer.samples[1:], timer.train_seconds[1:]))
+        epoch = statistics.median(timer.epoch_seconds[1:])
+        print(f"{name}: {rate:,.0f} training samples/s, {epoch:.2f} s per epoch with validation", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/adder_transformer.yaml")
@@ -86,13 +97,7 @@ def main() -> None:
     variants = [
         (name, [a.replace("configs/", f"{ROOT}/configs/", 1) for a in shlex.split(rest)]) for name, rest in variants
     ]
-    in_scratch_dir()
-    for name, extra in variants:
-        quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
-        timer = fit_with("throughput.EpochTimer", config, args.epochs, [*quiet, *extra])
-        rate = statistics.median(s / t for s, t in zip(timer.samples[1:], timer.train_seconds[1:]))
-        epoch = statistics.median(timer.epoch_seconds[1:])
-        print(f"{name}: {rate:,.0f} training samples/s, {epoch:.2f} s per epoch with validation")
+    measure(config, args.epochs, variants)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,7 @@ def quiet_known_noise() -> None:
     """Notices that say nothing to a litlab user."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs. newer torch
     warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided.*")
+    warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")  # test/predict in a new run dir
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
 
 

@@ -7,20 +7,25 @@ Experiments are described per data family (what makes a run tiny, what to predic
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from image_fixtures import write_fashion_mnist, write_predict_images
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
 EXPERIMENTS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 LITLAB = str(Path(sys.executable).with_name("litlab"))
+# Datasets in their real formats, written once per test process (see `fixture_data`), outside the repository.
+FIXTURES = Path(tempfile.gettempdir()) / f"litlab-fixtures-{os.getpid()}"
 
-# Per data family: arguments that make a run take seconds, and inputs for `predict`.
+# Per data family: arguments that make a run take seconds, inputs for `predict`, and what memorising a batch needs.
 FAMILIES = {
     "datamodules.xor.XorData": {
         "tiny": ["--data.train_size=2048", "--data.val_size=512", "--data.test_size=512", "--data.batch_size=256"],
@@ -35,6 +40,22 @@ FAMILIES = {
             "--data.batch_size=64",
         ],
         "predict": ['--data.predict_expressions=["12+34", "9-99"]'],
+    },
+    "datamodules.fashion_mnist.FashionMNISTData": {
+        "tiny": [
+            f"--data.data_dir={FIXTURES / 'fashion'}",
+            "--data.download=false",
+            "--data.val_size=200",
+            "--data.batch_size=64",
+        ],
+        "predict": [f"--data.predict_files=[{FIXTURES / 'grey.png'}, {FIXTURES / 'colour.jpg'}]"],
+        # memorising one batch: the same images every step, hard targets
+        "overfit": [
+            "--data.augment=false",
+            "--model.label_smoothing=0",
+            "--model.net.init_args.dropout=0",
+            "--model.optimizer=adamw",
+        ],
     },
 }
 
@@ -76,6 +97,14 @@ def checkpoints(root: Path) -> tuple[Path, Path]:
     best, last = sorted(root.glob("runs/**/best.ckpt")), sorted(root.glob("runs/**/last.ckpt"))
     assert len(best) == 1 and len(last) == 1, (best, last)
     return best[0], last[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fixture_data():
+    write_fashion_mnist(FIXTURES / "fashion")
+    write_predict_images(FIXTURES)
+    yield FIXTURES
+    shutil.rmtree(FIXTURES, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,11 @@ CASES = {
         "test/loss",
         0.15,
     ),
+    "fashion_cnn": (
+        FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"][:3] + ["--trainer.max_epochs=2"],
+        "test/loss",
+        0.15,
+    ),
 }
 
 

@@ -100,3 +100,23 @@ def test_logger_false_and_csv_logger(tmp_path):
     assert "val/acc" in metrics.read_text().splitlines()[0]
     assert (metrics.parent / "checkpoints/best.ckpt").is_file() and (metrics.parent / "config.yaml").is_file()
     assert not offline_runs(tmp_path)
+
+
+def test_image_classifier_logs_examples_and_confusion_matrix(tmp_path):
+    tiny = FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"]
+    fit("--config", config("fashion_fcn"), *tiny, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
+    best = next(tmp_path.glob("runs/litlab/*/checkpoints/best.ckpt"))
+    tested = run_litlab("test", "--ckpt_path", best, *tiny, *QUIET)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    first, second = offline_runs(tmp_path)
+    logged = {
+        item.key or "/".join(item.nested_key)
+        for run in (first, second)
+        for r in wandb_records(run)
+        if r.HasField("history")
+        for item in r.history.item
+    }
+    assert any(key.startswith("val/examples/") for key in logged), logged
+    assert any(key.startswith("test/confusion") for key in logged), logged
+    images = list(first.glob("files/media/images/val/examples_*.png"))
+    assert len(images) == 20  # the grid of validation images, titled in their captions

@@ -1,0 +1,144 @@
+"""What the image-classification datasets share: uint8 image tensors held whole in memory (on the GPU when training
+there), augmentation of each training batch on the device it trains on, and image files for `litlab predict`.
+
+Images stay uint8 `(N, C, H, W)` until they reach the training device (4x less memory and transfer than float);
+`on_after_batch_transfer` turns a batch into floats in [0, 1] and augments training batches there, all images of a
+batch in a few tensor operations (the notebook looped over images in Python). Networks standardise their own inputs,
+so a checkpoint predicts on raw images without knowing the dataset's statistics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from datamodules.in_memory import Columns, InMemoryDataModule
+from lightning_modules.errors import LitlabError
+
+
+def augment_batch(
+    x: Tensor,
+    flip: float = 0.5,
+    shift: int = 0,
+    scale: tuple[float, float] = (1.0, 1.0),
+    contrast: tuple[float, float] = (1.0, 1.0),
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """Random horizontal flip, translation by whole pixels, zoom and contrast, drawn per image, for a float batch
+    (B, C, H, W) in [0, 1]; one affine resampling for the whole batch."""
+    b, _, h, w = x.shape
+    u = torch.rand(b, 4, device=x.device)  # (B, 4)
+    mirror = torch.where(u[:, 0] < flip, -1.0, 1.0)
+    zoom = scale[0] + (scale[1] - scale[0]) * u[:, 1]
+    pixels = torch.randint(-shift, shift + 1, (b, 2), device=x.device)  # (B, 2) whole-pixel moves
+    theta = torch.zeros(b, 2, 3, device=x.device)  # output -> input coordinates in [-1, 1]
+    theta[:, 0, 0] = mirror / zoom
+    theta[:, 1, 1] = 1 / zoom
+    theta[:, 0, 2] = pixels[:, 0] * (2 / w)
+    theta[:, 1, 2] = pixels[:, 1] * (2 / h)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    if contrast != (1.0, 1.0):  # blend with each image's mean grey level, as torchvision's adjust_contrast
+        factor = (contrast[0] + (contrast[1] - contrast[0]) * u[:, 2]).view(b, 1, 1, 1)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+        x = (mean + factor * (x - mean)).clamp(0, 1)
+    return x
+
+
+def read_images(paths: list[Path], channels: int, size: tuple[int, int]) -> Tensor:
+    """uint8 (N, C, H, W) from image files of any size and mode (resized to the training size); one clear error for a
+    file that is missing or not an image."""
+    mode = {1: "L", 3: "RGB"}[channels]
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image = image.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                images.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8))
+        except FileNotFoundError:
+            raise LitlabError(f"--data.predict_files: {path}: no such file") from None
+        except (UnidentifiedImageError, OSError) as err:
+            raise LitlabError(f"--data.predict_files: {path} is not an image PIL can read ({err})") from None
+    return torch.stack(images).view(len(paths), size[0], size[1], channels).permute(0, 3, 1, 2).contiguous()
+
+
+class ImageClassData(InMemoryDataModule):
+    """Base of the image-classification datasets: subclasses set `classes`, `channels`, `size`, `augmentation` (the
+    keyword arguments of `augment_batch`) and implement `load(train)`.
+
+    Splits: val is `val_size` images of the official training set drawn with a seeded generator, train the rest; test
+    is the official test set. Batches are `{"x": (B, C, H, W) float in [0, 1], "y": (B,)}`.
+    """
+
+    classes: ClassVar[tuple[str, ...]]
+    channels: ClassVar[int]
+    size: ClassVar[tuple[int, int]]
+    augmentation: ClassVar[dict]
+
+    def __init__(
+        self,
+        data_dir: Path,
+        val_size: int,
+        seed: int,
+        augment: bool,
+        predict_files: list[Path] | None,
+        batch_size: int,
+        eval_batch_size: int | None,
+        data_on_device: bool | None,
+        num_workers: int,
+    ) -> None:
+        super().__init__(batch_size, eval_batch_size, data_on_device, num_workers)
+        self.data_dir = Path(data_dir)
+        self.val_size = val_size
+        self.seed = seed
+        self.augment = augment
+        self.predict_files = [Path(p) for p in predict_files or []]
+        self._official: dict[bool, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def load(self, train: bool) -> tuple[Tensor, Tensor]:
+        """The official training (or test) set: uint8 images (N, C, H, W) and int64 labels (N,)."""
+        raise NotImplementedError
+
+    def _official_set(self, train: bool) -> tuple[Tensor, Tensor]:
+        if train not in self._official:
+            images, labels = self.load(train)
+            if images.dtype != torch.uint8 or images.shape[1:] != (self.channels, *self.size):
+                raise LitlabError(
+                    f"{self.data_dir}: images of {tuple(images.shape[1:])}, expected uint8 images of "
+                    f"{(self.channels, *self.size)}"
+                )
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise LitlabError(f"{self.data_dir}: labels outside 0..{self.num_classes - 1}")
+            self._official[train] = images, labels
+        return self._official[train]
+
+    def make_split(self, split: str) -> Columns:
+        if split == "predict":
+            if not self.predict_files:
+                raise LitlabError("nothing to predict: pass --data.predict_files '[photo.png, shirt.jpg]'")
+            images = read_images(self.predict_files, self.channels, self.size)
+            return {"x": images, "index": torch.arange(len(images))}
+        if split == "test":
+            images, labels = self._official_set(train=False)
+            return {"x": images, "y": labels}
+        images, labels = self._official_set(train=True)
+        if not 0 < self.val_size < len(images):
+            raise LitlabError(f"--data.val_size={self.val_size}: must be between 1 and {len(images) - 1}")
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+        chosen = order[: self.val_size] if split == "val" else order[self.val_size :]
+        return {"x": images[chosen], "y": labels[chosen]}
+
+    def on_after_batch_transfer(self, batch: Columns, dataloader_idx: int) -> Columns:
+        x = batch["x"].float().div_(255)  # (B, C, H, W) in [0, 1], on the training device
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x = augment_batch(x, **self.augmentation)
+        return {**batch, "x": x}

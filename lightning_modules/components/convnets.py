@@ -1,0 +1,151 @@
+"""Image classifiers for small grey images (FashionMNIST, notebook 15.2.4 and 15.3), as plain nn.Modules.
+
+Each takes float images (B, C, H, W) in [0, 1], standardises them itself (so a checkpoint needs no dataset statistics
+to predict) and returns logits (B, num_classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+FASHION_MEAN, FASHION_STD = (0.286,), (0.353,)
+
+
+class Standardize(nn.Module):
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def init_like_the_notebook(module: nn.Module) -> None:
+    """Kaiming-normal convolutions, Xavier linear layers, zero biases (notebook 15.3.1)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+class FullyConnected(nn.Module):
+    """784 -> hidden... -> classes with ReLU and dropout (notebook 15.2.4: about 88 %)."""
+
+    def __init__(
+        self, num_classes: int = 10, in_pixels: int = 28 * 28, hidden: Sequence[int] = (256, 128), dropout: float = 0.5
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        sizes = [in_pixels, *hidden]
+        layers: list[nn.Module] = [Standardize(FASHION_MEAN, FASHION_STD), nn.Flatten()]
+        for n_in, n_out in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(sizes[-1], num_classes))
+        self.layers = nn.Sequential(*layers)
+        init_like_the_notebook(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)  # (B, 1, 28, 28) -> (B, classes)
+
+
+def conv_bn(c_in: int, c_out: int, batch_norm: bool = True) -> list[nn.Module]:
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm)
+    return [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)] if batch_norm else [conv, nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Module):
+    """Two 3x3 convolutions (32, 64) with max-pooling, then 3136 -> 128 -> classes (notebook 15.3.1: 91 %)."""
+
+    def __init__(self, num_classes: int = 10, batch_norm: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.layers = nn.Sequential(
+            Standardize(FASHION_MEAN, FASHION_STD),
+            *conv_bn(1, 32, batch_norm), nn.MaxPool2d(2),  # (B, 32, 14, 14)
+            *conv_bn(32, 64, batch_norm), nn.MaxPool2d(2),  # (B, 64, 7, 7)
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(128, num_classes),
+        )  # fmt: skip
+        init_like_the_notebook(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class DeepCNN(nn.Module):
+    """The notebook's five-convolution BatchNorm network of 15.3.3 (AlexNet-like; 91.19 % after 40 epochs)."""
+
+    def __init__(self, num_classes: int = 10, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.features = nn.Sequential(
+            Standardize(FASHION_MEAN, FASHION_STD),
+            *conv_bn(1, 32), nn.MaxPool2d(2),  # (B, 32, 14, 14)
+            *conv_bn(32, 64), nn.MaxPool2d(2),  # (B, 64, 7, 7)
+            *conv_bn(64, 128), *conv_bn(128, 256), *conv_bn(256, 256), nn.MaxPool2d(2),  # (B, 256, 3, 3)
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 256)
+        )  # fmt: skip
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(256, 1024), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(1024, 512), nn.ReLU(inplace=True),
+            nn.Linear(512, num_classes),
+        )  # fmt: skip
+        init_like_the_notebook(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with BatchNorm and an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
+        )  # fmt: skip
+        nn.init.zeros_(self.body[-1].weight)  # each block starts as the identity: deep nets train from the first step
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """A ResNet for 28x28 inputs: a 3x3 stem (no 7x7/stride-4 ImageNet stem, which would leave 7x7 maps), then
+    stages of basic blocks, the first at full resolution, each later one halving it (28 -> 14 -> 7)."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        widths: Sequence[int] = (64, 128, 256),
+        blocks: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        layers: list[nn.Module] = [
+            Standardize(FASHION_MEAN, FASHION_STD),
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(True),
+        ]  # fmt: skip
+        c_in = widths[0]
+        for stage, width in enumerate(widths):
+            for block in range(blocks):
+                layers.append(BasicBlock(c_in, width, stride=2 if stage > 0 and block == 0 else 1))
+                c_in = width
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, num_classes)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)  # (B, C, H, W) -> (B, classes)

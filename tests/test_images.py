@@ -1,0 +1,140 @@
+"""The image datasets: files read in their real formats, seeded splits, batches turned into floats and augmented on
+the training device, and one-line errors for missing or broken data."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import FAMILIES, cli, config
+from test_errors import fails_in_one_line
+from torchvision.datasets import FashionMNIST
+
+from datamodules.fashion_mnist import FashionMNISTData
+from datamodules.images import augment_batch
+
+FASHION_TINY = FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"]
+
+
+def batch(n: int = 16) -> torch.Tensor:
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+
+def test_augmentation_keeps_shape_and_range():
+    x = batch()
+    out = augment_batch(x, **FashionMNISTData.augmentation)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, x)
+
+
+def test_augmentation_flips_and_shifts_by_whole_pixels():
+    x = batch()
+    assert torch.allclose(augment_batch(x, flip=0.0), x, atol=1e-5)  # nothing asked, nothing done
+    assert torch.allclose(augment_batch(x, flip=1.0), x.flip(-1), atol=1e-5)
+    shifted = augment_batch(x, flip=0.0, shift=2)
+    # every image is the original moved by whole pixels (content in, zeros shifted in at the borders)
+    for image, original in zip(shifted, x):
+        assert any(
+            torch.allclose(image[:, 2:-2, 2:-2], original.roll((dy, dx), (1, 2))[:, 2:-2, 2:-2], atol=1e-5)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
+
+
+def fashion(fixture_data, **kwargs) -> FashionMNISTData:
+    return FashionMNISTData(data_dir=fixture_data / "fashion", download=False, val_size=200, **kwargs)
+
+
+def test_fashion_splits_are_seeded_disjoint_and_complete(fixture_data):
+    data = fashion(fixture_data)
+    train, val, test = (data.make_split(s) for s in ("train", "val", "test"))
+    assert train["x"].shape == (1000, 1, 28, 28) and train["x"].dtype == torch.uint8
+    assert len(val["y"]) == 200 and len(test["y"]) == 300
+    official, _ = data.load(train=True)
+    rows = lambda x: {bytes(row) for row in x.flatten(1).numpy()}  # noqa: E731
+    assert rows(train["x"]) | rows(val["x"]) == rows(official) and not rows(train["x"]) & rows(val["x"])
+    assert torch.equal(fashion(fixture_data).make_split("val")["x"], val["x"])  # same seed, same split
+    assert not torch.equal(fashion(fixture_data, seed=1).make_split("val")["x"], val["x"])
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batches_become_floats_and_only_training_batches_are_augmented(fixture_data, training):
+    data = fashion(fixture_data, augment=True)
+    data.trainer = SimpleNamespace(training=training)
+    images = data.make_split("val")["x"][:64]
+    out = data.on_after_batch_transfer({"x": images, "y": torch.zeros(64)}, 0)["x"]
+    assert out.dtype == torch.float32 and out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out, images.float() / 255) is not training
+
+
+def test_predict_reads_any_image_size_and_mode(fixture_data):
+    data = fashion(fixture_data, predict_files=[fixture_data / "grey.png", fixture_data / "colour.jpg"])
+    predict = data.make_split("predict")
+    assert predict["x"].shape == (2, 1, 28, 28) and predict["x"].dtype == torch.uint8
+    assert predict["index"].tolist() == [0, 1]
+
+
+def test_missing_fashion_mnist_says_where_it_looked(capfd, tmp_path):
+    empty = tmp_path / "nothing"
+    last = fails_in_one_line(
+        capfd,
+        "fit",
+        "--config",
+        config("fashion_cnn"),
+        f"--data.data_dir={empty}",
+        "--data.download=false",
+        "--trainer.logger=false",
+        naming=str(empty / "FashionMNIST" / "raw"),
+    )
+    assert "--data.download=true" in last
+
+
+def test_corrupt_fashion_mnist_is_one_line(capfd, tmp_path, fixture_data):
+    raw = tmp_path / "broken" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for file in (fixture_data / "fashion" / "FashionMNIST" / "raw").iterdir():
+        (raw / file.name).write_bytes(file.read_bytes()[:100])  # truncated
+    fails_in_one_line(
+        capfd,
+        "fit",
+        "--config",
+        config("fashion_cnn"),
+        f"--data.data_dir={tmp_path / 'broken'}",
+        "--data.download=false",
+        "--trainer.logger=false",
+        naming="corrupt",
+    )
+
+
+def test_predict_file_that_is_not_an_image(capfd, fixture_data, tmp_path):
+    cli(
+        "fit",
+        "--config",
+        config("fashion_fcn"),
+        *FASHION_TINY,
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    )
+    best = next(tmp_path.glob("runs/**/best.ckpt"))
+    for bad in (fixture_data / "not_an_image.png", tmp_path / "missing.png"):
+        fails_in_one_line(capfd, "predict", "--ckpt_path", best, f"--data.predict_files=[{bad}]", naming=str(bad))
+
+
+def test_failed_download_is_one_line(capfd, tmp_path, monkeypatch):
+    def offline(self):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -3]>")
+
+    monkeypatch.setattr(FashionMNIST, "download", offline)  # what torchvision raises without a connection
+    fails_in_one_line(
+        capfd,
+        "fit",
+        "--config",
+        config("fashion_cnn"),
+        f"--data.data_dir={tmp_path / 'data'}",
+        "--trainer.logger=false",
+        naming="could not download FashionMNIST",
+    )
