@@ -1,9 +1,9 @@
-"""Image classification (notebook 15.2.4, 15.3 and 15.5): one LightningModule for any network that maps images to
-class logits.
+"""Image classification (notebook 15.2.4, 15.3 and 15.5).
 
-The network is chosen in the config (`model.init_args.net`, any nn.Module, e.g. those of `components.convnets`).
-Targets on FashionMNIST (GPU workstation): `fashion_cnn` >= 92.5 %, `fashion_resnet` >= 95.5 % test/acc (notebook: 91 %
-and 94.69 %).
+`ImageClassifier` trains any network that maps images to class logits, chosen in the config (`model.init_args.net`,
+e.g. those of `components.convnets`); `TorchvisionClassifier` fine-tunes a torchvision network (ImageNet weights, a new
+head). Targets (GPU workstation): FashionMNIST `fashion_cnn` >= 92.5 %, `fashion_resnet` >= 95.5 % test/acc (notebook:
+91 % and 94.69 %); CIFAR-10 `cifar10_resnet18_finetune` >= 96.0 % (notebook: 95.13 %).
 
     litlab fit --config configs/fashion_cnn.yaml
     litlab predict --ckpt_path <best.ckpt> --data.predict_files '[shirt.png]'
@@ -11,12 +11,17 @@ and 94.69 %).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchvision.models import get_model, get_model_weights
 
+from lightning_modules.components.convnets import Standardize
+from lightning_modules.errors import LitlabError
 from lightning_modules.experiment import Experiment
 from lightning_modules.optim import OptimizerName, ScheduleName, configure_optimizers
 
@@ -151,3 +156,95 @@ class ImageClassifier(ClassifierSystem):
         hp = self.hparams
         total_steps = self.trainer.estimated_stepping_batches
         return configure_optimizers(self, total_steps, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.schedule)
+
+
+class TorchvisionClassifier(ClassifierSystem):
+    """A torchvision classification network (ImageNet weights or none) with a new `num_classes` head, fine-tuned.
+
+    Inputs are resized on the device to `image_size` and standardised with the statistics of the weights' own
+    transforms, inside the model, so a checkpoint (and its ONNX export) takes raw images in [0, 1]. The pretrained
+    weights are fetched (rank 0, `prepare_data`) and loaded (`setup`) for `fit` only: `test`/`predict` from a
+    checkpoint need neither the download nor a connection.
+
+    Args:
+        arch: a torchvision classification model name ("resnet18", "resnet50", ...).
+        weights: its weights enum name ("IMAGENET1K_V1", ...), or None to train from scratch. Downloaded once into
+            torch's hub cache ($TORCH_HOME/hub/checkpoints).
+        num_classes: classes of the new head.
+        image_size: side the inputs are resized to (ImageNet networks see 224 px; CIFAR images are 32 px).
+        freeze_backbone_epochs: epochs in which only the new head learns (the backbone's learning rate is 0).
+        label_smoothing, optimizer, lr, weight_decay, momentum, schedule, channels_last, logged_images: as in
+            `ImageClassifier`.
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        weights: str | None = "IMAGENET1K_V1",
+        num_classes: int = 10,
+        image_size: int = 224,
+        freeze_backbone_epochs: int = 0,
+        label_smoothing: float = 0.0,
+        optimizer: OptimizerName = "sgd",
+        lr: float = 0.01,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        schedule: ScheduleName = "cosine",
+        channels_last: bool = True,
+        logged_images: int = 20,
+    ) -> None:
+        super().__init__(num_classes, label_smoothing, logged_images)
+        self.save_hyperparameters()
+        try:
+            self.weights = get_model_weights(arch)[weights] if weights else None
+        except (ValueError, KeyError):
+            raise LitlabError(f"unknown torchvision model or weights: arch={arch!r}, weights={weights!r}") from None
+        self.backbone = get_model(arch, weights=None)  # the weights arrive in `setup`
+        self.head = nn.Linear(self.backbone.fc.in_features, num_classes)
+        self.backbone.fc = nn.Identity()
+        transforms = (self.weights or get_model_weights(arch).DEFAULT).transforms()
+        self.standardize = Standardize(transforms.mean, transforms.std)
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        self._pretrained_loaded = False
+
+    def _pretrained_state(self) -> dict[str, Tensor]:
+        try:
+            return self.weights.get_state_dict(progress=False, check_hash=True)
+        except (OSError, RuntimeError) as err:  # offline (URLError is an OSError), or a corrupt download
+            cache = Path(torch.hub.get_dir()) / "checkpoints"
+            reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+            raise LitlabError(
+                f"could not load {self.hparams.arch} weights {self.hparams.weights} (looked in {cache}; download "
+                f"failed: {reason}): connect to the internet once, or train from scratch with "
+                f"--model.init_args.weights=null"
+            ) from None
+
+    def prepare_data(self) -> None:
+        if self.weights is not None and self.trainer.state.fn == "fit":
+            self._pretrained_state()  # rank 0 fills the cache
+
+    def setup(self, stage: str) -> None:
+        if self.weights is None or stage != "fit" or self._pretrained_loaded:
+            return
+        state = {k: v for k, v in self._pretrained_state().items() if not k.startswith("fc.")}
+        self.backbone.load_state_dict(state)  # a resumed fit then restores its checkpoint over these
+        self._pretrained_loaded = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = self.hparams.image_size
+        if x.shape[-2:] != (size, size):  # (B, 3, 32, 32) -> (B, 3, size, size), bilinear
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.size(-1) > size)
+        x = self.standardize(x)
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.head(self.backbone(x))  # (B, classes)
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        total_steps = self.trainer.estimated_stepping_batches
+        frozen_steps = int(hp.freeze_backbone_epochs * total_steps / max(1, self.trainer.max_epochs or 1))
+        return configure_optimizers(
+            self, total_steps, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.schedule,
+            frozen=self.backbone, frozen_steps=frozen_steps,
+        )  # fmt: skip

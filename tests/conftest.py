@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from image_fixtures import write_fashion_mnist, write_predict_images
+from image_fixtures import write_cifar10, write_fashion_mnist, write_predict_images
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -57,6 +57,18 @@ FAMILIES = {
             "--model.optimizer=adamw",
         ],
     },
+    "datamodules.cifar10.CIFAR10Data": {
+        "tiny": [
+            f"--data.data_dir={FIXTURES / 'cifar10'}",
+            "--data.download=false",
+            "--data.val_size=100",
+            "--data.batch_size=32",
+            "--model.weights=null",  # no download; the real weights path is tested offline in test_images.py
+            "--model.image_size=32",
+        ],
+        "predict": [f"--data.predict_files=[{FIXTURES / 'grey.png'}, {FIXTURES / 'colour.jpg'}]"],
+        "overfit": ["--data.augment=false", "--model.label_smoothing=0", "--model.optimizer=adamw"],
+    },
 }
 
 
@@ -77,12 +89,19 @@ def cli(*args: str):
     return LitlabCLI(args=[str(a) for a in args])
 
 
-def run_litlab(*args: str, env: dict[str, str | None] | None = None, cwd: Path | None = None, timeout: int = 300):
-    """Run the installed `litlab` console script as a user would, stdin closed; `env` values of None unset."""
+def run_litlab(
+    *args: str,
+    env: dict[str, str | None] | None = None,
+    cwd: Path | None = None,
+    timeout: int = 300,
+    program: str = "litlab",
+):
+    """Run an installed console script (`litlab`, `litlab-export`) as a user would, stdin closed; `env` values of
+    None unset."""
     environment = {**os.environ, **(env or {})}
     environment = {key: value for key, value in environment.items() if value is not None}
     return subprocess.run(
-        [LITLAB, *map(str, args)],
+        [str(Path(LITLAB).with_name(program)), *map(str, args)],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -102,6 +121,7 @@ def checkpoints(root: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="session", autouse=True)
 def fixture_data():
     write_fashion_mnist(FIXTURES / "fashion")
+    write_cifar10(FIXTURES / "cifar10")
     write_predict_images(FIXTURES)
     yield FIXTURES
     shutil.rmtree(FIXTURES, ignore_errors=True)

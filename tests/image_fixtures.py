@@ -1,6 +1,7 @@
 """Tiny image datasets written in the real on-disk formats, whose classes are visible shapes (so a CNN can learn them).
 
-- FashionMNIST: the four IDX files under `<root>/FashionMNIST/raw/`, as torchvision reads them.
+- FashionMNIST: the four IDX files under `<root>/FashionMNIST/raw/`, as torchvision reads them;
+- CIFAR-10: the pickled batches of `cifar-10-batches-py/`.
 """
 
 from __future__ import annotations
@@ -63,3 +64,27 @@ def write_predict_images(root: Path) -> None:
     Image.fromarray(images[0, ..., 0]).save(root / "grey.png")
     Image.fromarray(images[1]).save(root / "colour.jpg")
     (root / "not_an_image.png").write_text("hello")
+
+
+def write_cifar10(root: Path, per_batch: int = 200, test: int = 300) -> Path:
+    """`cifar-10-batches-py/` as the official archive holds it: five training batches, a test batch and the meta
+    file, each a pickled dict with bytes keys (pickle is the format itself; litlab's reader refuses any object but
+    arrays)."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for seed, name in enumerate(names):
+        images, labels = shapes(test if name == "test_batch" else per_batch, 32, 3, seed=10 + seed)
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": labels.tolist(),
+            b"data": images.transpose(0, 3, 1, 2).reshape(len(images), -1),  # (N, 3072): R, G, B planes
+            b"filenames": [f"{i}.png".encode() for i in range(len(images))],
+        }
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    classes = "airplane automobile bird cat deer dog frog horse ship truck".split()
+    meta = {b"label_names": [c.encode() for c in classes], b"num_cases_per_batch": per_batch}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return root

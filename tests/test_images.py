@@ -3,18 +3,26 @@ the training device, and one-line errors for missing or broken data."""
 
 from __future__ import annotations
 
+import os
+import pickle
+import shutil
+import urllib.error
 from types import SimpleNamespace
 
 import pytest
 import torch
+import torchvision
 from conftest import FAMILIES, cli, config
+from image_fixtures import shapes
 from test_errors import fails_in_one_line
 from torchvision.datasets import FashionMNIST
 
+from datamodules.cifar10 import CIFAR10Data
 from datamodules.fashion_mnist import FashionMNISTData
 from datamodules.images import augment_batch
 
 FASHION_TINY = FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"]
+CIFAR_TINY = FAMILIES["datamodules.cifar10.CIFAR10Data"]["tiny"]
 
 
 def batch(n: int = 16) -> torch.Tensor:
@@ -138,3 +146,87 @@ def test_failed_download_is_one_line(capfd, tmp_path, monkeypatch):
         "--trainer.logger=false",
         naming="could not download FashionMNIST",
     )
+
+
+def test_cifar_batches_are_read_as_written(fixture_data):
+    data = CIFAR10Data(data_dir=fixture_data / "cifar10", download=False, val_size=100)
+    images, labels = data.load(train=True)
+    assert images.shape == (1000, 3, 32, 32) and images.dtype == torch.uint8
+    first, first_labels = shapes(200, 32, 3, seed=10)  # data_batch_1, as image_fixtures wrote it
+    assert torch.equal(images[:200], torch.from_numpy(first).permute(0, 3, 1, 2))
+    assert labels[:200].tolist() == first_labels.tolist()
+    assert data.make_split("test")["x"].shape == (300, 3, 32, 32)
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_cifar_reader_refuses_objects_other_than_arrays(capfd, tmp_path, fixture_data):
+    folder = tmp_path / "evil" / "cifar-10-batches-py"
+    shutil.copytree(fixture_data / "cifar10" / "cifar-10-batches-py", folder)
+    (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": Exploit(), b"labels": [0]}, protocol=2))
+    fails_in_one_line(
+        capfd,
+        "fit",
+        "--config",
+        config("cifar10_resnet18_scratch"),
+        f"--data.data_dir={tmp_path / 'evil'}",
+        "--data.download=false",
+        "--trainer.logger=false",
+        naming="refusing to build posix.system",
+    )
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_missing_cifar_says_where_it_looked(capfd, tmp_path):
+    fails_in_one_line(
+        capfd,
+        "fit",
+        "--config",
+        config("cifar10_resnet18_scratch"),
+        f"--data.data_dir={tmp_path}",
+        "--data.download=false",
+        "--trainer.logger=false",
+        naming=f"CIFAR-10 not found in {tmp_path / 'cifar-10-batches-py'}",
+    )
+
+
+def test_unavailable_weights_say_how_to_proceed(capfd, tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)  # what torchvision meets offline
+    last = fails_in_one_line(
+        capfd,
+        "fit",
+        "--config",
+        config("cifar10_resnet18_finetune"),
+        *CIFAR_TINY[:4],
+        "--trainer.logger=false",
+        naming="could not load resnet18 weights IMAGENET1K_V1",
+    )
+    assert "--model.init_args.weights=null" in last and str(tmp_path / "torch") in last
+
+
+def test_pretrained_weights_load_for_fit_only(tmp_path, monkeypatch):
+    reference = torchvision.models.resnet18(num_classes=1000).state_dict()  # stands in for the ImageNet file
+    calls = []
+
+    def from_cache(url, *args, **kwargs):
+        calls.append(url)
+        return reference
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", from_cache)
+    quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    tiny = [*CIFAR_TINY[:4], "--model.image_size=32", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
+    run = cli("fit", "--config", config("cifar10_resnet18_finetune"), *tiny, "--model.lr=0", *quiet)
+    assert calls and calls[0].endswith(".pth")
+    backbone = run.model.backbone.state_dict()
+    assert torch.equal(backbone["conv1.weight"], reference["conv1.weight"])  # lr 0: exactly what was loaded
+    calls.clear()
+    best = next(tmp_path.glob("runs/**/best.ckpt"))
+    cli("test", "--ckpt_path", best, *CIFAR_TINY[:4], "--trainer.limit_test_batches=1", *quiet)
+    assert not calls  # the checkpoint has the weights: no download for test
