@@ -52,40 +52,11 @@ def read_batch(path: Path) -> tuple[Tensor, Tensor]:
 
 
 class CIFAR10Data(ImageClassData):
-    """CIFAR-10 as tensors.
-
-    Args:
-        data_dir: holds `cifar-10-batches-py/`; `prepare_data` downloads and extracts the archive there when missing.
-        download: fetch the archive when missing (else a missing dataset is an error that says where it looked).
-        val_size: validation images taken from the official training set.
-        seed: seeds the train/val split.
-        augment: random flips and 4-pixel shifts of training batches on the device.
-        predict_files: images to classify with `litlab predict` (any size; made RGB and resized to 32x32).
-        batch_size, eval_batch_size, data_on_device, num_workers: see `InMemoryDataModule`.
-    """
+    """CIFAR-10 as tensors; `data_dir` holds `cifar-10-batches-py/` (arguments: see `ImageClassData`)."""
 
     classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     channels, size = 3, (32, 32)
     augmentation = dict(flip=0.5, shift=4, padding_mode="reflection")
-
-    def __init__(
-        self,
-        data_dir: Path = Path("data"),
-        download: bool = True,
-        val_size: int = 5_000,
-        seed: int = 0,
-        augment: bool = True,
-        predict_files: list[Path] | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int | None = 512,
-        data_on_device: bool | None = None,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__(
-            data_dir, val_size, seed, augment, predict_files, batch_size, eval_batch_size, data_on_device, num_workers
-        )
-        self.save_hyperparameters(logger=False)
-        self.download = download
 
     def prepare_data(self) -> None:
         if not self.download or (self.data_dir / FOLDER).is_dir():

@@ -9,8 +9,6 @@ copies of the training set instead).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import Tensor
 from torchvision.datasets import FashionMNIST
@@ -20,40 +18,11 @@ from lightning_modules.errors import LitlabError
 
 
 class FashionMNISTData(ImageClassData):
-    """FashionMNIST as tensors.
-
-    Args:
-        data_dir: holds `FashionMNIST/raw/` (IDX files); `prepare_data` downloads them there when missing.
-        download: fetch the files when missing (else a missing dataset is an error that says where it looked).
-        val_size: validation images taken from the official training set.
-        seed: seeds the train/val split.
-        augment: augment training batches on the device (see the module docstring).
-        predict_files: images to classify with `litlab predict` (any size; turned grey and resized to 28x28).
-        batch_size, eval_batch_size, data_on_device, num_workers: see `InMemoryDataModule`.
-    """
+    """FashionMNIST as tensors; `data_dir` holds `FashionMNIST/raw/` (arguments: see `ImageClassData`)."""
 
     classes = FashionMNIST.classes
     channels, size = 1, (28, 28)
     augmentation = dict(flip=0.5, shift=2, scale=(0.9, 1.1), contrast=(0.9, 1.1))
-
-    def __init__(
-        self,
-        data_dir: Path = Path("data"),
-        download: bool = True,
-        val_size: int = 5_000,
-        seed: int = 0,
-        augment: bool = False,
-        predict_files: list[Path] | None = None,
-        batch_size: int = 256,
-        eval_batch_size: int | None = 1024,
-        data_on_device: bool | None = None,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__(
-            data_dir, val_size, seed, augment, predict_files, batch_size, eval_batch_size, data_on_device, num_workers
-        )
-        self.save_hyperparameters(logger=False)
-        self.download = download
 
     def prepare_data(self) -> None:
         if not self.download:

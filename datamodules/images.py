@@ -82,18 +82,31 @@ class ImageClassData(InMemoryDataModule):
 
     def __init__(
         self,
-        data_dir: Path,
-        val_size: int,
-        seed: int,
-        augment: bool,
-        predict_files: list[Path] | None,
-        batch_size: int,
-        eval_batch_size: int | None,
-        data_on_device: bool | None,
-        num_workers: int,
+        data_dir: Path = Path("data"),
+        download: bool = True,
+        val_size: int = 5_000,
+        seed: int = 0,
+        augment: bool = False,
+        predict_files: list[Path] | None = None,
+        batch_size: int = 256,
+        eval_batch_size: int | None = 1024,
+        data_on_device: bool | None = None,
+        num_workers: int = 0,
     ) -> None:
+        """
+        Args:
+            data_dir: where the dataset's files are (or are downloaded to by `prepare_data`).
+            download: fetch the files when missing (else a missing dataset is an error that says where it looked).
+            val_size: validation images taken from the official training set.
+            seed: seeds the train/val split.
+            augment: augment training batches on the device (`augmentation`).
+            predict_files: images to classify with `litlab predict` (any size and mode; converted and resized).
+            batch_size, eval_batch_size, data_on_device, num_workers: see `InMemoryDataModule`.
+        """
         super().__init__(batch_size, eval_batch_size, data_on_device, num_workers)
+        self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
+        self.download = download
         self.val_size = val_size
         self.seed = seed
         self.augment = augment
