@@ -230,3 +230,25 @@ def test_pretrained_weights_load_for_fit_only(tmp_path, monkeypatch):
     best = next(tmp_path.glob("runs/**/best.ckpt"))
     cli("test", "--ckpt_path", best, *CIFAR_TINY[:4], "--trainer.limit_test_batches=1", *quiet)
     assert not calls  # the checkpoint has the weights: no download for test
+
+
+def test_frozen_backbone_has_no_learning_rate_until_it_thaws():
+    from torch import nn
+
+    from lightning_modules.optim import configure_optimizers
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))  # [0] stands for the backbone, [1] for the head
+    setup = configure_optimizers(model, 100, "sgd", 0.1, weight_decay=1e-4, schedule="constant", frozen=model[0],
+                                 frozen_steps=10)  # fmt: skip
+    optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+
+    def rates() -> dict[bool, set[float]]:
+        return {held: {g["lr"] for g in optimizer.param_groups if g["held"] == held} for held in (True, False)}
+
+    backbone = {id(p) for g in optimizer.param_groups if g["held"] for p in g["params"]}
+    assert backbone == {id(p) for p in model[0].parameters()}
+    assert rates() == {True: {0.0}, False: {0.1}}
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    assert rates() == {True: {0.1}, False: {0.1}}
