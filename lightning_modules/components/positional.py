@@ -29,7 +29,7 @@ class LearnedPositions(nn.Module):
 
     def __init__(self, d_model: int, max_len: int = 512) -> None:
         super().__init__()
-        self.table = nn.Parameter(torch.randn(max_len, d_model) * 0.5)  # (L, C), about the embeddings' unit scale
+        self.table = nn.Parameter(torch.randn(max_len, d_model))  # (L, C), the embeddings' unit scale
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.table[: x.size(1)]  # (B, T, C)
