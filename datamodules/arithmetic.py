@@ -34,7 +34,7 @@ from lightning_modules.errors import LitlabError
 class ArithmeticTokenizer:
     """Characters of expressions and answers <-> token ids: pad 0, digits 1-10, '+' 11, '-' 12, bos 13, eos 14."""
 
-    PAD, BOS, EOS = 0, 13, 14
+    PAD, MINUS, BOS, EOS = 0, 12, 13, 14
     SYMBOLS = "0123456789+-"  # ids 1..12
     vocab_size = 15
     _ids = torch.full((128,), -1, dtype=torch.long)

@@ -41,14 +41,18 @@ class AdderSystem(Experiment):
         )
 
     def _answer_order(self, ids: Tensor) -> Tensor:
-        """The network's answer order: with `reverse_answer`, the characters before eos reversed (an involution)."""
+        """The network's answer order: with `reverse_answer`, the digits before eos reversed, a leading minus sign kept
+        first ("-14" <-> "-41"), so the network settles the sign before it writes digits that depend on it. An
+        involution: the same map turns generated answers back into natural order."""
         if not self.hparams.reverse_answer:
             return ids
         steps = ids.size(1)
         position = torch.arange(steps, device=ids.device)  # (T,)
         is_eos = ids == Tokens.EOS
         length = torch.where(is_eos.any(1), is_eos.int().argmax(1), steps).unsqueeze(1)  # (B, 1)
-        return ids.gather(1, torch.where(position < length, length - 1 - position, position))
+        start = (ids[:, :1] == Tokens.MINUS).long()  # (B, 1): 1 for negative answers
+        digits = (position >= start) & (position < length)
+        return ids.gather(1, torch.where(digits, start + length - 1 - position, position))
 
     def _generate(self, src: Tensor, steps: int) -> Tensor:
         return self._answer_order(self.net.generate(src, steps, Tokens.BOS))  # (B, steps), natural order
@@ -97,8 +101,8 @@ class AdderLSTM(AdderSystem):
 
     Args:
         embed_dim, hidden_dim, num_layers, dropout: network sizes (the notebook: 256, 512, 2, 0.5).
-        reverse_answer: the network writes the answer last character first, as one adds by hand (carries flow
-            forward); outputs and metrics are always in normal order.
+        reverse_answer: the network writes the answer's digits last first, as one adds by hand (carries flow
+            forward), after its sign; outputs and metrics are always in normal order.
         label_smoothing: for the cross-entropy over answer tokens.
         optimizer, lr, weight_decay, schedule, warmup_fraction: see `lightning_modules.optim`.
     """
@@ -128,8 +132,8 @@ class AdderTransformer(AdderSystem):
     Args:
         d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout: network sizes.
         positions: learned position vectors (found the alignment of digits in half the steps here) or sinusoids.
-        reverse_answer: the network writes the answer last character first, as one adds by hand (carries flow
-            forward); outputs and metrics are always in normal order.
+        reverse_answer: the network writes the answer's digits last first, as one adds by hand (carries flow
+            forward), after its sign; outputs and metrics are always in normal order.
         label_smoothing: for the cross-entropy over answer tokens.
         optimizer, lr, weight_decay, schedule, warmup_fraction: see `lightning_modules.optim`.
     """
