@@ -1,0 +1,138 @@
+"""Characters of a novel for next-character language models (notebook 15.8.2 and 15.9.9).
+
+The text comes from local files (`text_files`) or URLs (`urls`, downloaded into `data_dir` in `prepare_data`); the
+default is Project Gutenberg's plain-text *Jane Eyre* (ebook 1260), whose licence header and footer are stripped.
+`clean` keeps the notebook's alphabet (letters, digits, `,.?`, single spaces), so results compare with it.
+
+The text is encoded once into one integer tensor and split contiguously: the first `train_fraction` trains, the rest is
+halved into val and test, so no window crosses a split boundary and no test character was seen in training. The
+vocabulary comes from the training text (id 0: a character unseen there). Training windows of `context_len`
+characters start at random positions (one per `context_len` characters per epoch, every position a target);
+val/test windows tile their split.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from lightning_modules.errors import LitlabError
+
+JANE_EYRE = "https://www.gutenberg.org/cache/epub/1260/pg1260.txt"
+_START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG EBOOK.*$", re.MULTILINE | re.IGNORECASE)
+_END = re.compile(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG EBOOK.*$", re.MULTILINE | re.IGNORECASE)
+
+
+def strip_gutenberg(text: str) -> str:
+    """The book between Project Gutenberg's `*** START OF ... ***` and `*** END OF ... ***` lines (all of it when the
+    markers are absent)."""
+    start, end = _START.search(text), _END.search(text)
+    return text[start.end() if start else 0 : end.start() if end else len(text)].strip()
+
+
+def clean_text(text: str) -> str:
+    """The notebook's cleaning: letters, digits and `,.?` kept, everything else a space, runs of spaces collapsed."""
+    return re.sub(r" +", " ", re.sub(r"[^A-Za-z0-9,.? ]", " ", text)).strip()
+
+
+class CharVocab:
+    """Characters <-> ids; id 0 stands for any character the training text did not contain."""
+
+    UNKNOWN = 0
+
+    def __init__(self, chars: str) -> None:
+        self.chars = chars  # id i+1 is chars[i]
+        self._table = torch.zeros(max(map(ord, chars), default=0) + 1, dtype=torch.long)
+        self._table[torch.tensor([ord(c) for c in chars], dtype=torch.long)] = torch.arange(1, len(chars) + 1)
+
+    @classmethod
+    def from_text(cls, text: str) -> CharVocab:
+        return cls("".join(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.chars) + 1
+
+    def encode(self, text: str) -> Tensor:
+        """(len(text),) ids, one vectorised lookup."""
+        codes = torch.tensor([ord(c) for c in text], dtype=torch.long)
+        known = codes < len(self._table)
+        return torch.where(known, self._table[codes.clamp(max=len(self._table) - 1)], self.UNKNOWN)
+
+    def decode(self, ids: Tensor | list[int], unknown: str = "\ufffd") -> str:
+        return "".join(self.chars[i - 1] if 0 < i <= len(self.chars) else unknown for i in list(map(int, ids)))
+
+
+def read_corpus(files: list[Path]) -> str:
+    texts = []
+    for file in files:
+        if not file.is_file():
+            raise LitlabError(f"text file {file} not found: pass --data.text_files with existing files")
+        try:
+            texts.append(strip_gutenberg(file.read_text(encoding="utf-8-sig")))
+        except UnicodeDecodeError as err:
+            raise LitlabError(f"text file {file} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return "\n".join(texts)
+
+
+def download(url: str, folder: Path) -> Path:
+    """The file of `url` under `folder` (fetched once, written atomically)."""
+    target = folder / Path(urllib.request.urlparse(url).path).name
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(target.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            partial.write_bytes(response.read())
+    except OSError as err:
+        raise LitlabError(
+            f"could not download {url} into {folder} ({err}): check the connection, or pass --data.text_files"
+        ) from None
+    partial.replace(target)
+    return target
+
+
+def contiguous_splits(ids: Tensor, train_fraction: float) -> dict[str, Tensor]:
+    """First `train_fraction` for train, the rest halved into val and test (in that order)."""
+    if not 0 < train_fraction < 1:
+        raise LitlabError(f"--data.train_fraction={train_fraction}: must be between 0 and 1")
+    n = len(ids)
+    train_end = int(n * train_fraction)
+    val_end = train_end + (n - train_end) // 2
+    return {"train": ids[:train_end], "val": ids[train_end:val_end], "test": ids[val_end:]}
+
+
+class JitteredWindows(Dataset):
+    """Training windows: item i is `context_len + 1` characters starting at a random point of the i-th stretch of that
+    length, drawn afresh at every access (torch's RNG, so seeded runs repeat). Any sampler works, and under DDP each
+    rank reads its own stretches."""
+
+    def __init__(self, ids: Tensor, context_len: int) -> None:
+        self.ids, self.width = ids, context_len + 1
+        self.count = (len(ids) - self.width) // self.width
+        if self.count < 1:
+            raise LitlabError(f"a split of {len(ids)} characters holds no two windows of {self.width}")
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+        stretch = torch.as_tensor(indices) * self.width  # (B,)
+        starts = stretch + torch.randint(0, self.width, (len(indices),))
+        windows = self.ids[starts.unsqueeze(1) + torch.arange(self.width)]  # (B, context_len + 1)
+        return {"x": windows[:, :-1], "y": windows[:, 1:]}
+
+
+def tiled_windows(ids: Tensor, context_len: int) -> Tensor:
+    """(N, context_len + 1) consecutive windows that tile the split (each shares its last character with the next's
+    first, so every character after the first is a target exactly once)."""
+    count = (len(ids) - 1) // context_len
+    if count < 1:
+        raise LitlabError(f"a split of {len(ids)} characters holds no window of {context_len + 1}")
+    starts = torch.arange(count) * context_len
+    return ids[starts.unsqueeze(1) + torch.arange(context_len + 1)]
