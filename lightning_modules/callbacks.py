@@ -96,10 +96,17 @@ class ResumableRNG(Callback):
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        torch.set_rng_state(state_dict["torch"])
-        kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._fitting = stage == "fit"  # setup runs before Lightning restores callback states
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Lightning restores callback states for test and predict too, where the run's own seed must rule (sampled
+        # predictions): the states are put back only when training resumes.
+        if not getattr(self, "_fitting", False):
+            return
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        random.setstate(state_dict["python"])
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
