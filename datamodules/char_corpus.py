@@ -17,10 +17,12 @@ import re
 import urllib.request
 from pathlib import Path
 
+import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
+from datamodules.in_memory import TensorColumns, keep_batch
 from lightning_modules.errors import LitlabError
 
 JANE_EYRE = "https://www.gutenberg.org/cache/epub/1260/pg1260.txt"
@@ -112,8 +114,8 @@ class JitteredWindows(Dataset):
     length, drawn afresh at every access (torch's RNG, so seeded runs repeat). Any sampler works, and under DDP each
     rank reads its own stretches."""
 
-    def __init__(self, ids: Tensor, context_len: int) -> None:
-        self.ids, self.width = ids, context_len + 1
+    def __init__(self, ids: Tensor, context_len: int, jitter: bool = True) -> None:
+        self.ids, self.width, self.jitter = ids, context_len + 1, jitter
         self.count = (len(ids) - self.width) // self.width
         if self.count < 1:
             raise LitlabError(f"a split of {len(ids)} characters holds no two windows of {self.width}")
@@ -123,7 +125,7 @@ class JitteredWindows(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
         stretch = torch.as_tensor(indices) * self.width  # (B,)
-        starts = stretch + torch.randint(0, self.width, (len(indices),))
+        starts = stretch + torch.randint(0, self.width, (len(indices),)) if self.jitter else stretch
         windows = self.ids[starts.unsqueeze(1) + torch.arange(self.width)]  # (B, context_len + 1)
         return {"x": windows[:, :-1], "y": windows[:, 1:]}
 
@@ -136,3 +138,104 @@ def tiled_windows(ids: Tensor, context_len: int) -> Tensor:
         raise LitlabError(f"a split of {len(ids)} characters holds no window of {context_len + 1}")
     starts = torch.arange(count) * context_len
     return ids[starts.unsqueeze(1) + torch.arange(context_len + 1)]
+
+
+class CharCorpusData(L.LightningDataModule):
+    """A text as next-character windows.
+
+    Args:
+        text_files: local UTF-8 text files (Project Gutenberg headers are stripped); when given, `urls` is ignored.
+        urls: texts to download into `data_dir` in `prepare_data` (default: Jane Eyre).
+        data_dir: where downloads go.
+        clean: the notebook's alphabet (letters, digits, `,.?`, single spaces); False keeps the raw text.
+        context_len: characters a model sees per window.
+        train_fraction: leading share of the text used for training; the rest is halved into val and test.
+        vocab: the vocabulary's characters. Built from the training text by `fit` and stored with the checkpoint, so
+            `predict` needs no text at all.
+        jitter: training windows start at a random point of their stretch (False: fixed windows, e.g. to memorise).
+        prompts: texts to continue with `litlab predict` (an empty prompt starts from a space).
+        batch_size, eval_batch_size, num_workers: loader settings (eval default: batch_size).
+    """
+
+    def __init__(
+        self,
+        text_files: list[Path] | None = None,
+        urls: list[str] | None = None,
+        data_dir: Path = Path("data"),
+        clean: bool = True,
+        context_len: int = 128,
+        train_fraction: float = 0.9,
+        vocab: str | None = None,
+        jitter: bool = True,
+        prompts: list[str] | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.vocab = CharVocab(vocab) if vocab is not None else None
+        self.splits: dict[str, Tensor] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        if self.vocab is None:
+            raise LitlabError("the vocabulary is built by `fit` from the training text: pass --ckpt_path")
+        return len(self.vocab)
+
+    def _files(self) -> list[Path]:
+        if self.hparams.text_files:
+            return [Path(f) for f in self.hparams.text_files]
+        folder = Path(self.hparams.data_dir)
+        return [folder / Path(urllib.request.urlparse(url).path).name for url in self.hparams.urls or [JANE_EYRE]]
+
+    def prepare_data(self) -> None:
+        if not self.hparams.text_files:
+            for url in self.hparams.urls or [JANE_EYRE]:
+                download(url, Path(self.hparams.data_dir))
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict":
+            return
+        text = read_corpus(self._files())
+        text = clean_text(text) if self.hparams.clean else text
+        train_end = int(len(text) * self.hparams.train_fraction)
+        if self.vocab is None:
+            self.vocab = CharVocab.from_text(text[:train_end])
+            self.hparams.vocab = self.vocab.chars  # saved with the checkpoint's data config
+        self.splits = contiguous_splits(self.vocab.encode(text), self.hparams.train_fraction)
+
+    def _loader(self, dataset, shuffle: bool, batch_size: int) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size,
+            shuffle=shuffle,
+            collate_fn=keep_batch,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def _tiled(self, split: str) -> DataLoader:
+        windows = tiled_windows(self.splits[split], self.hparams.context_len)
+        columns = TensorColumns({"x": windows[:, :-1], "y": windows[:, 1:]})
+        return self._loader(columns, False, self.hparams.eval_batch_size or self.hparams.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        windows = JitteredWindows(self.splits["train"], self.hparams.context_len, self.hparams.jitter)
+        return self._loader(windows, True, self.hparams.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._tiled("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._tiled("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        prompts = self.hparams.prompts
+        if not prompts:
+            raise LitlabError('nothing to predict: pass --data.prompts \'["It was", "Jane"]\'')
+        texts = [(clean_text(p) if self.hparams.clean else p) or " " for p in prompts]
+        # one prompt per batch: prompts differ in length, and generation needs no padding then
+        items = [{"x": self.vocab.encode(t).unsqueeze(0), "index": torch.tensor([i])} for i, t in enumerate(texts)]
+        return DataLoader(items, batch_size=None)

@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from image_fixtures import write_cifar10, write_fashion_mnist, write_predict_images
+from text_fixtures import write_book
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -68,6 +69,19 @@ FAMILIES = {
         ],
         "predict": [f"--data.predict_files=[{FIXTURES / 'grey.png'}, {FIXTURES / 'colour.jpg'}]"],
         "overfit": ["--data.augment=false", "--model.label_smoothing=0", "--model.optimizer=adamw"],
+    },
+    "datamodules.char_corpus.CharCorpusData": {
+        "tiny": [
+            f"--data.text_files=[{FIXTURES / 'book.txt'}]",
+            "--data.context_len=48",
+            "--data.batch_size=16",
+            "--model.embed_dim=32",
+            "--model.hidden=64",
+            "--model.heads=2",
+            "--model.context_len=64",
+        ],
+        "predict": ['--data.prompts=["The little", ""]', "--model.generate_chars=20"],
+        "overfit": ["--data.jitter=false", "--data.batch_size=8", "--model.dropout=0", "--model.lr=1e-2"],
     },
 }
 
@@ -122,6 +136,7 @@ def checkpoints(root: Path) -> tuple[Path, Path]:
 def fixture_data():
     write_fashion_mnist(FIXTURES / "fashion")
     write_cifar10(FIXTURES / "cifar10")
+    write_book(FIXTURES / "book.txt")
     write_predict_images(FIXTURES)
     yield FIXTURES
     shutil.rmtree(FIXTURES, ignore_errors=True)

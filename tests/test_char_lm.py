@@ -1,0 +1,54 @@
+"""The character models: vocabulary kept in the checkpoint, generation length, temperature, top-k, seeded sampling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import FAMILIES, cli, config
+
+TINY = FAMILIES["datamodules.char_corpus.CharCorpusData"]["tiny"]
+QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture
+def lstm_checkpoint(tmp_path):
+    cli(
+        "fit",
+        "--config",
+        config("char_lstm"),
+        *TINY,
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=5",
+        *QUIET,
+    )
+    return next(tmp_path.glob("runs/**/best.ckpt"))
+
+
+def predict(ckpt, capsys, *args: str) -> list[dict]:
+    cli("predict", "--ckpt_path", ckpt, "--data.text_files=[/nonexistent.txt]", *args)  # no text needed
+    lines = capsys.readouterr().out.strip().splitlines()
+    path = next(line for line in lines if line.startswith("predictions written to "))
+    return [json.loads(line) for line in open(path.removeprefix("predictions written to "))]
+
+
+def test_vocabulary_travels_in_the_checkpoint(lstm_checkpoint):
+    checkpoint = torch.load(lstm_checkpoint, weights_only=True)
+    vocab = checkpoint["datamodule_hyper_parameters"]["vocab"]
+    assert set(vocab) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789,.? ") and "e" in vocab
+    assert checkpoint["hyper_parameters"]["vocab_size"] == len(vocab) + 1
+
+
+def test_generation_length_temperature_and_top_k(lstm_checkpoint, capsys):
+    prompts = '--data.prompts=["The little", "", "r\\u00e9sum\\u00e9"]'
+    greedy = predict(lstm_checkpoint, capsys, prompts, "--model.generate_chars=30", "--model.temperature=0")
+    assert [r["input"] for r in greedy] == ["The little", "", "r\u00e9sum\u00e9"]  # empty and unseen characters handled
+    assert all(len(r["output"]) == 30 for r in greedy)
+    top1 = predict(lstm_checkpoint, capsys, prompts, "--model.generate_chars=30", "--model.top_k=1")
+    assert [r["output"] for r in top1] == [r["output"] for r in greedy]  # top-1 sampling is greedy
+    sampled = [predict(lstm_checkpoint, capsys, prompts, "--model.temperature=1.5", "--seed_everything=7")
+               for _ in range(2)]  # fmt: skip
+    assert sampled[0] == sampled[1]  # same seed, same text
+    other = predict(lstm_checkpoint, capsys, prompts, "--model.temperature=1.5", "--seed_everything=8")
+    assert other != sampled[0]
