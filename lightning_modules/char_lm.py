@@ -131,6 +131,39 @@ class CharLM(Experiment):
                 logits, state = self(nxt, state)
         return torch.cat(out, dim=1)
 
+    def on_validation_epoch_end(self) -> None:
+        """W&B: a table of texts generated from prompts (the configured ones, else the validation text's opening)."""
+        run = self.wandb_run()
+        if run is None or self.trainer.sanity_checking:
+            return
+        import wandb
+
+        data = self.trainer.datamodule
+        prompts = data.hparams.prompts or [data.vocab.decode(data.splits["val"][:24])]
+        table = wandb.Table(columns=["epoch", "prompt", "temperature", "text"])
+        for prompt in prompts[:4]:
+            ids = data.vocab.encode(prompt or " ").unsqueeze(0).to(self.device)
+            for temperature in (0.5, 1.0):
+                text = data.vocab.decode(self.generate(ids, 120, temperature, None)[0])
+                table.add_data(self.current_epoch, prompt, temperature, text)
+        run.log({"val/samples": table, "trainer/global_step": self.global_step})
+
+    def on_fit_end(self) -> None:
+        """W&B: the character embeddings projected on their first two principal components (the notebook's figure
+        where upper- and lower-case letters cluster)."""
+        run = self.wandb_run()
+        if run is None:
+            return
+        import wandb
+
+        weights = self.net.embed.weight.detach().float().cpu()[1:]  # (V-1, C), without the unknown id
+        centred = weights - weights.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        xy = centred @ v[:2].T  # (V-1, 2)
+        chars = self.trainer.datamodule.vocab.chars
+        table = wandb.Table(columns=["x", "y", "char"], data=[[x, y, repr(c)] for (x, y), c in zip(xy.tolist(), chars)])
+        run.log({"embeddings/pca": wandb.plot.scatter(table, "x", "y", title="character embeddings (PCA)")})
+
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         hp, data = self.hparams, self.trainer.datamodule
         ids = self.generate(batch["x"], hp.generate_chars, hp.temperature, hp.top_k)

@@ -35,6 +35,13 @@ class Experiment(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
+    def wandb_run(self):
+        """The W&B run on rank 0 when a WandbLogger is active (for tables, images and plots), else None."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers = [logger for logger in self.loggers if isinstance(logger, WandbLogger)]
+        return loggers[0].experiment if loggers and self.trainer.is_global_zero else None
+
     def log_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
         """`train/loss` per step (the logger samples it every `log_every_n_steps`, no host sync in between);
         `val/loss` and `test/loss` as epoch means, reduced across DDP ranks once at the end of the epoch."""

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 from torchvision.models import get_model, get_model_weights
@@ -65,13 +64,9 @@ class ClassifierSystem(Experiment):
                 self._shown = x[:n].detach(), y[:n].detach(), predicted[:n].detach()
         return loss
 
-    def _wandb(self):
-        loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
-        return loggers[0].experiment if loggers and self.trainer.is_global_zero else None
-
     def on_validation_epoch_end(self) -> None:
         shown, self._shown = self._shown, None
-        run = self._wandb()
+        run = self.wandb_run()
         if run is None or shown is None or self.trainer.sanity_checking:
             return
         import wandb
@@ -92,7 +87,7 @@ class ClassifierSystem(Experiment):
     def on_test_epoch_end(self) -> None:
         matrix = self.confusion.compute().cpu()  # (true, predicted) counts, summed over DDP ranks
         self.confusion.reset()
-        run = self._wandb()
+        run = self.wandb_run()
         if run is None:
             return
         import wandb

@@ -120,3 +120,13 @@ def test_image_classifier_logs_examples_and_confusion_matrix(tmp_path):
     assert any(key.startswith("test/confusion") for key in logged), logged
     images = list(first.glob("files/media/images/val/examples_*.png"))
     assert len(images) == 20  # the grid of validation images, titled in their captions
+
+
+def test_char_model_logs_samples_and_embedding_projection(tmp_path):
+    tiny = FAMILIES["datamodules.char_corpus.CharCorpusData"]["tiny"]
+    fit("--config", config("char_lstm"), *tiny, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
+    (run,) = offline_runs(tmp_path)
+    logged = {item.key or "/".join(item.nested_key) for r in wandb_records(run) if r.HasField("history")
+              for item in r.history.item}  # fmt: skip
+    assert any(key.startswith("val/samples") for key in logged), logged
+    assert any(key.startswith("embeddings/pca") for key in logged), logged
