@@ -6,7 +6,10 @@ On a GPU this shows what holding the data on the device and bf16-mixed buy:
         --variant "fp32, host=--config configs/trainer/gpu.yaml --trainer.precision=32 --data.data_on_device=false" \\
         --variant "bf16, on GPU=--config configs/trainer/gpu.yaml"
 
-Prints, per variant, training samples/s (training batches only, epochs after the first) and seconds per whole epoch.
+Prints, per variant, training samples/s (training batches only, epochs after the first), targets/s where a sample has
+several (characters/s of the character models), and seconds per whole epoch. Characters/s of the character models:
+
+    python benchmarks/throughput.py --config configs/char_lstm.yaml --variant "CPU=--data.text_files=[book.txt]"
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class EpochTimer(L.Callback):
         self.train_seconds: list[float] = []
         self.epoch_seconds: list[float] = []
         self.samples: list[int] = []
+        self.targets: list[int] = []
 
     def _now(self, trainer: L.Trainer) -> float:
         if trainer.strategy.root_device.type == "cuda":
@@ -45,9 +49,11 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self.start, self.seen, self.train_end = self._now(trainer), 0, None
+        self.seen_targets = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seen += len(next(iter(batch.values())))
+        self.seen_targets += batch["y"].numel() if "y" in batch else 0  # e.g. characters of a language model
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         if trainer.training and self.train_end is None:
@@ -58,6 +64,7 @@ class EpochTimer(L.Callback):
         self.train_seconds.append((self.train_end or end) - self.start)
         self.epoch_seconds.append(end - self.start)
         self.samples.append(self.seen)
+        self.targets.append(self.seen_targets)
 
 
 def fit_with(callback: str, config: str, epochs: int, extra: list[str]) -> L.Callback:
@@ -82,8 +89,12 @@ def measure(config: str, epochs: int, variants: list[tuple[str, list[str]]]) -> 
         quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
         timer = fit_with("throughput.EpochTimer", config, epochs, [*quiet, *extra])
         rate = statistics.median(s / t for s, t in zip(timer.samples[1:], timer.train_seconds[1:]))
+        targets = statistics.median(s / t for s, t in zip(timer.targets[1:], timer.train_seconds[1:]))
         epoch = statistics.median(timer.epoch_seconds[1:])
-        print(f"{name}: {rate:,.0f} training samples/s, {epoch:.2f} s per epoch with validation", flush=True)
+        per_target = f" ({targets:,.0f} targets/s: characters for the language models)" if targets > rate else ""
+        print(
+            f"{name}: {rate:,.0f} training samples/s{per_target}, {epoch:.2f} s per epoch with validation", flush=True
+        )
 
 
 def main() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 
 import pytest
 import torch
@@ -52,3 +54,19 @@ def test_generation_length_temperature_and_top_k(lstm_checkpoint, capsys):
     assert sampled[0] == sampled[1]  # same seed, same text
     other = predict(lstm_checkpoint, capsys, prompts, "--model.temperature=1.5", "--seed_everything=8")
     assert other != sampled[0]
+
+
+def test_missing_text_file_and_failed_download_are_one_line(capfd, tmp_path, monkeypatch):
+    from test_errors import fails_in_one_line
+
+    missing = tmp_path / "missing.txt"
+    fit = ["fit", "--config", config("char_lstm"), "--trainer.logger=false"]
+    fails_in_one_line(capfd, *fit, f"--data.text_files=[{missing}]", naming=f"text file {missing} not found")
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)  # what urllib meets offline
+    last = fails_in_one_line(capfd, *fit, f"--data.data_dir={tmp_path}", naming="could not download")
+    assert "pg1260.txt" in last and "--data.text_files" in last
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob("*.txt"))  # nothing half-written left
