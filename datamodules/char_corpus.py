@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -61,7 +62,7 @@ class CharVocab:
 
     def encode(self, text: str) -> Tensor:
         """(len(text),) ids, one vectorised lookup."""
-        codes = torch.tensor([ord(c) for c in text], dtype=torch.long)
+        codes = torch.from_numpy(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64))
         known = codes < len(self._table)
         return torch.where(known, self._table[codes.clamp(max=len(self._table) - 1)], self.UNKNOWN)
 
@@ -195,7 +196,7 @@ class CharCorpusData(L.LightningDataModule):
                 download(url, Path(self.hparams.data_dir))
 
     def setup(self, stage: str) -> None:
-        if stage == "predict":
+        if stage == "predict" or self.splits:  # the text is read and encoded once per process
             return
         text = read_corpus(self._files())
         text = clean_text(text) if self.hparams.clean else text

@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassExactMatch
 from datamodules.arithmetic import ArithmeticTokenizer as Tokens
 from lightning_modules.components.seq2seq import PeekySeq2Seq, TransformerSeq2Seq
 from lightning_modules.experiment import Experiment
-from lightning_modules.optim import OptimizerName, ScheduleName, configure_optimizers
+from lightning_modules.optim import OptimizerName, ScheduleName
 
 
 class AdderSystem(Experiment):
@@ -82,18 +82,6 @@ class AdderSystem(Experiment):
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         answers = Tokens.decode(self(batch["src"]))
         return [{"input": text, "output": answer} for text, answer in zip(Tokens.decode(batch["text"]), answers)]
-
-    def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        return configure_optimizers(
-            self,
-            self.trainer.estimated_stepping_batches,
-            hp.optimizer,
-            hp.lr,
-            hp.weight_decay,
-            schedule=hp.schedule,
-            warmup_fraction=hp.warmup_fraction,
-        )
 
 
 class AdderLSTM(AdderSystem):

@@ -21,7 +21,7 @@ from torchmetrics import MeanMetric
 
 from lightning_modules.components.char_nets import CharGPT, RecurrentLM
 from lightning_modules.experiment import Experiment
-from lightning_modules.optim import OptimizerName, ScheduleName, configure_optimizers
+from lightning_modules.optim import OptimizerName, ScheduleName
 
 NOTEBOOK_CONTEXT = 40  # the notebook predicted the 41st character from 40
 
@@ -169,8 +169,3 @@ class CharLM(Experiment):
         ids = self.generate(batch["x"], hp.generate_chars, hp.temperature, hp.top_k)
         prompt = data.hparams.prompts[int(batch["index"])]
         return [{"input": prompt, "output": data.vocab.decode(ids[0]), "temperature": hp.temperature}]
-
-    def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        total_steps = self.trainer.estimated_stepping_batches
-        return configure_optimizers(self, total_steps, hp.optimizer, hp.lr, hp.weight_decay, 0.9, hp.schedule)

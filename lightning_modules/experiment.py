@@ -7,6 +7,10 @@ from typing import Any, ClassVar, Literal
 import lightning as L
 from torch import Tensor
 
+from lightning_modules.optim import configure_optimizers
+
+OPTIMIZER_HPARAMS = ("optimizer", "lr", "weight_decay", "momentum", "schedule", "warmup_fraction")
+
 
 class Experiment(L.LightningModule):
     """A LightningModule with one step body for training, validation and test.
@@ -34,6 +38,14 @@ class Experiment(L.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, "test")
+
+    def optimizer_settings(self) -> dict[str, Any]:
+        """Keyword arguments of `optim.configure_optimizers`: the hyperparameters of those names this experiment has
+        (optimizer, lr, weight_decay, momentum, schedule, warmup_fraction); override to add more."""
+        return {name: self.hparams[name] for name in OPTIMIZER_HPARAMS if name in self.hparams}
+
+    def configure_optimizers(self) -> dict:
+        return configure_optimizers(self, self.trainer.estimated_stepping_batches, **self.optimizer_settings())
 
     def wandb_run(self):
         """The W&B run on rank 0 when a WandbLogger is active (for tables, images and plots), else None."""

@@ -22,7 +22,7 @@ from torchvision.models import get_model, get_model_weights
 from lightning_modules.components.convnets import Standardize
 from lightning_modules.errors import LitlabError
 from lightning_modules.experiment import Experiment
-from lightning_modules.optim import OptimizerName, ScheduleName, configure_optimizers
+from lightning_modules.optim import OptimizerName, ScheduleName
 
 
 class ClassifierSystem(Experiment):
@@ -147,11 +147,6 @@ class ImageClassifier(ClassifierSystem):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        total_steps = self.trainer.estimated_stepping_batches
-        return configure_optimizers(self, total_steps, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.schedule)
-
 
 class TorchvisionClassifier(ClassifierSystem):
     """A torchvision classification network (ImageNet weights or none) with a new `num_classes` head, fine-tuned.
@@ -235,11 +230,7 @@ class TorchvisionClassifier(ClassifierSystem):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(x))  # (B, classes)
 
-    def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        total_steps = self.trainer.estimated_stepping_batches
-        frozen_steps = int(hp.freeze_backbone_epochs * total_steps / max(1, self.trainer.max_epochs or 1))
-        return configure_optimizers(
-            self, total_steps, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.schedule,
-            frozen=self.backbone, frozen_steps=frozen_steps,
-        )  # fmt: skip
+    def optimizer_settings(self) -> dict:
+        epochs = max(1, self.trainer.max_epochs or 1)
+        frozen_steps = int(self.hparams.freeze_backbone_epochs * self.trainer.estimated_stepping_batches / epochs)
+        return {**super().optimizer_settings(), "frozen": self.backbone, "frozen_steps": frozen_steps}

@@ -20,7 +20,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from lightning_modules.experiment import Experiment
-from lightning_modules.optim import OptimizerName, ScheduleName, configure_optimizers
+from lightning_modules.optim import OptimizerName, ScheduleName
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -105,8 +105,3 @@ class XorMLP(Experiment):
             {"input": [round(v, 6) for v in point], "output": "same sign" if s > 0 else "opposite signs", "score": s}
             for point, s in zip(batch["x"].tolist(), scores.tolist())
         ]
-
-    def configure_optimizers(self) -> dict:
-        hp = self.hparams
-        total_steps = self.trainer.estimated_stepping_batches
-        return configure_optimizers(self, total_steps, hp.optimizer, hp.lr, hp.weight_decay, hp.momentum, hp.schedule)
