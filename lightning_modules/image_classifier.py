@@ -23,6 +23,7 @@ from lightning_modules.components.convnets import Standardize
 from lightning_modules.errors import LitlabError
 from lightning_modules.experiment import Experiment
 from lightning_modules.optim import OptimizerName, ScheduleName
+from lightning_modules.tracking import log_confusion
 
 
 class ClassifierSystem(Experiment):
@@ -88,23 +89,8 @@ class ClassifierSystem(Experiment):
         matrix = self.confusion.compute().cpu()  # (true, predicted) counts, summed over DDP ranks
         self.confusion.reset()
         run = self.wandb_run()
-        if run is None:
-            return
-        import wandb
-
-        n = len(matrix)
-        pairs = torch.cartesian_prod(torch.arange(n), torch.arange(n))  # (n*n, 2): every (true, predicted) cell
-        samples = pairs.repeat_interleave(matrix.flatten(), dim=0)  # one row per test image
-        run.log(
-            {
-                "test/confusion": wandb.plot.confusion_matrix(
-                    y_true=samples[:, 0].tolist(),
-                    preds=samples[:, 1].tolist(),
-                    class_names=list(self.trainer.datamodule.classes),
-                    title="test confusion",
-                )
-            }
-        )
+        if run is not None:
+            log_confusion(run, matrix, self.trainer.datamodule.classes)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         data = self.trainer.datamodule

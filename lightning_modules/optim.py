@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 OptimizerName = Literal["adamw", "sgd"]
-ScheduleName = Literal["constant", "cosine"]
+ScheduleName = Literal["constant", "cosine", "linear"]
 
 
 def configure_optimizers(
@@ -51,17 +51,17 @@ def configure_optimizers(
     total = max(1, int(total_steps))
     warmup = int(warmup_fraction * total)
 
-    def warmup_cosine(step: int) -> float:
+    def warmup_decay(step: int) -> float:  # linear warmup, then cosine or linear decay to 0
         if schedule == "constant":
             return 1.0
         if step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def thawing(step: int) -> float:
-        return 0.0 if step < frozen_steps else warmup_cosine(step)
+        return 0.0 if step < frozen_steps else warmup_decay(step)
 
-    factors = [thawing if group["held"] else warmup_cosine for group in groups]
+    factors = [thawing if group["held"] else warmup_decay for group in groups]
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factors)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -92,3 +92,20 @@ class RunRecord(SaveConfigCallback):
             "seed_everything": config.get("seed_everything"),
             "wandb_run_id": wandb_id,
         }
+
+
+def log_confusion(run, matrix, class_names, key: str = "test/confusion") -> None:
+    """A W&B confusion-matrix plot from a (true, predicted) count matrix (torchmetrics' `MulticlassConfusionMatrix`)."""
+    import torch
+    import wandb
+
+    n = len(matrix)
+    pairs = torch.cartesian_prod(torch.arange(n), torch.arange(n))  # (n*n, 2): every (true, predicted) cell
+    samples = pairs.repeat_interleave(matrix.flatten().cpu(), dim=0)  # one row per test example
+    plot = wandb.plot.confusion_matrix(
+        y_true=samples[:, 0].tolist(),
+        preds=samples[:, 1].tolist(),
+        class_names=list(class_names),
+        title="test confusion",
+    )
+    run.log({key: plot})

@@ -7,6 +7,7 @@ Experiments are described per data family (what makes a run tiny, what to predic
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,11 @@ import pytest
 import torch
 import yaml
 from image_fixtures import write_cifar10, write_fashion_mnist, write_predict_images
-from text_fixtures import write_book
+from text_fixtures import review, write_aclimdb, write_book, write_tiny_hf
+
+# No test reaches the Hugging Face hub: set before transformers or huggingface_hub is imported (they read it once).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -83,6 +88,31 @@ FAMILIES = {
         "predict": ['--data.prompts=["The little", ""]', "--model.generate_chars=20"],
         "overfit": ["--data.jitter=false", "--data.batch_size=8", "--model.dropout=0", "--model.lr=1e-2"],
     },
+    "datamodules.imdb.ImdbData": {
+        "tiny": [
+            f"--data.data_dir={FIXTURES / 'imdb'}",
+            "--data.download=false",
+            "--data.val_size=40",
+            "--data.max_len=100",
+            "--data.batch_size=16",
+        ],
+        "predict": ['--data.predict_texts=["A wonderful, moving film!", "Boring. A waste of time."]'],
+        "overfit": ["--model.init_args.weight_decay=0"],
+    },
+}
+# Arguments particular to one experiment of a family (its pretrained parts, as tiny local models).
+EXPERIMENT_TINY = {
+    "imdb_transformer": [
+        f"--data.tokenizer={FIXTURES / 'tiny-bert'}",
+        f"--model.init_args.embeddings_from={FIXTURES / 'tiny-bert'}",
+        "--model.init_args.hidden=64",
+    ],
+    "imdb_distilbert": [
+        f"--data.tokenizer={FIXTURES / 'tiny-distilbert'}",
+        f"--model.init_args.pretrained={FIXTURES / 'tiny-distilbert'}",
+    ],
+    "imdb_bilstm": ["--model.init_args.embed_dim=32", "--model.init_args.hidden=32"],
+    "imdb_self_attention": ["--model.init_args.embed_dim=32", "--model.init_args.hidden=64"],
 }
 
 
@@ -93,7 +123,8 @@ def config(name: str) -> str:
 def family(name: str) -> dict:
     data_class = yaml.safe_load(Path(config(name)).read_text())["data"]["class_path"]
     assert data_class in FAMILIES, f"add {data_class} to tests/conftest.py FAMILIES"
-    return FAMILIES[data_class]
+    described = FAMILIES[data_class]
+    return {**described, "tiny": described["tiny"] + EXPERIMENT_TINY.get(name, [])}
 
 
 def cli(*args: str):
@@ -101,6 +132,21 @@ def cli(*args: str):
     from lightning_modules.cli import LitlabCLI
 
     return LitlabCLI(args=[str(a) for a in args])
+
+
+def debug_fit(experiment: str, *args: str):
+    """One batch per stage of an experiment on its tiny data (the debug preset), without a logger."""
+    tiny = family(experiment)["tiny"]
+    return cli(
+        "fit",
+        "--config",
+        config(experiment),
+        *tiny,
+        "--config",
+        config("trainer/debug"),
+        "--trainer.logger=false",
+        *args,
+    )
 
 
 def run_litlab(
@@ -138,6 +184,10 @@ def fixture_data():
     write_cifar10(FIXTURES / "cifar10")
     write_book(FIXTURES / "book.txt")
     write_predict_images(FIXTURES)
+    write_aclimdb(FIXTURES / "imdb")
+    texts = [review(random.Random(i), i % 2 == 0) for i in range(200)]
+    write_tiny_hf(FIXTURES / "tiny-distilbert", "distilbert", texts)
+    write_tiny_hf(FIXTURES / "tiny-bert", "bert", texts)
     yield FIXTURES
     shutil.rmtree(FIXTURES, ignore_errors=True)
 

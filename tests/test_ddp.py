@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import FAMILIES, config, run_litlab
+from conftest import FAMILIES, config, family, run_litlab
 
 DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
 CASES = {
@@ -19,6 +19,12 @@ CASES = {
     ),
     "fashion_cnn": (
         FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"][:3] + ["--trainer.max_epochs=2"],
+        "test/loss",
+        0.15,
+    ),
+    # length-bucketed batches: Lightning re-creates the batch sampler over its DistributedSampler
+    "imdb_bilstm": (
+        family("imdb_bilstm")["tiny"][:4] + family("imdb_bilstm")["tiny"][5:] + ["--trainer.max_epochs=2"],
         "test/loss",
         0.15,
     ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import EXPERIMENTS, checkpoints, cli, config, family
+from conftest import EXPERIMENTS, checkpoints, cli, config, debug_fit, family
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -23,15 +23,7 @@ def test_print_config_parses_back(experiment, tmp_path, capsys):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_debug_preset_runs_one_batch_per_stage(experiment):
-    run = cli(
-        "fit",
-        "--config",
-        config(experiment),
-        *family(experiment)["tiny"],
-        "--config",
-        config("trainer/debug"),
-        "--trainer.logger=false",
-    )
+    run = debug_fit(experiment)
     assert run.trainer.fast_dev_run and run.trainer.global_step == 1
     assert "val/loss" in run.trainer.callback_metrics
 

@@ -1,10 +1,13 @@
-"""One real GPU run per experiment with the GPU preset (bf16-mixed, data held on the device); skipped without CUDA."""
+"""One real GPU run per experiment with the GPU preset (bf16-mixed; in-memory datasets held on the device); skipped
+without CUDA."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import EXPERIMENTS, cli, config, family
+
+from datamodules.in_memory import InMemoryDataModule
 
 pytestmark = [
     pytest.mark.gpu,
@@ -27,7 +30,8 @@ def test_gpu_preset_trains_in_bf16_with_data_on_device(experiment, tmp_path):
         "--trainer.enable_progress_bar=false",
     )
     assert run.trainer.precision == "bf16-mixed" and run.trainer.strategy.root_device.type == "cuda"
-    assert all(t.device.type == "cuda" for t in run.datamodule.splits["train"].values())
+    if isinstance(run.datamodule, InMemoryDataModule):  # small datasets live on the GPU
+        assert all(t.device.type == "cuda" for t in run.datamodule.splits["train"].values())
     assert torch.isfinite(run.trainer.callback_metrics["val/loss"])
     best = next(tmp_path.glob("runs/**/best.ckpt"))
     tested = cli(

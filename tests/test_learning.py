@@ -64,3 +64,20 @@ def test_cnn_learns_visible_shapes(fixture_data, tmp_path):
         "--trainer.enable_progress_bar=false",
     )
     assert run.trainer.callback_metrics["val/acc"] >= 0.95
+
+
+@pytest.mark.parametrize("experiment", ["imdb_bilstm", "imdb_self_attention"])
+def test_review_models_learn_telling_words(experiment):
+    """As configured (dropout, weight decay, bucketing), the word models learn which words carry a fixture review's
+    sentiment and classify held-out reviews."""
+    run = cli(
+        "fit",
+        "--config",
+        config(experiment),
+        *family(experiment)["tiny"],
+        "--trainer.max_epochs=12",
+        "--model.init_args.lr=5e-3",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    )
+    assert run.trainer.callback_metrics["val/acc"] >= 0.9

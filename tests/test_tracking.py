@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import torch
-from conftest import FAMILIES, cli, config, run_litlab
+from conftest import FAMILIES, cli, config, family, run_litlab
 from wandb.proto import wandb_internal_pb2
 
 XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
@@ -33,6 +33,17 @@ def wandb_records(run_dir: Path) -> list:
             records.append(record)
             pending = b""
     return records
+
+
+def logged_keys(*runs: Path) -> set[str]:
+    """The history keys (metrics, tables, images) the offline runs logged."""
+    return {
+        item.key or "/".join(item.nested_key)
+        for run in runs
+        for r in wandb_records(run)
+        if r.HasField("history")
+        for item in r.history.item
+    }
 
 
 def offline_runs(root: Path) -> list[Path]:
@@ -109,13 +120,7 @@ def test_image_classifier_logs_examples_and_confusion_matrix(tmp_path):
     tested = run_litlab("test", "--ckpt_path", best, *tiny, *QUIET)
     assert tested.returncode == 0, tested.stderr[-3000:]
     first, second = offline_runs(tmp_path)
-    logged = {
-        item.key or "/".join(item.nested_key)
-        for run in (first, second)
-        for r in wandb_records(run)
-        if r.HasField("history")
-        for item in r.history.item
-    }
+    logged = logged_keys(first, second)
     assert any(key.startswith("val/examples/") for key in logged), logged
     assert any(key.startswith("test/confusion") for key in logged), logged
     images = list(first.glob("files/media/images/val/examples_*.png"))
@@ -126,7 +131,22 @@ def test_char_model_logs_samples_and_embedding_projection(tmp_path):
     tiny = FAMILIES["datamodules.char_corpus.CharCorpusData"]["tiny"]
     fit("--config", config("char_lstm"), *tiny, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
     (run,) = offline_runs(tmp_path)
-    logged = {item.key or "/".join(item.nested_key) for r in wandb_records(run) if r.HasField("history")
-              for item in r.history.item}  # fmt: skip
+    logged = logged_keys(run)
     assert any(key.startswith("val/samples") for key in logged), logged
     assert any(key.startswith("embeddings/pca") for key in logged), logged
+
+
+def test_review_classifier_logs_confusion_and_confident_errors(tmp_path):
+    tiny = family("imdb_self_attention")["tiny"]
+    fit("--config", config("imdb_self_attention"), *tiny, "--trainer.max_epochs=1")
+    best = next(tmp_path.glob("runs/litlab/*/checkpoints/best.ckpt"))
+    tested = run_litlab("test", "--ckpt_path", best, *tiny, *QUIET)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    _, second = offline_runs(tmp_path)
+    logged = logged_keys(second)
+    assert any(key.startswith("test/confusion") for key in logged), logged
+    assert any(key.startswith("test/confident_errors") for key in logged), logged
+    (table,) = second.glob("files/media/table/test/confident_errors_*.table.json")
+    rows = json.loads(table.read_text())["data"]
+    assert rows and all(row[1] != row[2] for row in rows)  # predicted differs from true in every row
+    assert [row[0] for row in rows] == sorted((row[0] for row in rows), reverse=True)

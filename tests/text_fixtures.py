@@ -21,3 +21,81 @@ def write_book(path: Path, sentences: int = 600, seed: int = 0) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+GOOD = "wonderful superb moving brilliant delightful touching masterpiece loved".split()
+BAD = "awful boring dull terrible waste clumsy tedious hated".split()
+NEUTRAL = "the film plot actor scene story movie director music camera ending it was and of".split()
+
+
+def review(rng: random.Random, positive: bool) -> str:
+    """A review whose sentiment is carried by a few telling words among neutral ones, with HTML line breaks."""
+    words = [rng.choice(NEUTRAL) for _ in range(rng.randint(4, 60))]
+    for _ in range(rng.randint(1, 3)):
+        words.insert(rng.randrange(len(words) + 1), rng.choice(GOOD if positive else BAD))
+    text = " ".join(words).capitalize() + rng.choice([".", "!", "?"])
+    return text.replace(" and ", " and<br /><br />", 1)
+
+
+def write_aclimdb(root: Path, per_label: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """`root/aclImdb/{train,test}/{neg,pos}/<id>_<score>.txt` (scores 1-4 negative, 7-10 positive) and an `unsup`
+    folder the reader must ignore, as in the Stanford archive."""
+    rng = random.Random(seed)
+    for split, count in (per_label or {"train": 120, "test": 40}).items():
+        for label, scores in (("neg", (1, 2, 3, 4)), ("pos", (7, 8, 9, 10))):
+            folder = root / "aclImdb" / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                (folder / f"{i}_{rng.choice(scores)}.txt").write_text(review(rng, label == "pos"), encoding="utf-8")
+    (root / "aclImdb" / "train" / "unsup").mkdir(exist_ok=True)
+    (root / "aclImdb" / "train" / "unsup" / "0_0.txt").write_text("unlabelled", encoding="utf-8")
+    return root
+
+
+def write_tiny_hf(folder: Path, kind: str, texts: list[str]) -> Path:
+    """A word-piece tokenizer trained on `texts` and a tiny randomly initialised model saved in the Hugging Face layout
+    (what `from_pretrained` reads): `kind` "distilbert" (a sequence classifier) or "bert" (a bare encoder)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import (
+        BertConfig,
+        BertModel,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    wrapped.save_pretrained(folder)
+    size = tokenizer.get_vocab_size()
+    if kind == "distilbert":
+        config = DistilBertConfig(
+            vocab_size=size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128
+        )
+        DistilBertForSequenceClassification(config).save_pretrained(folder)
+    else:
+        config = BertConfig(
+            vocab_size=size,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+        BertModel(config).save_pretrained(folder)
+    return folder

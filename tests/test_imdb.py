@@ -1,0 +1,203 @@
+"""IMDB: the aclImdb reader and both label modes, a train-only vocabulary, length bucketing, padding-invariant models
+(packed LSTM, masked pooling, DistilBERT's attention mask), GloVe vectors, predict input and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import FAMILIES, FIXTURES, cli, config, debug_fit
+from test_errors import fails_in_one_line
+from text_fixtures import write_aclimdb
+from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+from datamodules.imdb import RATINGS, ImdbData, read_reviews, words
+from datamodules.text_batches import BucketBatchSampler, Sequences, padding_fraction
+from lightning_modules.errors import LitlabError
+
+TINY = FAMILIES["datamodules.imdb.ImdbData"]["tiny"]
+QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+
+
+def test_reader_takes_labels_from_folders_and_scores_from_file_names():
+    texts, binary = read_reviews(FIXTURES / "imdb/aclImdb/train", "binary")
+    _, rating8 = read_reviews(FIXTURES / "imdb/aclImdb/train", "rating8")
+    assert len(texts) == 240 and binary.tolist() == [0] * 120 + [1] * 120  # the unsup folder is not read
+    files = sorted((FIXTURES / "imdb/aclImdb/train/neg").glob("*.txt")) + sorted(
+        (FIXTURES / "imdb/aclImdb/train/pos").glob("*.txt")
+    )
+    scores = [int(f.stem.split("_")[1]) for f in files]
+    assert [RATINGS[c] for c in rating8.tolist()] == scores
+    assert set(rating8[:120].tolist()) <= {0, 1, 2, 3} and set(rating8[120:].tolist()) <= {4, 5, 6, 7}
+
+
+def test_word_tokeniser_drops_html_breaks_and_keeps_apostrophes():
+    assert words("It WASN'T good.<br /><br />Awful!") == ["it", "wasn't", "good", "awful", "!"]
+
+
+def test_vocabulary_comes_from_training_reviews_only(tmp_path):
+    write_aclimdb(tmp_path, {"train": 30, "test": 10})
+    (tmp_path / "aclImdb/test/pos/999_9.txt").write_text("zyzzyva only in the test set")
+    data = ImdbData(data_dir=tmp_path, download=False, val_size=10, seed=0)
+    data.setup("fit")
+    vocab = set(data.vocab.words)
+    assert "zyzzyva" not in vocab
+    val_only = {w for t in data.texts["val"] for w in words(t)} - {w for t in data.texts["train"] for w in words(t)}
+    assert not (val_only & vocab)
+    assert len(data.texts["train"]) == 50 and len(data.texts["val"]) == 10 and len(data.texts["test"]) == 21
+
+
+def test_notebook_split_pools_and_resplits_nine_to_one(tmp_path):
+    write_aclimdb(tmp_path, {"train": 25, "test": 25})
+    data = ImdbData(data_dir=tmp_path, download=False, split="notebook", val_size=5)
+    data.setup("fit")
+    assert (len(data.texts["train"]), len(data.texts["val"]), len(data.texts["test"])) == (85, 5, 10)
+
+
+def test_batches_pad_to_their_longest_review():
+    tokens = torch.arange(1, 10)
+    dataset = Sequences(tokens, torch.tensor([2, 4, 3]), pad_id=0, multiple=1, y=torch.tensor([0, 1, 0]))
+    batch = dataset.__getitems__([2, 0])
+    assert batch["ids"].tolist() == [[7, 8, 9], [1, 2, 0]]
+    assert batch["lengths"].tolist() == [3, 2] and batch["y"].tolist() == [0, 0] and batch["index"].tolist() == [2, 0]
+    dataset.multiple = 4  # rounded up for tensor-core shapes
+    assert dataset.__getitems__([2, 0])["ids"].tolist() == [[7, 8, 9, 0], [1, 2, 0, 0]]
+
+
+def test_bucketing_covers_every_review_once_and_cuts_padding():
+    lengths = torch.randint(5, 500, (2000,), generator=torch.Generator().manual_seed(0))
+    plain = list(BatchSampler(RandomSampler(range(2000)), 32, drop_last=False))
+    sampler = BucketBatchSampler(RandomSampler(range(2000)), 32, drop_last=False, lengths=lengths)
+    bucketed = list(sampler)
+    assert len(bucketed) == len(sampler) == len(plain)
+    assert sorted(i for b in bucketed for i in b) == list(range(2000))
+    assert padding_fraction(plain, lengths) > 0.4 and padding_fraction(bucketed, lengths) < 0.05
+    # a sequential sampler (overfit_batches, evaluation) gives the same batches in the same order every epoch
+    sequential = BucketBatchSampler(SequentialSampler(range(2000)), 32, drop_last=False, lengths=lengths)
+    assert list(sequential) == list(sequential) and 0 in list(sequential)[0]
+
+
+@pytest.mark.parametrize("experiment", ["imdb_bilstm", "imdb_self_attention", "imdb_transformer", "imdb_distilbert"])
+def test_padding_does_not_change_a_prediction(experiment):
+    run = debug_fit(experiment)
+    model, data = run.model.eval(), run.datamodule
+    dataset = data._dataset("val")
+    order = dataset.lengths.argsort(descending=True)
+    long, short = int(order[0]), int(order[-1])
+    assert dataset.lengths[long] > dataset.lengths[short] + 5
+    together = dataset.__getitems__([long, short])
+    alone = dataset.__getitems__([short])
+    with torch.no_grad():
+        padded = model(together["ids"], together["lengths"], together["lengths"])[1]
+        unpadded = model(alone["ids"], alone["lengths"], alone["lengths"])[0]
+    torch.testing.assert_close(padded, unpadded, atol=1e-5, rtol=1e-4)
+
+
+def test_glove_vectors_start_the_embeddings_and_stay_frozen(tmp_path):
+    glove = tmp_path / "glove.test.8d.txt"
+    glove.write_text("wonderful " + " ".join(["0.5"] * 8) + "\nawful " + " ".join(["-0.5"] * 8) + "\n")
+    run = cli(
+        "fit",
+        "--config",
+        config("imdb_bilstm"),
+        *TINY,
+        f"--model.init_args.glove_path={glove}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        *QUIET,
+    )
+    model, vocab = run.model, run.datamodule.vocab
+    assert model.hparams.embed_dim == 8 and not model.net.embed.weight.requires_grad
+    assert torch.equal(model.net.embed.weight[vocab.ids["wonderful"]], torch.full((8,), 0.5))
+    assert torch.equal(model.net.embed.weight[vocab.ids["awful"]], torch.full((8,), -0.5))
+
+
+def test_pretrained_embeddings_are_bert_s_and_frozen():
+    from transformers import AutoModel
+
+    run = debug_fit("imdb_transformer")
+    bert = AutoModel.from_pretrained(FIXTURES / "tiny-bert").get_input_embeddings().weight
+    embed = run.model.net.embed.weight
+    assert torch.equal(embed, bert) and not embed.requires_grad
+    assert 0 < float(run.model.net.position_scale) < 0.1  # sinusoids scaled down to the embeddings' size
+
+
+def test_predict_texts_and_files_give_label_and_probability(tmp_path, capsys):
+    cli(
+        "fit",
+        "--config",
+        config("imdb_bilstm"),
+        *TINY,
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        *QUIET,
+    )
+    best = next(tmp_path.glob("runs/**/best.ckpt"))
+    review = tmp_path / "review.txt"
+    review.write_text("Superb and moving.<br />Loved it.")
+    cli(
+        "predict",
+        "--ckpt_path",
+        best,
+        '--data.predict_texts=["Dull and tedious."]',
+        f"--data.predict_files=[{review}]",
+        "--data.data_dir=/nonexistent",
+    )  # no dataset needed: the vocabulary is in the checkpoint
+    out = capsys.readouterr().out
+    path = next(line for line in out.splitlines() if line.startswith("predictions written to "))
+    records = [json.loads(line) for line in open(path.removeprefix("predictions written to "))]
+    assert [r["input"] for r in records] == ["Dull and tedious.", str(review)]
+    assert all(r["output"] in ("negative", "positive") and 0.5 <= r["probability"] <= 1 for r in records)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "### ***"])
+def test_empty_predict_text_fails_in_one_line(tmp_path, capfd, text):
+    cli(
+        "fit",
+        "--config",
+        config("imdb_bilstm"),
+        *TINY,
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=1",
+        *QUIET,
+    )
+    best = next(tmp_path.glob("runs/**/best.ckpt"))
+    fails_in_one_line(capfd, "predict", "--ckpt_path", best, f'--data.predict_texts=["{text}"]', naming="is empty")
+
+
+def test_missing_data_glove_and_tokenizer_fail_in_one_line(tmp_path, capfd):
+    fit = ["fit", "--config", config("imdb_bilstm"), *TINY, *QUIET]
+    fails_in_one_line(capfd, *fit, f"--data.data_dir={tmp_path}", naming="no IMDB reviews in")
+    fails_in_one_line(capfd, *fit, "--model.init_args.glove_path=/nonexistent/glove.txt", naming="GloVe file")
+    # offline (conftest sets HF_HUB_OFFLINE) with nothing cached, as on a machine without internet
+    fails_in_one_line(
+        capfd,
+        "fit",
+        "--config",
+        config("imdb_distilbert"),
+        *TINY,
+        *QUIET,
+        naming="could not load the tokenizer 'distilbert-base-uncased'",
+    )
+    bad = tmp_path / "aclImdb/train/pos"
+    write_aclimdb(tmp_path, {"train": 3, "test": 3})
+    (bad / "notes.txt").write_text("not a review")
+    fails_in_one_line(capfd, *fit, f"--data.data_dir={tmp_path}", naming="not an aclImdb review file name")
+
+
+def test_test_stage_reads_vocabulary_from_the_checkpoint(tmp_path):
+    cli("fit", "--config", config("imdb_self_attention"), *TINY, "--trainer.max_epochs=1", *QUIET)
+    best = next(tmp_path.glob("runs/**/best.ckpt"))
+    checkpoint = torch.load(best, weights_only=True)
+    assert checkpoint["ImdbData"]["vocab"][:2] and "vocab" not in checkpoint["datamodule_hyper_parameters"]
+    data = ImdbData(data_dir=FIXTURES / "imdb", download=False)
+    with pytest.raises(LitlabError, match="built by `fit`"):
+        data.vocab_size  # noqa: B018
+
+
+def test_pretrained_model_trains_in_train_mode():
+    """`from_pretrained` returns a model in eval mode and Lightning keeps submodules' modes: dropout must be on."""
+    run = debug_fit("imdb_distilbert")
+    seen = [m.training for m in run.model.net.modules()]
+    assert seen and all(seen)
