@@ -28,11 +28,12 @@ from typing import Literal
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 
 from datamodules.in_memory import keep_batch
-from datamodules.text_batches import BucketBatchSampler, Ragged, Sequences
+from datamodules.text_batches import Ragged, Sequences, length_batched_loader
 from lightning_modules.errors import LitlabError
+from lightning_modules.hf_models import load_hf
 
 ACL_IMDB = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 ACL_IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
@@ -247,23 +248,10 @@ class ImdbData(L.LightningDataModule):
         return self.datasets[split]
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset = self._dataset(split)
-        hp = self.hparams
+        dataset, hp = self._dataset(split), self.hparams
         batch_size = hp.batch_size if train else hp.eval_batch_size or 2 * hp.batch_size
-        sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
-        if hp.bucket:
-            batches = BucketBatchSampler(sampler, batch_size, drop_last=False, lengths=dataset.lengths)
-        else:
-            batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return DataLoader(
-            dataset,
-            batch_sampler=batches,
-            collate_fn=keep_batch,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-            pin_memory=on_gpu,
-        )
+        return length_batched_loader(dataset, dataset.lengths, batch_size, train, hp.num_workers, on_gpu, hp.bucket)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -313,12 +301,4 @@ def load_tokenizer(name: str):
     """A Hugging Face tokenizer by hub name or local folder; offline without a cached copy, one clear line."""
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as err:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        raise LitlabError(
-            f"could not load the tokenizer {name!r} (looked in {HF_HUB_CACHE} and the folder {name!r}: "
-            f"{str(err).splitlines()[0][:100]}): connect to the internet once, or pass a local tokenizer folder"
-        ) from None
+    return load_hf(AutoTokenizer, name)

@@ -13,7 +13,9 @@ from itertools import chain
 
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+
+from datamodules.in_memory import keep_batch
 
 
 class Ragged:
@@ -93,3 +95,29 @@ def padding_fraction(batches: list[list[int]], lengths: Tensor) -> float:
     """Share of a padded batch's cells that are padding, over all batches."""
     cells = sum(len(b) * int(lengths[b].max()) for b in batches)
     return 1.0 - sum(int(lengths[b].sum()) for b in batches) / cells
+
+
+def length_batched_loader(
+    dataset: Dataset,
+    lengths: Tensor,
+    batch_size: int,
+    train: bool,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    bucket: bool = True,
+) -> DataLoader:
+    """A DataLoader over `dataset` (whose `__getitems__` returns whole batches): shuffled for training, in batches of
+    similar `lengths` unless `bucket` is False."""
+    sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
+    if bucket:
+        batches = BucketBatchSampler(sampler, batch_size, drop_last=False, lengths=lengths)
+    else:
+        batches = BatchSampler(sampler, batch_size, drop_last=False)
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=keep_batch,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
+    )

@@ -11,8 +11,6 @@ head). Targets (GPU workstation): FashionMNIST `fashion_cnn` >= 92.5 %, `fashion
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,6 +21,7 @@ from lightning_modules.components.convnets import Standardize
 from lightning_modules.errors import LitlabError
 from lightning_modules.experiment import Experiment
 from lightning_modules.optim import OptimizerName, ScheduleName
+from lightning_modules.pretrained import TorchvisionWeights
 from lightning_modules.tracking import log_confusion
 
 
@@ -134,7 +133,7 @@ class ImageClassifier(ClassifierSystem):
         return self.net(x)
 
 
-class TorchvisionClassifier(ClassifierSystem):
+class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
     """A torchvision classification network (ImageNet weights or none) with a new `num_classes` head, fine-tuned.
 
     Inputs are resized on the device to `image_size` and standardised with the statistics of the weights' own
@@ -182,30 +181,10 @@ class TorchvisionClassifier(ClassifierSystem):
         self.standardize = Standardize(transforms.mean, transforms.std)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        self._pretrained_loaded = False
+        self.weights_name = arch
 
-    def _pretrained_state(self) -> dict[str, Tensor]:
-        try:
-            return self.weights.get_state_dict(progress=False, check_hash=True)
-        except (OSError, RuntimeError) as err:  # offline (URLError is an OSError), or a corrupt download
-            cache = Path(torch.hub.get_dir()) / "checkpoints"
-            reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-            raise LitlabError(
-                f"could not load {self.hparams.arch} weights {self.hparams.weights} (looked in {cache}; download "
-                f"failed: {reason}): connect to the internet once, or train from scratch with "
-                f"--model.init_args.weights=null"
-            ) from None
-
-    def prepare_data(self) -> None:
-        if self.weights is not None and self.trainer.state.fn == "fit":
-            self._pretrained_state()  # rank 0 fills the cache
-
-    def setup(self, stage: str) -> None:
-        if self.weights is None or stage != "fit" or self._pretrained_loaded:
-            return
-        state = {k: v for k, v in self._pretrained_state().items() if not k.startswith("fc.")}
-        self.backbone.load_state_dict(state)  # a resumed fit then restores its checkpoint over these
-        self._pretrained_loaded = True
+    def load_pretrained(self, state: dict[str, Tensor]) -> None:
+        self.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
 
     def forward(self, x: Tensor) -> Tensor:
         size = self.hparams.image_size

@@ -23,6 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from lightning_modules.components.text_encoders import AttentionClassifier, BiLSTMClassifier
 from lightning_modules.errors import LitlabError
 from lightning_modules.experiment import Experiment
+from lightning_modules.hf_models import from_recorded_config, load_hf
 from lightning_modules.optim import OptimizerName, ScheduleName
 from lightning_modules.tracking import log_confusion
 
@@ -247,19 +248,6 @@ def pretrained_embeddings(name: str, vocab_size: int) -> Tensor:
     return weight.clone()
 
 
-def load_hf(auto_class, name: str, **kwargs):
-    """`auto_class.from_pretrained(name)`; offline without a cached copy, one clear line."""
-    try:
-        return auto_class.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as err:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        raise LitlabError(
-            f"could not load the model {name!r} (looked in {HF_HUB_CACHE} and the folder {name!r}: "
-            f"{str(err).splitlines()[0][:100]}): connect to the internet once, or pass a local model folder"
-        ) from None
-
-
 class PretrainedClassifier(ReviewClassifier):
     """A Hugging Face sequence classifier fine-tuned end to end (DistilBERT, BERT, ...), with AdamW and linear
     warmup/decay sized by the Trainer's total optimizer steps (gradient accumulation included).
@@ -296,7 +284,7 @@ class PretrainedClassifier(ReviewClassifier):
             load_hf(AutoModelForSequenceClassification, self.hparams.pretrained)  # rank 0 fills the cache
 
     def build(self) -> None:
-        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification
 
         hp = self.hparams
         if hp.hf_config is None:  # the first fit
@@ -304,11 +292,9 @@ class PretrainedClassifier(ReviewClassifier):
             hp.num_classes = len(classes)
             labels = {"id2label": dict(enumerate(classes)), "label2id": {c: i for i, c in enumerate(classes)}}
             self.net = load_hf(AutoModelForSequenceClassification, hp.pretrained, num_labels=len(classes), **labels)
-            self.net.train()  # `from_pretrained` returns it in eval mode (no dropout), and Lightning keeps modes
             hp.hf_config = self.net.config.to_diff_dict()
         else:
-            config = AutoConfig.for_model(**hp.hf_config)
-            self.net = AutoModelForSequenceClassification.from_config(config)
+            self.net = from_recorded_config(AutoModelForSequenceClassification, hp.hf_config)
 
     def forward(self, ids: Tensor, lengths: Tensor, host_lengths: Tensor | None = None) -> Tensor:
         mask = torch.arange(ids.size(1), device=ids.device) < lengths.unsqueeze(1)  # (B, T)

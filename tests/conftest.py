@@ -20,6 +20,8 @@ import yaml
 from image_fixtures import write_cifar10, write_fashion_mnist, write_predict_images
 from text_fixtures import review, write_aclimdb, write_book, write_tiny_hf
 
+from datamodules.synthetic_fruit import write_dataset
+
 # No test reaches the Hugging Face hub: set before transformers or huggingface_hub is imported (they read it once).
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
@@ -100,6 +102,45 @@ FAMILIES = {
         "overfit": ["--model.init_args.weight_decay=0"],
     },
 }
+FAMILIES["datamodules.spelling.SpellingData"] = {
+    "tiny": [
+        f"--data.text_files=[{FIXTURES / 'book.txt'}]",
+        "--data.tokenizer=train",
+        "--data.vocab_size=300",
+        "--data.batch_size=16",
+        "--data.val_fraction=0.03",
+        "--data.test_fraction=0.03",
+        "--model.init_args.pretrained=null",
+        "--model.init_args.d_model=32",
+        "--model.init_args.layers=1",
+        "--model.init_args.heads=2",
+        "--model.init_args.ffn_dim=64",
+        "--trainer.check_val_every_n_epoch=1",  # the CPU config validates every 20 epochs
+    ],
+    "predict": ['--data.predict_texts=["The litle girl walk to school.", "The rain fell."]'],
+    "overfit": [
+        "--model.init_args.dropout=0",
+        "--model.init_args.d_model=64",
+        "--model.init_args.ffn_dim=128",
+        "--model.init_args.lr=3e-3",
+        "--data.clean_fraction=1.0",
+    ],
+}
+FAMILIES["datamodules.fruit_detection.FruitDetectionData"] = {
+    "tiny": [
+        f"--data.data_dir={FIXTURES / 'fruit'}",
+        "--data.val_size=4",
+        "--data.image_size=128",
+        "--data.batch_size=2",
+    ],
+    "predict": [f"--data.predict_files=[{FIXTURES / 'colour.jpg'}, {FIXTURES / 'grey.png'}]"],
+    "overfit": [
+        "--model.init_args.dropout=0",
+        "--model.init_args.optimizer=adamw",
+        "--model.init_args.lr=1e-3",
+        "--data.batch_size=2",
+    ],
+}
 # Arguments particular to one experiment of a family (its pretrained parts, as tiny local models).
 EXPERIMENT_TINY = {
     "imdb_transformer": [
@@ -110,6 +151,16 @@ EXPERIMENT_TINY = {
     "imdb_distilbert": [
         f"--data.tokenizer={FIXTURES / 'tiny-distilbert'}",
         f"--model.init_args.pretrained={FIXTURES / 'tiny-distilbert'}",
+    ],
+    "fruit_fast_rcnn": [
+        "--model.init_args.arch=resnet18",
+        "--model.init_args.weights=null",
+        "--model.init_args.fc_dim=64",
+    ],
+    "fruit_faster_rcnn": ["--model.init_args.weights=null", "--model.init_args.image_size=128"],
+    "spell_bart": [
+        f"--data.tokenizer={FIXTURES / 'tiny-bart'}",
+        f"--model.init_args.pretrained={FIXTURES / 'tiny-bart'}",
     ],
     "imdb_bilstm": ["--model.init_args.embed_dim=32", "--model.init_args.hidden=32"],
     "imdb_self_attention": ["--model.init_args.embed_dim=32", "--model.init_args.hidden=64"],
@@ -185,9 +236,11 @@ def fixture_data():
     write_book(FIXTURES / "book.txt")
     write_predict_images(FIXTURES)
     write_aclimdb(FIXTURES / "imdb")
+    write_dataset(FIXTURES / "fruit", train=14, test=4)
     texts = [review(random.Random(i), i % 2 == 0) for i in range(200)]
     write_tiny_hf(FIXTURES / "tiny-distilbert", "distilbert", texts)
     write_tiny_hf(FIXTURES / "tiny-bert", "bert", texts)
+    write_tiny_hf(FIXTURES / "tiny-bart", "bart", (FIXTURES / "book.txt").read_text().split(". "))
     yield FIXTURES
     shutil.rmtree(FIXTURES, ignore_errors=True)
 

@@ -178,7 +178,7 @@ def test_missing_data_glove_and_tokenizer_fail_in_one_line(tmp_path, capfd):
         config("imdb_distilbert"),
         *TINY,
         *QUIET,
-        naming="could not load the tokenizer 'distilbert-base-uncased'",
+        naming="could not load 'distilbert-base-uncased'",
     )
     bad = tmp_path / "aclImdb/train/pos"
     write_aclimdb(tmp_path, {"train": 3, "test": 3})

@@ -150,3 +150,26 @@ def test_review_classifier_logs_confusion_and_confident_errors(tmp_path):
     rows = json.loads(table.read_text())["data"]
     assert rows and all(row[1] != row[2] for row in rows)  # predicted differs from true in every row
     assert [row[0] for row in rows] == sorted((row[0] for row in rows), reverse=True)
+
+
+def test_detector_logs_box_overlays_and_spell_checker_logs_examples(tmp_path):
+    for experiment in ("fruit_fast_rcnn", "spell_bart_tiny"):
+        fit(
+            "--config",
+            config(experiment),
+            *family(experiment)["tiny"],
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.check_val_every_n_epoch=1",
+        )
+    detector, speller = offline_runs(tmp_path)
+    assert any(key.startswith("val/detections") for key in logged_keys(detector)), logged_keys(detector)
+    assert any(key.startswith("val/examples") for key in logged_keys(speller)), logged_keys(speller)
+    overlays = [
+        item.value_json
+        for r in wandb_records(detector)
+        if r.HasField("history")
+        for item in r.history.item
+        if (item.key or "/".join(item.nested_key)).startswith("val/detections")
+    ]
+    assert any("boxes2D" in value and "predictions" in value and "ground_truth" in value for value in overlays)

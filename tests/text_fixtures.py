@@ -54,7 +54,10 @@ def write_aclimdb(root: Path, per_label: dict[str, int] | None = None, seed: int
 
 def write_tiny_hf(folder: Path, kind: str, texts: list[str]) -> Path:
     """A word-piece tokenizer trained on `texts` and a tiny randomly initialised model saved in the Hugging Face layout
-    (what `from_pretrained` reads): `kind` "distilbert" (a sequence classifier) or "bert" (a bare encoder)."""
+    (what `from_pretrained` reads): `kind` "distilbert" (a sequence classifier) or "bert" (a bare encoder); "bart"
+    (a generator) has a byte-level BPE as BART's."""
+    if kind == "bart":
+        return write_tiny_bart(folder, texts)
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import (
         BertConfig,
@@ -98,4 +101,32 @@ def write_tiny_hf(folder: Path, kind: str, texts: list[str]) -> Path:
             max_position_embeddings=128,
         )
         BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def write_tiny_bart(folder: Path, texts: list[str]) -> Path:
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    from datamodules.spelling import train_tokenizer
+
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    tokenizer.save_pretrained(folder)
+    config = BartConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=256,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=0,
+        forced_eos_token_id=2,
+    )
+    BartForConditionalGeneration(config).save_pretrained(folder)
     return folder

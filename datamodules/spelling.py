@@ -1,0 +1,355 @@
+"""Spelling errors injected into clean English text, for sequence-to-sequence correction (notebook 15.9.3).
+
+The text is any English text: local files (`text_files`) or downloads (`urls`; default, the Project Gutenberg *Jane
+Eyre* of the character models, read and fetched by the same code). It is cut into segments of 1-3 sentences by a
+regex (no downloaded NLTK models); a repeated sentence is kept once, then segments are split into train/val/test, so
+no source sentence is in two splits (the notebook drew its 110k samples from a few hundred segments, and tested on
+segments it had trained on).
+
+Noise follows the notebook's rules, each at its own rate: a verb's tense (-ing, -ed, -s added or removed), a noun's
+plural -s, dropped punctuation, a replaced letter, two swapped inner letters, lost capitalisation. Verbs and nouns are
+told by NLTK's tagger when NLTK and its `averaged_perceptron_tagger_eng` data are installed; otherwise by heuristics:
+a verb follows a pronoun, "to" or a modal, or ends in -ing/-ed; a noun follows a determiner. `clean_fraction` of the
+inputs stay correct, so the model learns to leave good text alone. Training noise is drawn afresh each epoch
+(deterministic given `seed` and the epoch: the training loader is rebuilt every epoch); val/test noise is fixed.
+
+Tokenizer: a Hugging Face one by name (`facebook/bart-base`), or `train`: a byte-level BPE trained on the training
+segments here, kept in the checkpoint (`state_dict`).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+
+from datamodules.char_corpus import JANE_EYRE, download, read_corpus
+from datamodules.in_memory import keep_batch
+from datamodules.text_batches import Ragged, length_batched_loader
+from lightning_modules.errors import LitlabError
+from lightning_modules.hf_models import load_hf
+
+_SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_TOKEN = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+|[^\w\s]|\s+")
+PRONOUNS = set("i you he she it we they who".split())
+VERB_CUES = PRONOUNS | set("to will would can could shall should may might must did does do not".split())
+DETERMINERS = set(
+    "the a an this that these those my your his her its our their some many few several every each".split()
+)
+PUNCTUATION = set(".,!?;:")
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # BART's ids 0-3
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE.split(re.sub(r"\s+", " ", text).strip()) if s]
+
+
+def make_segments(text: str, rng: random.Random, max_sentences: int = 3, max_chars: int = 300) -> list[str]:
+    """Consecutive runs of 1..max_sentences sentences, each at most `max_chars` long. A sentence that occurs again is
+    dropped (a text read twice, a repeated line), so no sentence can be in two splits."""
+    found, units, i = [], list(dict.fromkeys(sentences(text))), 0
+    while i < len(units):
+        n = rng.randint(1, max_sentences)
+        segment = " ".join(units[i : i + n])
+        i += n
+        if 8 <= len(segment) <= max_chars and any(c.isalpha() for c in segment):
+            found.append(segment)
+    return found
+
+
+def _tags(words: list[str]) -> list[str] | None:
+    """NLTK part-of-speech tags when NLTK and its tagger data are installed, else None."""
+    try:
+        import nltk
+
+        return [tag for _, tag in nltk.pos_tag(words)]
+    except (ImportError, LookupError):
+        return None
+
+
+def _replace_letter(word: str, rng: random.Random) -> str:
+    i = rng.randrange(len(word))
+    return word[:i] + rng.choice("abcdefghijklmnopqrstuvwxyz") + word[i + 1 :]
+
+
+def _swap_inner(word: str, rng: random.Random) -> str:
+    i, j = rng.sample(range(1, len(word) - 1), 2)
+    letters = list(word)
+    letters[i], letters[j] = letters[j], letters[i]
+    return "".join(letters)
+
+
+def _tense(word: str, rng: random.Random) -> str:
+    endings = [e for e in ("ing", "ed", "s") if word.endswith(e) and len(word) > len(e) + 2]
+    return word[: -len(endings[0])] if endings and rng.random() < 0.5 else word + rng.choice(("ing", "ed", "s"))
+
+
+def add_noise(segment: str, rng: random.Random, rates: dict[str, float], use_tagger: bool = True) -> str:
+    """The segment with spelling errors; `rates` per rule: verb, plural, punctuation, replace, swap, lowercase."""
+    tokens = _TOKEN.findall(segment)
+    words = [t for t in tokens if not t.isspace()]
+    tags = _tags(words) if use_tagger else None
+    out, previous, w = [], "", 0
+    for token in tokens:
+        if token.isspace():
+            out.append(token)
+            continue
+        tag, word, w = (tags[w] if tags else ""), token, w + 1
+        if token in PUNCTUATION:
+            out.append("" if rng.random() < rates["punctuation"] else token)
+            continue
+        if token.isalpha() or "'" in token:
+            verb = tag.startswith("VB") if tags else previous in VERB_CUES or token.endswith(("ing", "ed"))
+            noun = tag in ("NN", "NNS") if tags else previous in DETERMINERS
+            if verb and rng.random() < rates["verb"]:
+                word = _tense(word, rng)
+            elif noun and rng.random() < rates["plural"]:
+                word = word[:-1] if word.endswith("s") and len(word) > 3 else word + "s"
+            if len(word) > 1 and rng.random() < rates["replace"]:
+                word = _replace_letter(word, rng)
+            if len(word) > 4 and rng.random() < rates["swap"]:
+                word = _swap_inner(word, rng)
+            if word[0].isupper() and rng.random() < rates["lowercase"]:
+                word = word.lower()
+            previous = token.lower()
+        out.append(word)
+    return re.sub(r" {2,}", " ", "".join(out)).strip()
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE (BART's special tokens at ids 0-4) trained on `texts`, as a Hugging Face fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return wrap_tokenizer(tokenizer.to_str())
+
+
+def wrap_tokenizer(serialised: str):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(serialised),
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
+
+
+class Pairs(Dataset):
+    """(noisy input, clean target) token pairs; a batch is `{"ids", "lengths", "labels" (padded with -100),
+    "index"}`, each padded to its longest sequence (a multiple of 8)."""
+
+    def __init__(self, inputs: Ragged, targets: Ragged, pad_id: int) -> None:
+        self.inputs, self.targets, self.pad_id = inputs, targets, pad_id
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        ids, lengths = self.inputs.batch(index, self.pad_id, multiple=8)
+        labels, _ = self.targets.batch(index, -100, multiple=8)
+        return {"ids": ids, "lengths": lengths, "labels": labels, "index": index}
+
+
+class SpellingData(L.LightningDataModule):
+    """Clean text segments and their noisy copies as token batches (see the module docstring).
+
+    Args:
+        text_files: local UTF-8 texts (Project Gutenberg headers are stripped); when given, `urls` is ignored.
+        urls: texts to download into `data_dir` in `prepare_data` (default: Jane Eyre).
+        data_dir: where downloads go.
+        tokenizer: a Hugging Face tokenizer name/folder, or "train" (a byte-level BPE of `vocab_size` trained on the
+            training segments).
+        vocab_size: size of a trained tokenizer.
+        max_sentences, max_chars: a segment's sentences (1 to max_sentences) and most characters.
+        val_fraction, test_fraction: shares of the segments held out; seed: the split's and the noise's generator.
+        verb_rate, plural_rate, punctuation_rate, replace_rate, swap_rate, lowercase_rate: per word (or mark) rates.
+        clean_fraction: inputs left without errors.
+        max_len: tokens kept per sequence.
+        batch_size, eval_batch_size, num_workers: loader settings (eval default: batch_size).
+        predict_texts, predict_files: text to correct with `litlab predict` (strings, or files with one per line).
+    """
+
+    def __init__(
+        self,
+        text_files: list[Path] | None = None,
+        urls: list[str] | None = None,
+        data_dir: Path = Path("data"),
+        tokenizer: str = "facebook/bart-base",
+        vocab_size: int = 4000,
+        max_sentences: int = 3,
+        max_chars: int = 300,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        seed: int = 42,
+        verb_rate: float = 0.1,
+        plural_rate: float = 0.1,
+        punctuation_rate: float = 0.1,
+        replace_rate: float = 0.03,
+        swap_rate: float = 0.03,
+        lowercase_rate: float = 0.1,
+        clean_fraction: float = 0.1,
+        max_len: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        predict_texts: list[str] | None = None,
+        predict_files: list[Path] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.segments: dict[str, list[str]] = {}
+        self.noisy: dict[str, list[str]] = {}
+        self._tokenizer = None
+        self._trained: str | None = None  # a trained tokenizer, serialised (kept in the checkpoint)
+        self._fixed: dict[str, Pairs] = {}
+
+    @property
+    def rates(self) -> dict[str, float]:
+        hp = self.hparams
+        return {
+            "verb": hp.verb_rate,
+            "plural": hp.plural_rate,
+            "punctuation": hp.punctuation_rate,
+            "replace": hp.replace_rate,
+            "swap": hp.swap_rate,
+            "lowercase": hp.lowercase_rate,
+        }
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if self.hparams.tokenizer != "train":
+                self._tokenizer = load_hf(_auto_tokenizer(), self.hparams.tokenizer)
+            elif self._trained is not None:
+                self._tokenizer = wrap_tokenizer(self._trained)
+            else:
+                raise LitlabError("the tokenizer is trained by `fit` and stored in its checkpoint: pass --ckpt_path")
+        return self._tokenizer
+
+    def _files(self) -> list[Path]:
+        if self.hparams.text_files:
+            return [Path(f) for f in self.hparams.text_files]
+        folder = Path(self.hparams.data_dir)
+        return [folder / Path(url.split("?")[0]).name for url in self.hparams.urls or [JANE_EYRE]]
+
+    def prepare_data(self) -> None:
+        if not self.hparams.text_files:
+            for url in self.hparams.urls or [JANE_EYRE]:
+                download(url, Path(self.hparams.data_dir))
+        if self.hparams.tokenizer != "train":
+            load_hf(_auto_tokenizer(), self.hparams.tokenizer)  # rank 0 fills the cache
+
+    def noise(self, texts: list[str], stream: int) -> list[str]:
+        """Noisy copies of `texts`, the same for the same seed and stream (the epoch; -1 val, -2 test)."""
+        rng = random.Random(self.hparams.seed * 1_000_003 + stream)
+        clean = self.hparams.clean_fraction
+        return [text if rng.random() < clean else add_noise(text, rng, self.rates) for text in texts]
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict" or self.segments:
+            return
+        hp = self.hparams
+        segments = make_segments(read_corpus(self._files()), random.Random(hp.seed), hp.max_sentences, hp.max_chars)
+        random.Random(hp.seed).shuffle(segments)
+        n_val, n_test = int(len(segments) * hp.val_fraction), int(len(segments) * hp.test_fraction)
+        if min(n_val, n_test, len(segments) - n_val - n_test) < 1:
+            raise LitlabError(f"{len(segments)} segments are too few to split into train, val and test")
+        self.segments = {
+            "val": segments[:n_val],
+            "test": segments[n_val : n_val + n_test],
+            "train": segments[n_val + n_test :],
+        }
+        self.noisy = {"val": self.noise(self.segments["val"], -1), "test": self.noise(self.segments["test"], -2)}
+        if hp.tokenizer == "train" and self._trained is None:
+            self._tokenizer = train_tokenizer(self.segments["train"], hp.vocab_size)
+            self._trained = self._tokenizer.backend_tokenizer.to_str()
+
+    def state_dict(self) -> dict:
+        return {"tokenizer": self._trained} if self._trained is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("tokenizer"):
+            self._trained, self._tokenizer = state["tokenizer"], None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def encode(self, texts: list[str]) -> Ragged:
+        return Ragged.from_lists(self.tokenizer(texts, truncation=True, max_length=self.hparams.max_len)["input_ids"])
+
+    def pairs(self, noisy: list[str], clean: list[str]) -> Pairs:
+        return Pairs(self.encode(noisy), self.encode(clean), self.tokenizer.pad_token_id)
+
+    def _loader(self, dataset: Pairs, train: bool) -> DataLoader:
+        hp = self.hparams
+        size = hp.batch_size if train else hp.eval_batch_size or hp.batch_size
+        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return length_batched_loader(dataset, dataset.inputs.lengths, size, train, hp.num_workers, on_gpu)
+
+    def train_dataloader(self) -> DataLoader:
+        # rebuilt every epoch (the config sets `reload_dataloaders_every_n_epochs: 1`): this epoch's noise
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        self.noisy["train"] = self.noise(self.segments["train"], epoch)
+        return self._loader(self.pairs(self.noisy["train"], self.segments["train"]), train=True)
+
+    def _evaluation(self, split: str) -> DataLoader:
+        if split not in self._fixed:
+            self._fixed[split] = self.pairs(self.noisy[split], self.segments[split])
+        return self._loader(self._fixed[split], train=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._evaluation("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._evaluation("test")
+
+    def predict_inputs(self) -> list[str]:
+        texts = list(self.hparams.predict_texts or [])
+        for file in self.hparams.predict_files or []:
+            try:
+                texts += [line.strip() for line in Path(file).read_text(encoding="utf-8").splitlines() if line.strip()]
+            except (OSError, UnicodeDecodeError) as err:
+                raise LitlabError(f"--data.predict_files: cannot read {file} as UTF-8 text ({err})") from None
+        if not texts:
+            raise LitlabError(
+                "nothing to predict: pass --data.predict_texts '[\"I recieved it.\"]' or --data.predict_files"
+            )
+        for text in texts:
+            if not text.strip():
+                raise LitlabError("--data.predict_texts: an input is empty")
+        return texts
+
+    def predict_dataloader(self) -> DataLoader:
+        texts = self.predict_inputs()
+        dataset = Pairs(self.encode(texts), self.encode(texts), self.tokenizer.pad_token_id)
+        return DataLoader(
+            dataset,
+            batch_sampler=torch.utils.data.BatchSampler(SequentialSampler(dataset), 16, False),
+            collate_fn=keep_batch,
+        )
+
+
+def _auto_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer

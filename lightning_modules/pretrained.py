@@ -1,0 +1,45 @@
+"""Torchvision weights for a LightningModule: fetched once (rank 0, `prepare_data`) and loaded for the first `fit`
+only, so `test`/`predict` from a checkpoint never need a download or a connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lightning_modules.errors import LitlabError
+
+
+class TorchvisionWeights:
+    """Mixin: set `self.weights` (a torchvision weights enum member, or None) and `self.weights_name` (what the user
+    called the model), and implement `load_pretrained(state)`; a resumed fit restores its checkpoint over them."""
+
+    weights = None
+    weights_name = "model"
+    _pretrained_loaded = False
+
+    def pretrained_state(self) -> dict[str, Tensor]:
+        try:
+            return self.weights.get_state_dict(progress=False, check_hash=True)
+        except (OSError, RuntimeError) as err:  # offline (URLError is an OSError), or a corrupt download
+            cache = Path(torch.hub.get_dir()) / "checkpoints"
+            reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+            raise LitlabError(
+                f"could not load {self.weights_name} weights {self.weights.name} (looked in {cache}; download "
+                f"failed: {reason}): connect to the internet once, or train from scratch with "
+                f"--model.init_args.weights=null"
+            ) from None
+
+    def load_pretrained(self, state: dict[str, Tensor]) -> None:
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        if self.weights is not None and self.trainer.state.fn == "fit":
+            self.pretrained_state()  # rank 0 fills the cache
+
+    def setup(self, stage: str) -> None:
+        if self.weights is None or stage != "fit" or self._pretrained_loaded:
+            return
+        self.load_pretrained(self.pretrained_state())
+        self._pretrained_loaded = True

@@ -1,0 +1,155 @@
+"""Detection: VOC parsing edge cases, image modes, the proposal cache, box encoding, RoI sampling, the measured
+RoIAlign stride, per-class NMS, and predictions in original pixels with a drawn PNG."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import FAMILIES, FIXTURES, cli, config, family
+from PIL import Image
+from test_errors import fails_in_one_line
+
+import datamodules.fruit_detection as fd
+from datamodules.synthetic_fruit import voc_xml
+from lightning_modules.errors import LitlabError
+from lightning_modules.fast_rcnn import FastRCNN
+
+CLASSES = ("apple", "banana", "orange")
+
+
+def test_voc_parsing_edge_cases(tmp_path):
+    good = tmp_path / "a.xml"
+    good.write_text(voc_xml("a.jpg", 100, 80, [("apple", (10, 10, 50, 40)), ("Orange", (0, 0, 99, 79))]))
+    boxes, labels = fd.parse_voc(good, CLASSES)
+    assert boxes.tolist() == [[10, 10, 50, 40], [0, 0, 99, 79]] and labels.tolist() == [1, 3]
+    with pytest.warns(UserWarning, match="no annotation file"):
+        assert fd.parse_voc(tmp_path / "missing.xml", CLASSES) is None
+    (tmp_path / "bad.xml").write_text("<annotation><object><name>apple")
+    with pytest.warns(UserWarning, match="malformed"):
+        assert fd.parse_voc(tmp_path / "bad.xml", CLASSES) is None
+    (tmp_path / "nobox.xml").write_text("<annotation><object><name>apple</name></object></annotation>")
+    with pytest.warns(UserWarning, match="malformed"):
+        assert fd.parse_voc(tmp_path / "nobox.xml", CLASSES) is None
+    (tmp_path / "pear.xml").write_text(voc_xml("p.jpg", 100, 80, [("pear", (1, 1, 5, 5))]))
+    with pytest.raises(LitlabError, match="'pear' is not one of"):
+        fd.parse_voc(tmp_path / "pear.xml", CLASSES)
+
+
+def test_boxes_outside_or_empty_are_clipped_or_dropped():
+    boxes = torch.tensor([[-5.0, 10, 50, 90], [20, 20, 20, 60], [1, 1, 9, 9]])
+    with pytest.warns(UserWarning) as caught:
+        kept, labels = fd.valid_boxes(boxes, torch.tensor([1, 2, 3]), 40, 80, "x.jpg")
+    assert kept.tolist() == [[0, 10, 40, 80], [1, 1, 9, 9]] and labels.tolist() == [1, 3]
+    assert any("clipped" in str(w.message) for w in caught) and any("zero area" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "L", "RGB"])
+def test_any_image_mode_becomes_rgb(tmp_path, mode):
+    path = tmp_path / "x.jpg"
+    Image.new("RGB", (60, 40), (200, 30, 35)).convert(mode).save(path, format="PNG")  # a PNG named .jpg, as found
+    image, original = fd.read_image(path, 32)
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and original == (60, 40)
+
+
+def test_proposal_cache_reuses_and_invalidates(tmp_path, monkeypatch):
+    calls = []
+
+    def search(image, mode, max_boxes):
+        calls.append(mode)
+        return torch.tensor([[0.0, 0, 10, 10]])
+
+    monkeypatch.setattr(fd, "selective_search", search)
+    image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
+    cache = fd.ProposalCache(tmp_path, "fast", 100)
+    first = cache.get(image)
+    assert torch.equal(cache.get(image), first) and calls == ["fast"]  # read back, not recomputed
+    assert len(first) == 1 + len(fd.extra_boxes(64)) and not list(tmp_path.glob("*.tmp"))
+    fd.ProposalCache(tmp_path, "quality", 100).get(image)  # other parameters: another key
+    other = image.clone()
+    other[0, 0, 0] ^= 1
+    cache.get(other)  # other pixels: another key
+    assert calls == ["fast", "quality", "fast"] and len(list(tmp_path.glob("*.npy"))) == 3
+
+
+def test_box_encoding_round_trips():
+    rois = torch.tensor([[10.0, 20, 50, 80], [0, 0, 99, 99]])
+    boxes = torch.tensor([[12.0, 18, 60, 70], [5, 5, 40, 90]])
+    torch.testing.assert_close(fd.decode_boxes(rois, fd.encode_boxes(rois, boxes)), boxes)
+    assert torch.allclose(fd.encode_boxes(rois, rois), torch.zeros(2, 4), atol=1e-6)
+
+
+def test_sampled_rois_hold_ground_truth_and_the_foreground_share():
+    torch.manual_seed(0)
+    boxes, labels = torch.tensor([[10.0, 10, 60, 60]]), torch.tensor([2])
+    proposals = torch.cat([boxes + torch.randn(40, 4), torch.rand(200, 4).sort(dim=1).values[:, [0, 1, 2, 3]] * 200])
+    proposals[:, 2:] = torch.maximum(proposals[:, 2:], proposals[:, :2] + 2)
+    rois = fd.sample_rois(proposals, boxes, labels, count=32, fg_fraction=0.25)
+    iou, roi_labels, _ = fd.label_rois(rois, boxes, labels)
+    assert len(rois) == 32 and torch.equal(rois[0], boxes[0])
+    assert int((roi_labels == 2).sum()) == 8 and (roi_labels[8:] == 0).all() and (iou[8:] < 0.5).all()
+
+
+@pytest.mark.parametrize(("stage", "stride"), [("layer3", 16), ("layer4", 32)])
+def test_roi_align_uses_the_measured_stride(stage, stride):
+    model = FastRCNN(arch="resnet18", weights=None, feature_stage=stage, fc_dim=32)
+    assert model.stride == stride
+    image = torch.zeros(1, 3, 128, 128, dtype=torch.uint8)
+    image[..., 64:96, 64:96] = 255  # a white square: its RoI's features differ from a dark RoI's
+    logits, deltas = model.eval()(image, torch.tensor([[0.0, 64, 64, 95, 95], [0.0, 0, 0, 31, 31]]))
+    assert logits.shape == (2, 4) and deltas.shape == (2, 4, 4) and not torch.allclose(logits[0], logits[1])
+
+
+def test_nms_keeps_one_box_per_object_and_class():
+    model = FastRCNN(arch="resnet18", weights=None, fc_dim=32, score_threshold=0.1, nms_iou=0.3)
+    rois = torch.tensor([[0.0, 10, 10, 50, 50], [0.0, 12, 12, 52, 52], [1.0, 10, 10, 50, 50], [0.0, 60, 60, 90, 90]])
+    logits = torch.full((4, 4), -10.0)
+    logits[0, 1], logits[1, 1], logits[2, 1], logits[3, 3] = 5.0, 4.0, 5.0, 3.0  # apple, apple (overlap), apple, orange
+    batch = {"images": torch.zeros(2, 3, 100, 100), "rois": rois}
+    found = model.postprocess(batch, logits, torch.zeros(4, 4, 4))
+    assert found[0]["labels"].tolist() == [1, 3] and found[0]["boxes"][0].tolist() == [10, 10, 50, 50]
+    assert found[1]["labels"].tolist() == [1]  # the same box in another image is its own detection
+
+
+def test_predictions_are_in_original_pixels_with_a_drawn_image(tmp_path, capsys):
+    tiny = family("fruit_fast_rcnn")["tiny"]
+    cli(
+        "fit",
+        "--config",
+        config("fruit_fast_rcnn"),
+        *tiny,
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    )
+    best = next(tmp_path.glob("runs/**/best.ckpt"))
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (640, 200), (30, 120, 40)).save(photo)
+    cli("predict", "--ckpt_path", best, f"--data.predict_files=[{photo}]", "--model.init_args.score_threshold=0.0")
+    out = capsys.readouterr().out
+    path = next(line for line in out.splitlines() if line.startswith("predictions written to "))
+    (record,) = [json.loads(line) for line in open(path.removeprefix("predictions written to "))]
+    assert record["output"] and all(o["class"] in CLASSES for o in record["output"])
+    boxes = torch.tensor([o["box"] for o in record["output"]])
+    assert boxes[:, 2].max() <= 640 and boxes[:, 3].max() <= 200 and boxes[:, 2].max() > 128  # original, not 128 px
+    assert Image.open(record["drawn"]).size == (640, 200)
+
+
+def test_missing_dataset_and_bad_class_fail_in_one_line(tmp_path, capfd):
+    fit = [
+        "fit",
+        "--config",
+        config("fruit_fast_rcnn"),
+        *FAMILIES["datamodules.fruit_detection.FruitDetectionData"]["tiny"],
+        *family("fruit_fast_rcnn")["tiny"][4:],
+        "--trainer.logger=false",
+    ]
+    fails_in_one_line(capfd, *fit, f"--data.data_dir={tmp_path}", "--data.download=false", naming="no VOC train/")
+    for split in ("train", "test"):
+        (tmp_path / split).mkdir()
+        Image.new("RGB", (50, 50)).save(tmp_path / split / "a.jpg")
+        (tmp_path / split / "a.xml").write_text(voc_xml("a.jpg", 50, 50, [("pear", (1, 1, 20, 20))]))
+    fails_in_one_line(capfd, *fit, f"--data.data_dir={tmp_path}", naming="'pear' is not one of")
+    assert FIXTURES.is_dir()
