@@ -35,8 +35,9 @@ class BestCheckpoint(ModelCheckpoint):
 
 
 def last_checkpoint() -> ModelCheckpoint:
-    """`last.ckpt`, replaced after every epoch (Lightning's `save_last` only follows the saves of improvements)."""
-    return ModelCheckpoint(filename="last", save_top_k=1)
+    """`last.ckpt`, replaced after every training epoch, whether or not it validated (Lightning's `save_last` only
+    follows the saves of improvements)."""
+    return ModelCheckpoint(filename="last", save_top_k=1, save_on_train_epoch_end=True)  # also when val is rarer
 
 
 class PredictionWriter(BasePredictionWriter):

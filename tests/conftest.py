@@ -157,6 +157,7 @@ EXPERIMENT_TINY = {
         "--model.init_args.weights=null",
         "--model.init_args.fc_dim=64",
     ],
+    "fruit_fast_rcnn_synthetic": ["--model.init_args.fc_dim=64"],
     "fruit_faster_rcnn": ["--model.init_args.weights=null", "--model.init_args.image_size=128"],
     "spell_bart": [
         f"--data.tokenizer={FIXTURES / 'tiny-bart'}",

@@ -7,6 +7,7 @@ import torch
 from conftest import FAMILIES, cli, config
 
 ADDER_TINY = FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"]
+XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
 
 
 class StopAfterFirstEpoch(L.Callback):
@@ -41,3 +42,18 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
     assert resumed_state.keys() == whole.keys()
     for name, tensor in whole.items():
         assert torch.equal(tensor, resumed_state[name]), name
+
+
+def test_last_checkpoint_follows_every_epoch_when_validation_is_rarer(tmp_path):
+    cli(
+        "fit",
+        "--config",
+        config("xor_mlp"),
+        *XOR_TINY,
+        "--trainer.max_epochs=3",
+        "--trainer.check_val_every_n_epoch=5",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    )
+    (last,) = tmp_path.glob("runs/**/last.ckpt")
+    assert torch.load(last, weights_only=True)["epoch"] == 2  # the third epoch's end, though none validated

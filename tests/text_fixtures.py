@@ -113,13 +113,13 @@ def write_tiny_bart(folder: Path, texts: list[str]) -> Path:
     tokenizer.save_pretrained(folder)
     config = BartConfig(
         vocab_size=len(tokenizer),
-        d_model=32,
+        d_model=64,
         encoder_layers=1,
         decoder_layers=1,
         encoder_attention_heads=2,
         decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
         max_position_embeddings=256,
         pad_token_id=1,
         bos_token_id=0,
@@ -127,6 +127,7 @@ def write_tiny_bart(folder: Path, texts: list[str]) -> Path:
         decoder_start_token_id=2,
         forced_bos_token_id=0,
         forced_eos_token_id=2,
+        dropout=0.0,
     )
     BartForConditionalGeneration(config).save_pretrained(folder)
     return folder
