@@ -114,8 +114,8 @@ def write_tiny_bart(folder: Path, texts: list[str]) -> Path:
     config = BartConfig(
         vocab_size=len(tokenizer),
         d_model=64,
-        encoder_layers=1,
-        decoder_layers=1,
+        encoder_layers=2,
+        decoder_layers=2,
         encoder_attention_heads=2,
         decoder_attention_heads=2,
         encoder_ffn_dim=128,
