@@ -274,12 +274,16 @@ class FruitDetectionData(L.LightningDataModule):
         return len(self.hparams.classes)
 
     def _folders(self) -> tuple[Path, Path] | None:
+        """`train/` and `test/` with VOC files, in `data_dir` or up to two levels down (Kaggle unpacks them into
+        `train_zip/train` and `test_zip/test`)."""
         root = Path(self.hparams.data_dir).expanduser()
-        for base in [root, *sorted(root.glob("*")), *sorted(root.glob("*/*"))]:
-            train, test = next(base.glob("**/train"), None), next(base.glob("**/test"), None)
-            if train and test and any(train.glob("*.xml")) and any(test.glob("*.xml")):
-                return train, test
-        return None
+
+        def find(name: str) -> Path | None:
+            candidates = [root / name, *sorted(root.glob(f"*/{name}")), *sorted(root.glob(f"*/*/{name}"))]
+            return next((d for d in candidates if d.is_dir() and any(d.glob("*.xml"))), None)
+
+        train, test = find("train"), find("test")
+        return (train, test) if train and test else None
 
     def prepare_data(self) -> None:
         if self._folders() is None and self.hparams.download:

@@ -28,12 +28,11 @@ from typing import Literal
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, SequentialSampler
+from torch.utils.data import DataLoader
 
-from datamodules.in_memory import keep_batch
 from datamodules.text_batches import Ragged, Sequences, length_batched_loader
 from lightning_modules.errors import LitlabError
-from lightning_modules.hf_models import load_hf
+from lightning_modules.hf_models import load_tokenizer
 
 ACL_IMDB = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 ACL_IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
@@ -126,6 +125,8 @@ class ImdbData(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.vocab: WordVocab | None = None
+        self._train_words: list[list[str]] | None = None
+        self.predict_items: list[tuple[str, str]] = []
         self.texts: dict[str, list[str]] = {}
         self.targets: dict[str, Tensor] = {}
         self.datasets: dict[str, Sequences] = {}
@@ -216,8 +217,8 @@ class ImdbData(L.LightningDataModule):
             return
         self._read()
         if self.hparams.tokenizer == "words" and self.vocab is None:  # from the training reviews only
-            tokenised = [words(text) for text in self.texts["train"]]
-            self.vocab = WordVocab.build(tokenised, self.hparams.vocab_size, self.hparams.min_count)
+            self._train_words = [words(text) for text in self.texts["train"]]  # encoded from these, not re-split
+            self.vocab = WordVocab.build(self._train_words, self.hparams.vocab_size, self.hparams.min_count)
 
     # ----- the vocabulary travels with the checkpoint
     def state_dict(self) -> dict:
@@ -228,12 +229,13 @@ class ImdbData(L.LightningDataModule):
             self.vocab = WordVocab(list(state["vocab"]))
 
     # ----- tokens
-    def encode(self, texts: list[str]) -> tuple[Tensor, Tensor]:
-        """(all tokens back to back, per-text lengths), each text cut to `max_len` tokens."""
+    def encode(self, texts: list[str], tokenised: list[list[str]] | None = None) -> tuple[Tensor, Tensor]:
+        """(all tokens back to back, per-text lengths), each text cut to `max_len` tokens; `tokenised`: the texts
+        already split into words."""
         cut = self.hparams.max_len
         if self.hparams.tokenizer == "words":
             vocab = self.words_vocab
-            encoded = [vocab.encode(words(text)[:cut]) for text in texts]
+            encoded = [vocab.encode(tokens[:cut]) for tokens in tokenised or map(words, texts)]
         else:
             encoded = self.hf_tokenizer(texts, truncation=True, max_length=cut)["input_ids"]
         ragged = Ragged.from_lists(encoded)
@@ -241,7 +243,10 @@ class ImdbData(L.LightningDataModule):
 
     def _dataset(self, split: str) -> Sequences:
         if split not in self.datasets:  # tokenised once, after the vocabulary is known (fit or checkpoint)
-            tokens, lengths = self.encode(self.texts[split])
+            tokenised = self._train_words if split == "train" else None  # split into words once, for the vocabulary
+            tokens, lengths = self.encode(self.texts[split], tokenised)
+            if split == "train":
+                self._train_words = None
             self.datasets[split] = Sequences(
                 tokens, lengths, self.pad_id, self.hparams.pad_to_multiple, y=self.targets[split]
             )
@@ -284,21 +289,10 @@ class ImdbData(L.LightningDataModule):
         return inputs
 
     def predict_dataloader(self) -> DataLoader:
-        inputs = self.predict_inputs()
-        tokens, lengths = self.encode([text for _, text in inputs])
-        for (given, text), length in zip(inputs, lengths.tolist()):
+        self.predict_items = self.predict_inputs()  # read once; predict_step labels its records from these
+        tokens, lengths = self.encode([text for _, text in self.predict_items])
+        for (given, text), length in zip(self.predict_items, lengths.tolist()):
             if length == 0 or not text.strip():
                 raise LitlabError(f"predict input {given[:60]!r} is empty (no words to classify)")
         dataset = Sequences(tokens, lengths, self.pad_id, self.hparams.pad_to_multiple)
-        return DataLoader(
-            dataset,
-            batch_sampler=torch.utils.data.BatchSampler(SequentialSampler(dataset), 32, False),
-            collate_fn=keep_batch,
-        )
-
-
-def load_tokenizer(name: str):
-    """A Hugging Face tokenizer by hub name or local folder; offline without a cached copy, one clear line."""
-    from transformers import AutoTokenizer
-
-    return load_hf(AutoTokenizer, name)
+        return length_batched_loader(dataset, lengths, 32, train=False, bucket=False)

@@ -26,13 +26,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 
 from datamodules.char_corpus import JANE_EYRE, download, read_corpus
-from datamodules.in_memory import keep_batch
 from datamodules.text_batches import Ragged, length_batched_loader
 from lightning_modules.errors import LitlabError
-from lightning_modules.hf_models import load_hf
+from lightning_modules.hf_models import load_tokenizer
 
 _SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _TOKEN = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+|[^\w\s]|\s+")
@@ -221,6 +220,7 @@ class SpellingData(L.LightningDataModule):
         self._tokenizer = None
         self._trained: str | None = None  # a trained tokenizer, serialised (kept in the checkpoint)
         self._fixed: dict[str, Pairs] = {}
+        self.predict_items: list[str] = []
 
     @property
     def rates(self) -> dict[str, float]:
@@ -238,7 +238,7 @@ class SpellingData(L.LightningDataModule):
     def tokenizer(self):
         if self._tokenizer is None:
             if self.hparams.tokenizer != "train":
-                self._tokenizer = load_hf(_auto_tokenizer(), self.hparams.tokenizer)
+                self._tokenizer = load_tokenizer(self.hparams.tokenizer)
             elif self._trained is not None:
                 self._tokenizer = wrap_tokenizer(self._trained)
             else:
@@ -256,7 +256,7 @@ class SpellingData(L.LightningDataModule):
             for url in self.hparams.urls or [JANE_EYRE]:
                 download(url, Path(self.hparams.data_dir))
         if self.hparams.tokenizer != "train":
-            load_hf(_auto_tokenizer(), self.hparams.tokenizer)  # rank 0 fills the cache
+            load_tokenizer(self.hparams.tokenizer)  # rank 0 fills the cache
 
     def noise(self, texts: list[str], stream: int) -> list[str]:
         """Noisy copies of `texts`, the same for the same seed and stream (the epoch; -1 val, -2 test)."""
@@ -340,16 +340,7 @@ class SpellingData(L.LightningDataModule):
         return texts
 
     def predict_dataloader(self) -> DataLoader:
-        texts = self.predict_inputs()
-        dataset = Pairs(self.encode(texts), self.encode(texts), self.tokenizer.pad_token_id)
-        return DataLoader(
-            dataset,
-            batch_sampler=torch.utils.data.BatchSampler(SequentialSampler(dataset), 16, False),
-            collate_fn=keep_batch,
-        )
-
-
-def _auto_tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer
+        self.predict_items = self.predict_inputs()  # read once; predict_step labels its records from these
+        inputs = self.encode(self.predict_items)
+        dataset = Pairs(inputs, inputs, self.tokenizer.pad_token_id)
+        return length_batched_loader(dataset, inputs.lengths, 16, train=False, bucket=False)

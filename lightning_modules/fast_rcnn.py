@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.detection import MeanAveragePrecision
-from torchvision.models import get_model, get_model_weights
+from torchvision.models import get_model
 from torchvision.ops import batched_nms, roi_align
 
 from datamodules.fruit_detection import decode_boxes
@@ -32,6 +32,19 @@ from lightning_modules.optim import OptimizerName, ScheduleName
 from lightning_modules.pretrained import TorchvisionWeights
 
 RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+def wandb_boxes(found: dict[str, Tensor], caption: str, size: int, classes: dict[int, str]) -> dict:
+    """Boxes (pixels of a `size` square image) as a `wandb.Image` box group."""
+    data = [
+        {
+            "position": dict(zip(("minX", "minY", "maxX", "maxY"), (box / size).tolist())),
+            "class_id": int(label),
+            "box_caption": caption,
+        }
+        for box, label in zip(found["boxes"].float().cpu(), found["labels"].cpu())
+    ]
+    return {"box_data": data, "class_labels": classes}
 
 
 class Detector(Experiment):
@@ -73,28 +86,17 @@ class Detector(Experiment):
 
         classes = {i + 1: c for i, c in enumerate(self.trainer.datamodule.hparams.classes)}
         size = self.trainer.datamodule.hparams.image_size
-        images = []
-        for image, detected, truth in self._shown:
-
-            def boxes(found: dict, caption: str) -> dict:
-                return {
-                    "box_data": [
-                        {
-                            "position": dict(zip(("minX", "minY", "maxX", "maxY"), (b / size).tolist())),
-                            "class_id": int(c),
-                            "box_caption": caption,
-                        }
-                        for b, c in zip(found["boxes"].cpu(), found["labels"].cpu())
-                    ],
-                    "class_labels": classes,
-                }
-
-            picture = image.permute(1, 2, 0).cpu().numpy()
-            images.append(
-                wandb.Image(
-                    picture, boxes={"predictions": boxes(detected, "pred"), "ground_truth": boxes(truth, "true")}
-                )
+        shown = [(image.permute(1, 2, 0).cpu().numpy(), detected, truth) for image, detected, truth in self._shown]
+        images = [
+            wandb.Image(
+                picture,
+                boxes={
+                    "predictions": wandb_boxes(detected, "pred", size, classes),
+                    "ground_truth": wandb_boxes(truth, "true", size, classes),
+                },
             )
+            for picture, detected, truth in shown
+        ]
         run.log({"val/detections": images, "trainer/global_step": self.global_step})
 
     def on_test_epoch_end(self) -> None:
@@ -182,10 +184,7 @@ class FastRCNN(TorchvisionWeights, Detector):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        try:
-            self.weights = get_model_weights(arch)[weights] if weights else None
-        except (ValueError, KeyError):
-            raise LitlabError(f"unknown torchvision model or weights: arch={arch!r}, weights={weights!r}") from None
+        self.choose_weights(arch, weights)
         resnet = get_model(arch, weights=None)
         if feature_stage not in RESNET_STAGES[4:]:
             raise LitlabError(f"--model.feature_stage={feature_stage!r}: one of layer1..layer4")
@@ -212,7 +211,6 @@ class FastRCNN(TorchvisionWeights, Detector):
         class_weights = torch.ones(num_classes + 1)
         class_weights[0] = background_weight
         self.register_buffer("class_weights", class_weights, persistent=False)
-        self.weights_name = arch
         self.roi_acc = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self._metrics()
 
@@ -294,13 +292,10 @@ class FasterRCNN(TorchvisionWeights, Detector):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        from torchvision.models.detection import FasterRCNN_ResNet50_FPN_V2_Weights, fasterrcnn_resnet50_fpn_v2
+        from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
-        try:
-            self.weights = FasterRCNN_ResNet50_FPN_V2_Weights[weights] if weights else None
-        except KeyError:
-            raise LitlabError(f"unknown Faster R-CNN weights {weights!r} (COCO_V1, or null)") from None
+        self.choose_weights("fasterrcnn_resnet50_fpn_v2", weights, name="Faster R-CNN")
         self.net = fasterrcnn_resnet50_fpn_v2(
             weights=None,
             weights_backbone=None,
@@ -308,7 +303,6 @@ class FasterRCNN(TorchvisionWeights, Detector):
             max_size=image_size,
             trainable_backbone_layers=trainable_backbone_layers,
         )
-        self.weights_name = "Faster R-CNN"
         in_features = self.net.roi_heads.box_predictor.cls_score.in_features
         self.net.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes + 1)
         self._metrics()

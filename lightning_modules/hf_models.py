@@ -28,6 +28,13 @@ def load_hf(auto_class, name: str, **kwargs):
     return loaded
 
 
+def load_tokenizer(name: str):
+    """A Hugging Face tokenizer by hub name or local folder (`AutoTokenizer`), with `load_hf`'s offline error."""
+    from transformers import AutoTokenizer
+
+    return load_hf(AutoTokenizer, name)
+
+
 def from_recorded_config(model_class, hf_config: dict):
     """A randomly initialised model of the recorded architecture (`config.to_diff_dict()`), for weights to come;
     `model_class` is an Auto class or a model class."""

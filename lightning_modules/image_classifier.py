@@ -18,7 +18,6 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from torchvision.models import get_model, get_model_weights
 
 from lightning_modules.components.convnets import Standardize
-from lightning_modules.errors import LitlabError
 from lightning_modules.experiment import Experiment
 from lightning_modules.optim import OptimizerName, ScheduleName
 from lightning_modules.pretrained import TorchvisionWeights
@@ -170,10 +169,7 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
     ) -> None:
         super().__init__(num_classes, label_smoothing, logged_images)
         self.save_hyperparameters()
-        try:
-            self.weights = get_model_weights(arch)[weights] if weights else None
-        except (ValueError, KeyError):
-            raise LitlabError(f"unknown torchvision model or weights: arch={arch!r}, weights={weights!r}") from None
+        self.choose_weights(arch, weights)
         self.backbone = get_model(arch, weights=None)  # the weights arrive in `setup`
         self.head = nn.Linear(self.backbone.fc.in_features, num_classes)
         self.backbone.fc = nn.Identity()
@@ -181,7 +177,6 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
         self.standardize = Standardize(transforms.mean, transforms.std)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        self.weights_name = arch
 
     def load_pretrained(self, state: dict[str, Tensor]) -> None:
         self.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})

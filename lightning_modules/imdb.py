@@ -98,7 +98,7 @@ class ReviewClassifier(Experiment):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         data = self.trainer.datamodule
-        inputs = data.predict_inputs()
+        inputs = data.predict_items
         probability, predicted = self(batch["ids"], batch["lengths"], batch.get("host_lengths")).softmax(1).max(1)
         return [
             {"input": inputs[i][0], "output": data.classes[c], "probability": round(p, 6)}

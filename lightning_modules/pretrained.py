@@ -12,12 +12,23 @@ from lightning_modules.errors import LitlabError
 
 
 class TorchvisionWeights:
-    """Mixin: set `self.weights` (a torchvision weights enum member, or None) and `self.weights_name` (what the user
-    called the model), and implement `load_pretrained(state)`; a resumed fit restores its checkpoint over them."""
+    """Mixin: call `choose_weights(model, weights)` in the constructor and implement `load_pretrained(state)`; a resumed
+    fit restores its checkpoint over what that loads."""
 
     weights = None
     weights_name = "model"
     _pretrained_loaded = False
+
+    def choose_weights(self, model: str, weights: str | None, name: str | None = None) -> None:
+        """`self.weights`: the torchvision weights `weights` of `model` (an enum name such as "IMAGENET1K_V1"), or
+        None; `name` is how errors call the model (default: `model`)."""
+        from torchvision.models import get_model_weights
+
+        try:
+            self.weights = get_model_weights(model)[weights] if weights else None
+        except (ValueError, KeyError):
+            raise LitlabError(f"unknown torchvision model or weights: arch={model!r}, weights={weights!r}") from None
+        self.weights_name = name or model
 
     def pretrained_state(self) -> dict[str, Tensor]:
         try:

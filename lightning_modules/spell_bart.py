@@ -183,7 +183,7 @@ class SpellCorrector(Experiment):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         data = self.trainer.datamodule
-        texts = data.predict_inputs()
+        texts = data.predict_items
         outputs = data.tokenizer.batch_decode(self(batch["ids"], batch["lengths"]), skip_special_tokens=True)
         records = []
         for i, output in zip(batch["index"].tolist(), outputs):
