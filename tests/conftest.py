@@ -174,11 +174,21 @@ def config(name: str) -> str:
     return str(CONFIG_DIR / f"{name}.yaml")
 
 
+# What memorising one batch needs in one experiment of a family (the word models' dropout; DistilBERT has none to set).
+EXPERIMENT_OVERFIT = {
+    name: ["--model.init_args.dropout=0"] for name in ("imdb_bilstm", "imdb_self_attention", "imdb_transformer")
+}
+
+
 def family(name: str) -> dict:
     data_class = yaml.safe_load(Path(config(name)).read_text())["data"]["class_path"]
     assert data_class in FAMILIES, f"add {data_class} to tests/conftest.py FAMILIES"
     described = FAMILIES[data_class]
-    return {**described, "tiny": described["tiny"] + EXPERIMENT_TINY.get(name, [])}
+    return {
+        **described,
+        "tiny": described["tiny"] + EXPERIMENT_TINY.get(name, []),
+        "overfit": described.get("overfit", []) + EXPERIMENT_OVERFIT.get(name, []),
+    }
 
 
 def cli(*args: str):

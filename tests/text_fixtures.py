@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import torch
+
 WORDS = "the a little girl walked to school and read her book by the fire while rain fell on red roof".split()
 
 
@@ -86,6 +88,7 @@ def write_tiny_hf(folder: Path, kind: str, texts: list[str]) -> Path:
     )
     wrapped.save_pretrained(folder)
     size = tokenizer.get_vocab_size()
+    torch.manual_seed(0)  # the same tiny model in every test session
     if kind == "distilbert":
         config = DistilBertConfig(
             vocab_size=size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128
@@ -129,5 +132,6 @@ def write_tiny_bart(folder: Path, texts: list[str]) -> Path:
         forced_eos_token_id=2,
         dropout=0.0,
     )
+    torch.manual_seed(0)  # the same tiny model in every test session
     BartForConditionalGeneration(config).save_pretrained(folder)
     return folder
