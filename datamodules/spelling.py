@@ -34,7 +34,9 @@ from lightning_modules.errors import LitlabError
 from lightning_modules.hf_models import load_tokenizer
 
 _SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-_TOKEN = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+|[^\w\s]|\s+")
+# words (letters of any script, with an apostrophe's part), numbers, spaces, and any other character alone: the
+# tokens cover the whole segment, so noise never loses what no rule touched (underscores, accents, symbols)
+_TOKEN = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?|\d+|\s+|.")
 PRONOUNS = set("i you he she it we they who".split())
 VERB_CUES = PRONOUNS | set("to will would can could shall should may might must did does do not".split())
 DETERMINERS = set(

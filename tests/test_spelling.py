@@ -36,6 +36,13 @@ def test_each_rule_on_fixed_input():
     assert noisy("Nothing changes here.") == "Nothing changes here."
 
 
+def test_noise_keeps_every_character_no_rule_touches():
+    """Underscores, accented letters and symbols survive: only the rules change text (Jane Eyre's Adèle, code names)."""
+    text = "Adèle's café: set max_len = 2.5 × 10 (see §3) — naïve «quotes» & ___."
+    assert noisy(text) == text
+    assert noisy("Adèle est très sage", lowercase=1) == "adèle est très sage"
+
+
 def test_noise_is_deterministic_given_the_seed():
     text = "The little girl walked to school and read her book by the fire, while rain fell."
     rates = {"verb": 0.3, "plural": 0.3, "punctuation": 0.3, "replace": 0.2, "swap": 0.2, "lowercase": 0.3}
