@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import box_iou
 
+from datamodules.images import predict_file_errors
 from datamodules.in_memory import keep_batch
 from lightning_modules.errors import LitlabError
 
@@ -389,12 +390,8 @@ class FruitDetectionData(L.LightningDataModule):
             raise LitlabError("nothing to predict: pass --data.predict_files '[photo.jpg]'")
         images, self.predict_sizes = [], []
         for path in files:
-            try:
+            with predict_file_errors(path):
                 image, original = read_image(path, self.hparams.image_size)
-            except FileNotFoundError:
-                raise LitlabError(f"--data.predict_files: {path}: no such file") from None
-            except (UnidentifiedImageError, OSError) as err:
-                raise LitlabError(f"--data.predict_files: {path} is not an image PIL can read ({err})") from None
             images.append(image)
             self.predict_sizes.append(original)
         empty = [torch.zeros(0, 4)] * len(files)

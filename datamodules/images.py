@@ -9,6 +9,8 @@ so a checkpoint predicts on raw images without knowing the dataset's statistics.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -50,20 +52,26 @@ def augment_batch(
     return x
 
 
+@contextmanager
+def predict_file_errors(path: Path) -> Iterator[None]:
+    """A predict image that is missing or that PIL cannot read becomes one line naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise LitlabError(f"--data.predict_files: {path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise LitlabError(f"--data.predict_files: {path} is not an image PIL can read ({err})") from None
+
+
 def read_images(paths: list[Path], channels: int, size: tuple[int, int]) -> Tensor:
     """uint8 (N, C, H, W) from image files of any size and mode (resized to the training size); one clear error for a
     file that is missing or not an image."""
     mode = {1: "L", 3: "RGB"}[channels]
     images = []
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                image = image.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                images.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8))
-        except FileNotFoundError:
-            raise LitlabError(f"--data.predict_files: {path}: no such file") from None
-        except (UnidentifiedImageError, OSError) as err:
-            raise LitlabError(f"--data.predict_files: {path} is not an image PIL can read ({err})") from None
+        with predict_file_errors(path), Image.open(path) as image:
+            image = image.convert(mode).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            images.append(torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8))
     return torch.stack(images).view(len(paths), size[0], size[1], channels).permute(0, 3, 1, 2).contiguous()
 
 

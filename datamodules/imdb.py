@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from datamodules.text_batches import Ragged, Sequences, length_batched_loader
+from datamodules.text_batches import Ragged, Sequences, length_batched_loader, read_predict_file
 from lightning_modules.errors import LitlabError
 from lightning_modules.hf_models import load_tokenizer
 
@@ -277,11 +277,7 @@ class ImdbData(L.LightningDataModule):
     def predict_inputs(self) -> list[tuple[str, str]]:
         """(what the user gave: the text or the file name, the review text) per input."""
         inputs = [(text, text) for text in self.hparams.predict_texts or []]
-        for file in self.hparams.predict_files or []:
-            try:
-                inputs.append((str(file), Path(file).read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError) as err:
-                raise LitlabError(f"--data.predict_files: cannot read {file} as UTF-8 text ({err})") from None
+        inputs += [(str(file), read_predict_file(file)) for file in self.hparams.predict_files or []]
         if not inputs:
             raise LitlabError(
                 "nothing to predict: pass --data.predict_texts '[\"A great film.\"]' or --data.predict_files"

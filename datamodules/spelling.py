@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.char_corpus import JANE_EYRE, download, read_corpus
-from datamodules.text_batches import Ragged, length_batched_loader
+from datamodules.text_batches import Ragged, length_batched_loader, read_predict_file
 from lightning_modules.errors import LitlabError
 from lightning_modules.hf_models import load_tokenizer
 
@@ -328,10 +328,7 @@ class SpellingData(L.LightningDataModule):
     def predict_inputs(self) -> list[str]:
         texts = list(self.hparams.predict_texts or [])
         for file in self.hparams.predict_files or []:
-            try:
-                texts += [line.strip() for line in Path(file).read_text(encoding="utf-8").splitlines() if line.strip()]
-            except (OSError, UnicodeDecodeError) as err:
-                raise LitlabError(f"--data.predict_files: cannot read {file} as UTF-8 text ({err})") from None
+            texts += [line.strip() for line in read_predict_file(file).splitlines() if line.strip()]
         if not texts:
             raise LitlabError(
                 "nothing to predict: pass --data.predict_texts '[\"I recieved it.\"]' or --data.predict_files"

@@ -10,12 +10,14 @@ so Lightning swaps in its `DistributedSampler` under DDP and a sequential one fo
 from __future__ import annotations
 
 from itertools import chain
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from datamodules.in_memory import keep_batch
+from lightning_modules.errors import LitlabError
 
 
 class Ragged:
@@ -121,3 +123,11 @@ def length_batched_loader(
         persistent_workers=num_workers > 0,
         pin_memory=pin_memory,
     )
+
+
+def read_predict_file(file: Path) -> str:
+    """A `--data.predict_files` text; one line naming the file if it cannot be read as UTF-8."""
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LitlabError(f"--data.predict_files: cannot read {file} as UTF-8 text ({err})") from None

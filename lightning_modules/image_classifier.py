@@ -14,17 +14,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 from torchvision.models import get_model, get_model_weights
 
+from lightning_modules.classifier import Classifier
 from lightning_modules.components.convnets import Standardize
-from lightning_modules.experiment import Experiment
 from lightning_modules.optim import OptimizerName, ScheduleName
 from lightning_modules.pretrained import TorchvisionWeights
-from lightning_modules.tracking import log_confusion
 
 
-class ClassifierSystem(Experiment):
+class ClassifierSystem(Classifier):
     """Training, metrics and W&B figures shared by the image classifiers; subclasses build `self.net`.
 
     Logs `val/acc`, `test/acc`; with a W&B logger, a grid of validation images titled with their true and predicted
@@ -32,14 +30,12 @@ class ClassifierSystem(Experiment):
     Class names come from the DataModule (`classes`).
     """
 
-    monitor, monitor_mode = "val/acc", "max"
     prediction_format = "{input}: {output} ({probability:.1%})"
     net: nn.Module
 
     def __init__(self, num_classes: int, label_smoothing: float, logged_images: int) -> None:
         super().__init__()
-        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, validate_args=False) for s in ("val", "test")})
-        self.confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.add_class_metrics(num_classes)
         self.label_smoothing = label_smoothing
         self.logged_images = logged_images
         self._shown: tuple[Tensor, Tensor, Tensor] | None = None
@@ -49,18 +45,10 @@ class ClassifierSystem(Experiment):
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         x, y = batch["x"], batch["y"]
-        logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
-        self.log_loss(stage, loss, batch_size=len(y))
-        if stage != "train":
-            predicted = logits.argmax(1)
-            self.acc[stage](predicted, y)
-            self.log(f"{stage}/acc", self.acc[stage], prog_bar=True)
-            if stage == "test":
-                self.confusion(predicted, y)
-            elif self._shown is None and self.logged_images:  # the first images of the epoch, for the W&B grid
-                n = self.logged_images
-                self._shown = x[:n].detach(), y[:n].detach(), predicted[:n].detach()
+        loss, predicted = self.classify(self(x), y, stage, self.label_smoothing if stage == "train" else 0.0)
+        if stage == "val" and self._shown is None and self.logged_images:  # the epoch's first images, for W&B
+            n = self.logged_images
+            self._shown = x[:n].detach(), y[:n].detach(), predicted[:n].detach()
         return loss
 
     def on_validation_epoch_end(self) -> None:
@@ -83,20 +71,9 @@ class ClassifierSystem(Experiment):
             }
         )
 
-    def on_test_epoch_end(self) -> None:
-        matrix = self.confusion.compute().cpu()  # (true, predicted) counts, summed over DDP ranks
-        self.confusion.reset()
-        run = self.wandb_run()
-        if run is not None:
-            log_confusion(run, matrix, self.trainer.datamodule.classes)
-
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
-        data = self.trainer.datamodule
-        probability, predicted = self(batch["x"]).softmax(1).max(1)
-        return [
-            {"input": str(data.predict_files[i]), "output": data.classes[c], "probability": round(p, 6)}
-            for i, c, p in zip(batch["index"].tolist(), predicted.tolist(), probability.tolist())
-        ]
+        files = self.trainer.datamodule.predict_files
+        return self.class_records(self(batch["x"]), [str(files[i]) for i in batch["index"].tolist()])
 
 
 class ImageClassifier(ClassifierSystem):

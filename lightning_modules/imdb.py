@@ -16,23 +16,20 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import MulticlassF1Score
 
+from lightning_modules.classifier import Classifier
 from lightning_modules.components.text_encoders import AttentionClassifier, BiLSTMClassifier
 from lightning_modules.errors import LitlabError
-from lightning_modules.experiment import Experiment
 from lightning_modules.hf_models import from_recorded_config, load_hf
 from lightning_modules.optim import OptimizerName, ScheduleName
-from lightning_modules.tracking import log_confusion
 
 
-class ReviewClassifier(Experiment):
+class ReviewClassifier(Classifier):
     """Training, metrics, W&B figures and predictions shared by the review classifiers; subclasses build `self.net`
     (a module mapping `(ids, lengths, host_lengths)` to logits) in `build`. Class names come from the data."""
 
-    monitor, monitor_mode = "val/acc", "max"
     prediction_format = "{output} ({probability:.1%}): {input:.70}"
 
     def __init__(self) -> None:
@@ -45,27 +42,19 @@ class ReviewClassifier(Experiment):
         raise NotImplementedError
 
     def _metrics(self, classes: int) -> None:
-        self.acc = nn.ModuleDict({s: MulticlassAccuracy(classes, validate_args=False) for s in ("val", "test")})
+        self.add_class_metrics(classes)
         self.f1 = MulticlassF1Score(classes, average="macro", validate_args=False)
-        self.confusion = MulticlassConfusionMatrix(classes, validate_args=False)
 
     def forward(self, ids: Tensor, lengths: Tensor, host_lengths: Tensor | None = None) -> Tensor:
         return self.net(ids, lengths, host_lengths)  # (B, classes)
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        logits = self(batch["ids"], batch["lengths"], batch.get("host_lengths"))
-        y = batch["y"]
-        loss = F.cross_entropy(logits, y)
-        self.log_loss(stage, loss, batch_size=len(y))
-        if stage != "train":
-            predicted = logits.argmax(1)
-            self.acc[stage](predicted, y)
-            self.log(f"{stage}/acc", self.acc[stage], prog_bar=True)
-            if stage == "test":
-                self.f1(predicted, y)
-                self.log("test/f1", self.f1)
-                self.confusion(predicted, y)
-                self._keep_confident_errors(logits, y, batch["index"])
+        logits, y = self(batch["ids"], batch["lengths"], batch.get("host_lengths")), batch["y"]
+        loss, predicted = self.classify(logits, y, stage)
+        if stage == "test":
+            self.f1(predicted, y)
+            self.log("test/f1", self.f1)
+            self._keep_confident_errors(logits, y, batch["index"])
         return loss
 
     def _keep_confident_errors(self, logits: Tensor, y: Tensor, index: Tensor, keep: int = 20) -> None:
@@ -76,8 +65,7 @@ class ReviewClassifier(Experiment):
         self._errors.append(torch.stack([wrongness[top], index[top].float(), predicted[top].float(), y[top].float()]))
 
     def on_test_epoch_end(self) -> None:
-        matrix = self.confusion.compute()  # summed over DDP ranks
-        self.confusion.reset()
+        super().on_test_epoch_end()  # the confusion matrix
         errors, self._errors = self._errors, []
         run = self.wandb_run()
         if run is None:
@@ -85,7 +73,6 @@ class ReviewClassifier(Experiment):
         import wandb
 
         data = self.trainer.datamodule
-        log_confusion(run, matrix, data.classes)
         rows = torch.cat(errors, dim=1)  # (4, N): confidence, review index, predicted, true (this rank's reviews)
         rows = rows[:, rows[0].topk(min(20, rows.size(1))).indices].cpu()
         table = wandb.Table(columns=["confidence", "predicted", "true", "review"])
@@ -97,13 +84,9 @@ class ReviewClassifier(Experiment):
         run.log({"test/confident_errors": table})
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
-        data = self.trainer.datamodule
-        inputs = data.predict_items
-        probability, predicted = self(batch["ids"], batch["lengths"], batch.get("host_lengths")).softmax(1).max(1)
-        return [
-            {"input": inputs[i][0], "output": data.classes[c], "probability": round(p, 6)}
-            for i, c, p in zip(batch["index"].tolist(), predicted.tolist(), probability.float().tolist())
-        ]
+        items = self.trainer.datamodule.predict_items  # (the text or the file's name, the review)
+        logits = self(batch["ids"], batch["lengths"], batch.get("host_lengths"))
+        return self.class_records(logits, [items[i][0] for i in batch["index"].tolist()])
 
     def configure_model(self) -> None:
         if self.net is None:

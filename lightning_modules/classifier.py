@@ -1,0 +1,54 @@
+"""What every classifier shares (images, reviews): cross-entropy, `val/acc` and `test/acc`, the test confusion matrix
+(W&B `test/confusion`) and predictions as class name and probability. Class names come from the DataModule
+(`classes`)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from lightning_modules.experiment import Experiment
+from lightning_modules.tracking import log_confusion
+
+
+class Classifier(Experiment):
+    """Subclasses call `add_class_metrics` once the number of classes is known and `classify` in `_shared_step`."""
+
+    monitor, monitor_mode = "val/acc", "max"
+
+    def add_class_metrics(self, num_classes: int) -> None:
+        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, validate_args=False) for s in ("val", "test")})
+        self.confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+
+    def classify(
+        self, logits: Tensor, y: Tensor, stage: str, label_smoothing: float = 0.0
+    ) -> tuple[Tensor, Tensor | None]:
+        """The cross-entropy (logged) and, outside training, the predicted classes, counted into `{stage}/acc` and
+        in test into the confusion matrix."""
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        self.log_loss(stage, loss, batch_size=len(y))
+        if stage == "train":
+            return loss, None
+        predicted = logits.argmax(1)
+        self.acc[stage](predicted, y)
+        self.log(f"{stage}/acc", self.acc[stage], prog_bar=True)
+        if stage == "test":
+            self.confusion(predicted, y)
+        return loss, predicted
+
+    def on_test_epoch_end(self) -> None:
+        matrix = self.confusion.compute().cpu()  # (true, predicted) counts, summed over DDP ranks
+        self.confusion.reset()
+        run = self.wandb_run()
+        if run is not None:
+            log_confusion(run, matrix, self.trainer.datamodule.classes)
+
+    def class_records(self, logits: Tensor, inputs: list[str]) -> list[dict]:
+        """One prediction record per row of `logits`: its input (as the user gave it), class name and probability."""
+        classes = self.trainer.datamodule.classes
+        probability, predicted = logits.softmax(1).max(1)
+        return [
+            {"input": given, "output": classes[c], "probability": round(p, 6)}
+            for given, c, p in zip(inputs, predicted.tolist(), probability.float().tolist())
+        ]
