@@ -14,6 +14,8 @@ beside it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,7 +24,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models import get_model
-from torchvision.ops import batched_nms, roi_align
+from torchvision.ops import FrozenBatchNorm2d, batched_nms, roi_align
 
 from datamodules.fruit_detection import decode_boxes
 from lightning_modules.components.convnets import Standardize
@@ -32,6 +34,44 @@ from lightning_modules.optim import OptimizerName, ScheduleName
 from lightning_modules.pretrained import TorchvisionWeights
 
 RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")  # what `trainable_backbone_layers` counts
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Every BatchNorm2d of `module` replaced, in place, by a FrozenBatchNorm2d (fixed statistics and affine
+    parameters, loaded from the same state-dict keys): pretrained statistics are kept when a detector is fine-tuned
+    with a few images per batch, and no evaluation can change them."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, FrozenBatchNorm2d(child.num_features, eps=child.eps))
+        else:
+            freeze_batchnorm(child)
+    return module
+
+
+def freeze_resnet_stages(resnet: nn.Module, trainable_layers: int) -> None:
+    """Stop gradients to the ResNet stages beyond the last `trainable_layers` (counted from layer4 down to conv1), as
+    torchvision does for pretrained detectors."""
+    trained = TRAINABLE_ORDER[:trainable_layers]
+    for name, parameter in resnet.named_parameters():
+        if not name.startswith(trained):
+            parameter.requires_grad_(False)
+
+
+@contextmanager
+def losses_without_updates(net: nn.Module, device: torch.device) -> Iterator[None]:
+    """torchvision's detectors return their losses only in train mode: this gives train mode with every BatchNorm
+    evaluating (running statistics used, never updated), no gradients, and the random state of the proposal
+    samplers forked, so measuring a held-out loss changes neither the model nor the training's random numbers."""
+    net.train()
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            yield
+    finally:
+        net.eval()
 
 
 def wandb_boxes(found: dict[str, Tensor], caption: str, size: int, classes: dict[int, str]) -> dict:
@@ -190,6 +230,8 @@ class FastRCNN(TorchvisionWeights, Detector):
             raise LitlabError(f"--model.feature_stage={feature_stage!r}: one of layer1..layer4")
         stages = RESNET_STAGES[: RESNET_STAGES.index(feature_stage) + 1]
         self.backbone = nn.Sequential(*[getattr(resnet, s) for s in stages])
+        if self.weights is not None:  # ImageNet statistics kept: a batch holds only a few images
+            freeze_batchnorm(self.backbone)
         self.standardize = Standardize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
         with torch.no_grad():  # the stride and width the features really have, measured
             probe = self.backbone.eval()(torch.zeros(1, 3, 224, 224))
@@ -269,6 +311,10 @@ class FasterRCNN(TorchvisionWeights, Detector):
     """The baseline: torchvision's Faster R-CNN (ResNet-50 FPN v2) with its learned region proposals, COCO weights and
     a new box predictor for `num_classes` + background, fine-tuned in the same data and metrics.
 
+    With COCO weights every BatchNorm is frozen (a batch holds four images) and only the last
+    `trainable_backbone_layers` ResNet stages learn; from scratch (`weights: null`) everything learns with live
+    BatchNorm. Validation and test losses are measured without touching any running statistic.
+
     Args:
         weights: torchvision detection weights ("COCO_V1") or None; fetched for `fit` only.
         num_classes: object classes (without background).
@@ -296,13 +342,14 @@ class FasterRCNN(TorchvisionWeights, Detector):
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
         self.choose_weights("fasterrcnn_resnet50_fpn_v2", weights, name="Faster R-CNN")
+        if not 0 <= trainable_backbone_layers <= len(TRAINABLE_ORDER):
+            raise LitlabError(f"--model.trainable_backbone_layers={trainable_backbone_layers}: between 0 and 5")
         self.net = fasterrcnn_resnet50_fpn_v2(
-            weights=None,
-            weights_backbone=None,
-            min_size=image_size,
-            max_size=image_size,
-            trainable_backbone_layers=trainable_backbone_layers,
+            weights=None, weights_backbone=None, min_size=image_size, max_size=image_size
         )
+        if self.weights is not None:  # torchvision freezes nothing for a model built without weights: done here
+            freeze_batchnorm(self.net)
+            freeze_resnet_stages(self.net.backbone.body, trainable_backbone_layers)
         in_features = self.net.roi_heads.box_predictor.cls_score.in_features
         self.net.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes + 1)
         self._metrics()
@@ -318,11 +365,9 @@ class FasterRCNN(TorchvisionWeights, Detector):
         images, targets = self._inputs(batch)
         if stage == "train":
             loss = sum(self.net(images, targets).values())
-        else:  # torchvision gives losses in train mode only; its BatchNorms are frozen, so this changes nothing else
-            with torch.no_grad():
-                self.net.train()
+        else:
+            with losses_without_updates(self.net, self.device):
                 loss = sum(self.net(images, targets).values())
-                self.net.eval()
             self._evaluate(batch, stage, self.net(images))
         self.log_loss(stage, loss, batch_size=len(images))
         return loss
