@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import warnings
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -78,12 +81,22 @@ def valid_boxes(boxes: Tensor, labels: Tensor, width: int, height: int, name: st
     return clipped[keep], labels[keep]
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, with transparent pixels shown over white as a viewer shows them (the Kaggle fruit set has RGBA and
+    palette images whose hidden pixels are black in some files and white in others)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def read_image(path: Path, size: int) -> tuple[Tensor, tuple[int, int]]:
-    """uint8 (3, size, size) RGB and the original (width, height)."""
+    """uint8 (3, size, size) RGB and the original (width, height), whatever the file's mode or size (a JPEG of
+    several thousand pixels is decoded at a reduced scale first)."""
     with Image.open(path) as image:
         original = image.size
-        rgb = image.convert("RGBA").convert("RGB") if image.mode in ("P", "LA", "PA") else image.convert("RGB")
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+        image.draft("RGB", (size, size))
+        rgb = to_rgb(image).resize((size, size), Image.Resampling.BILINEAR)
     pixels = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(size, size, 3)
     return pixels.permute(2, 0, 1).contiguous(), original
 
@@ -297,7 +310,9 @@ class FruitDetectionData(L.LightningDataModule):
                     path = kagglehub.dataset_download(KAGGLE_DATASET)
                 except Exception as err:  # kagglehub raises its own types for auth and network failures
                     raise LitlabError(f"kagglehub could not download {KAGGLE_DATASET} ({str(err)[:120]})") from None
-                self.hparams.data_dir = Path(path)
+                # into data_dir, where every rank looks (prepare_data runs on one process per node: state set here
+                # would not reach the others)
+                shutil.copytree(path, Path(self.hparams.data_dir).expanduser(), dirs_exist_ok=True)
         if self.hparams.proposals != "none" and (folders := self._folders()) is not None:
             cache = self._cache()
             for folder in folders:  # rank 0 fills the proposal cache once
@@ -309,25 +324,35 @@ class FruitDetectionData(L.LightningDataModule):
         return ProposalCache(Path(folder), self.hparams.proposals, self.hparams.max_proposals)
 
     def _read(self, folder: Path) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        images, all_boxes, all_labels = [], [], []
+        """Images, boxes (in resized pixels) and labels of one folder; says how many were read and skipped, and why.
+        Boxes are scaled by the image's real size, never by the XML's `<size>` (0 x 0 in 37 Kaggle files)."""
+        images, all_boxes, all_labels, skipped = [], [], [], Counter()
         size, classes = self.hparams.image_size, tuple(c.lower() for c in self.hparams.classes)
         for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
             annotation = parse_voc(path.with_suffix(".xml"), classes)
             if annotation is None:
+                skipped["no readable VOC annotation"] += 1
                 continue
             try:
                 image, (width, height) = read_image(path, size)
             except (UnidentifiedImageError, OSError) as err:
                 warnings.warn(f"skipping {path}: not an image PIL can read ({err})", stacklevel=2)
+                skipped["unreadable image"] += 1
                 continue
             boxes, labels = valid_boxes(*annotation, width, height, str(path))
             if not len(boxes):
                 warnings.warn(f"skipping {path}: no valid boxes", stacklevel=2)
+                skipped["no valid boxes"] += 1
                 continue
             scale = torch.tensor([size / width, size / height] * 2)
             images.append(image)
             all_boxes.append(boxes * scale)
             all_labels.append(labels)
+        why = f" ({', '.join(f'{n} {reason}' for reason, n in skipped.items())})" if skipped else ""
+        rank_zero_info(
+            f"{folder}: {len(images)} images with {sum(map(len, all_boxes))} boxes read, "
+            f"{sum(skipped.values())} skipped{why}"
+        )
         return images, all_boxes, all_labels
 
     def setup(self, stage: str) -> None:

@@ -4,17 +4,21 @@ RoIAlign stride, per-class NMS, and predictions in original pixels with a drawn 
 from __future__ import annotations
 
 import json
+import sys
+import types
 
 import pytest
 import torch
 from conftest import FAMILIES, FIXTURES, cli, config, family
+from lightning import Trainer
 from PIL import Image
 from test_errors import fails_in_one_line
+from torchvision.ops import FrozenBatchNorm2d
 
 import datamodules.fruit_detection as fd
-from datamodules.synthetic_fruit import voc_xml
+from datamodules.synthetic_fruit import voc_xml, write_dataset
 from lightning_modules.errors import LitlabError
-from lightning_modules.fast_rcnn import FastRCNN
+from lightning_modules.fast_rcnn import FasterRCNN, FastRCNN, losses_without_updates
 
 CLASSES = ("apple", "banana", "orange")
 
@@ -153,3 +157,62 @@ def test_missing_dataset_and_bad_class_fail_in_one_line(tmp_path, capfd):
         (tmp_path / split / "a.xml").write_text(voc_xml("a.jpg", 50, 50, [("pear", (1, 1, 20, 20))]))
     fails_in_one_line(capfd, *fit, f"--data.data_dir={tmp_path}", naming="'pear' is not one of")
     assert FIXTURES.is_dir()
+
+
+def batchnorm_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
+
+
+def test_faster_rcnn_validation_changes_no_statistics():
+    torch.manual_seed(0)
+    model = FasterRCNN(weights=None, image_size=128)  # from scratch: live BatchNorm everywhere
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    data = fd.FruitDetectionData(FIXTURES / "fruit", val_size=4, image_size=128, proposals="none", batch_size=2)
+    before = batchnorm_state(model)
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    (scores,) = Trainer(accelerator="cpu", limit_val_batches=2, **quiet).validate(model, data, verbose=False)
+    assert scores["val/loss"] > 0  # the held-out loss was measured ...
+    after = batchnorm_state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # ... without changing any running statistic
+    rng = torch.get_rng_state()
+    with losses_without_updates(model.net, torch.device("cpu")):
+        assert model.net.training and not model.net.backbone.body.bn1.training
+        torch.rand(3)  # as the proposal samplers draw
+    assert torch.equal(torch.get_rng_state(), rng) and not model.net.training  # training's random numbers untouched
+
+
+def test_faster_rcnn_with_coco_weights_freezes_batchnorm_and_early_stages():
+    model = FasterRCNN(weights="COCO_V1", trainable_backbone_layers=2)  # the weights are fetched in fit only
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in model.net.roi_heads.modules())
+    body = model.net.backbone.body
+    learning = {name.split(".")[0] for name, p in body.named_parameters() if p.requires_grad}
+    assert learning == {"layer3", "layer4"}
+    assert all(p.requires_grad for p in model.net.backbone.fpn.parameters())
+    with pytest.raises(LitlabError, match="trainable_backbone_layers"):
+        FasterRCNN(weights="COCO_V1", trainable_backbone_layers=6)
+
+
+def test_kaggle_download_lands_where_every_rank_looks(tmp_path, monkeypatch):
+    def download(handle):  # kagglehub unpacks into its own cache: train_zip/train, test_zip/test
+        cache = tmp_path / "kagglehub" / handle
+        write_dataset(cache / "train_zip", train=4, test=0)
+        write_dataset(cache / "test_zip", train=0, test=2)
+        return str(cache)
+
+    monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(dataset_download=download))
+    settings = dict(data_dir=tmp_path / "fruit", val_size=1, image_size=64, proposals="none")
+    fd.FruitDetectionData(**settings).prepare_data()  # rank 0 only
+    other_rank = fd.FruitDetectionData(**settings)  # never ran prepare_data
+    other_rank.setup("fit")
+    assert len(other_rank.splits["train"]) == 3 and len(other_rank.splits["test"]) == 2
+
+
+def test_transparent_pixels_are_shown_over_white(tmp_path):
+    rgba = Image.new("RGBA", (40, 40), (0, 0, 0, 0))  # hidden pixels black, as in some of the Kaggle files
+    rgba.paste((200, 30, 35, 255), (10, 10, 30, 30))
+    rgba.save(tmp_path / "a.png")
+    rgba.convert("P").save(tmp_path / "p.png", transparency=0)
+    for name in ("a.png", "p.png"):
+        image, _ = fd.read_image(tmp_path / name, 40)
+        assert image[:, 0, 0].tolist() == [255, 255, 255] and image[0, 20, 20] > 150 > image[1, 20, 20]
