@@ -95,6 +95,7 @@ class ImageClassData(InMemoryDataModule):
         val_size: int = 5_000,
         seed: int = 0,
         augment: bool = False,
+        translate: int | None = None,
         predict_files: list[Path] | None = None,
         batch_size: int = 256,
         eval_batch_size: int | None = 1024,
@@ -108,6 +109,7 @@ class ImageClassData(InMemoryDataModule):
             val_size: validation images taken from the official training set.
             seed: seeds the train/val split.
             augment: augment training batches on the device (`augmentation`).
+            translate: the largest random shift in pixels (default: the dataset's own, in `augmentation`).
             predict_files: images to classify with `litlab predict` (any size and mode; converted and resized).
             batch_size, eval_batch_size, data_on_device, num_workers: see `InMemoryDataModule`.
         """
@@ -118,6 +120,7 @@ class ImageClassData(InMemoryDataModule):
         self.val_size = val_size
         self.seed = seed
         self.augment = augment
+        self.augment_with = {**self.augmentation, **({} if translate is None else {"shift": translate})}
         self.predict_files = [Path(p) for p in predict_files or []]
         self._official: dict[bool, tuple[Tensor, Tensor]] = {}
 
@@ -161,5 +164,5 @@ class ImageClassData(InMemoryDataModule):
     def on_after_batch_transfer(self, batch: Columns, dataloader_idx: int) -> Columns:
         x = batch["x"].float().div_(255)  # (B, C, H, W) in [0, 1], on the training device
         if self.augment and self.trainer is not None and self.trainer.training:
-            x = augment_batch(x, **self.augmentation)
+            x = augment_batch(x, **self.augment_with)
         return {**batch, "x": x}

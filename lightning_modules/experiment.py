@@ -9,7 +9,7 @@ from torch import Tensor
 
 from lightning_modules.optim import configure_optimizers
 
-OPTIMIZER_HPARAMS = ("optimizer", "lr", "weight_decay", "momentum", "schedule", "warmup_fraction")
+OPTIMIZER_HPARAMS = ("optimizer", "lr", "weight_decay", "momentum", "schedule", "warmup_fraction", "vector_lr_scale")
 
 
 class Experiment(L.LightningModule):
@@ -41,7 +41,7 @@ class Experiment(L.LightningModule):
 
     def optimizer_settings(self) -> dict[str, Any]:
         """Keyword arguments of `optim.configure_optimizers`: the hyperparameters of those names this experiment has
-        (optimizer, lr, weight_decay, momentum, schedule, warmup_fraction); override to add more."""
+        (optimizer, lr, weight_decay, momentum, schedule, warmup_fraction, vector_lr_scale); override to add more."""
         return {name: self.hparams[name] for name in OPTIMIZER_HPARAMS if name in self.hparams}
 
     def configure_optimizers(self) -> dict:

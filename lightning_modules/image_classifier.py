@@ -79,11 +79,16 @@ class ClassifierSystem(Classifier):
 class ImageClassifier(ClassifierSystem):
     """Any image network trained with cross-entropy.
 
+    A network with a `whiten_from(images)` method (`FastCifarNet`) has it called with the first training batch (on
+    rank 0, then broadcast), so its first layer starts from the data's statistics.
+
     Args:
         net: the network (class path and arguments in the config); it must have a `num_classes` attribute.
         label_smoothing: cross-entropy label smoothing in training.
-        optimizer, lr, weight_decay, momentum, schedule: see `lightning_modules.optim`.
-        channels_last: NHWC memory layout (faster convolutions on GPUs with tensor cores).
+        optimizer, lr, weight_decay, momentum, schedule, warmup_fraction, vector_lr_scale: see
+            `lightning_modules.optim`.
+        channels_last: NHWC memory layout (faster convolutions on GPUs with tensor cores and on oneDNN CPUs).
+        flip_tta: outside training, average the logits of each image and its mirror image.
         logged_images: validation images shown in W&B each epoch (0: none).
     """
 
@@ -96,7 +101,10 @@ class ImageClassifier(ClassifierSystem):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         schedule: ScheduleName = "cosine",
+        warmup_fraction: float = 0.05,
+        vector_lr_scale: float = 1.0,
         channels_last: bool = False,
+        flip_tta: bool = False,
         logged_images: int = 20,
     ) -> None:
         super().__init__(net.num_classes, label_smoothing, logged_images)
@@ -106,7 +114,14 @@ class ImageClassifier(ClassifierSystem):
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.hparams.flip_tta and not self.training:
+            return (self.net(x) + self.net(x.flip(-1))) / 2
         return self.net(x)
+
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        if self.global_step == 0 and batch_idx == 0 and hasattr(self.net, "whiten_from"):
+            weight = self.net.whiten_from(batch["x"])
+            weight.copy_(self.trainer.strategy.broadcast(weight, src=0))  # every DDP rank starts from rank 0's
 
 
 class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):

@@ -71,8 +71,6 @@ FAMILIES = {
             "--data.download=false",
             "--data.val_size=100",
             "--data.batch_size=32",
-            "--model.weights=null",  # no download; the real weights path is tested offline in test_images.py
-            "--model.image_size=32",
         ],
         "predict": [f"--data.predict_files=[{FIXTURES / 'grey.png'}, {FIXTURES / 'colour.jpg'}]"],
         "overfit": ["--data.augment=false", "--model.label_smoothing=0", "--model.optimizer=adamw"],
@@ -145,6 +143,11 @@ FAMILIES["datamodules.fruit_detection.FruitDetectionData"] = {
 }
 # Arguments particular to one experiment of a family (its pretrained parts, as tiny local models).
 EXPERIMENT_TINY = {
+    # no download (the real weights path is tested offline in test_images.py), and CIFAR's own 32 px
+    **{
+        name: ["--model.weights=null", "--model.image_size=32"]
+        for name in ("cifar10_resnet18_finetune", "cifar10_resnet18_notebook", "cifar10_resnet18_scratch")
+    },
     "imdb_transformer": [
         f"--data.tokenizer={FIXTURES / 'tiny-bert'}",
         f"--model.init_args.embeddings_from={FIXTURES / 'tiny-bert'}",
@@ -159,7 +162,7 @@ EXPERIMENT_TINY = {
         "--model.init_args.weights=null",
         "--model.init_args.fc_dim=64",
     ],
-    "fruit_fast_rcnn_synthetic": ["--model.init_args.fc_dim=64"],
+    "fruit_fast_rcnn_scratch": ["--model.init_args.fc_dim=64"],
     "fruit_faster_rcnn": ["--model.init_args.weights=null", "--model.init_args.image_size=128"],
     "spell_bart": [
         f"--data.tokenizer={FIXTURES / 'tiny-bart'}",
@@ -176,7 +179,8 @@ def config(name: str) -> str:
 
 # What memorising one batch needs in one experiment of a family (the word models' dropout; DistilBERT has none to set).
 EXPERIMENT_OVERFIT = {
-    name: ["--model.init_args.dropout=0"] for name in ("imdb_bilstm", "imdb_self_attention", "imdb_transformer")
+    **{name: ["--model.init_args.dropout=0"] for name in ("imdb_bilstm", "imdb_self_attention", "imdb_transformer")},
+    "cifar10_fast": ["--model.vector_lr_scale=1"],
 }
 
 
@@ -191,11 +195,12 @@ def family(name: str) -> dict:
     }
 
 
-def cli(*args: str):
-    """Run litlab in this process and return the LightningCLI (for its trainer, model and metrics)."""
+def cli(*args: str, run: bool = True):
+    """Run litlab in this process and return the LightningCLI (for its trainer, model and metrics); with `run=False`,
+    only build them (no subcommand then)."""
     from lightning_modules.cli import LitlabCLI
 
-    return LitlabCLI(args=[str(a) for a in args])
+    return LitlabCLI(args=[str(a) for a in args], run=run)
 
 
 def debug_fit(experiment: str, *args: str):

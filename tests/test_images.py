@@ -252,3 +252,40 @@ def test_frozen_backbone_has_no_learning_rate_until_it_thaws():
         optimizer.step()
         scheduler.step()
     assert rates() == {True: {0.1}, False: {0.1}}
+
+
+def test_whitening_filters_decorrelate_image_patches():
+    from lightning_modules.components.convnets import FastCifarNet
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(64, 3, 8, 8, generator=g).cumsum(-1).cumsum(-2) / 40  # neighbouring pixels correlated
+    net = FastCifarNet(widths=(8, 8, 8))
+    net.whiten_from(images, eps=1e-8)
+    out = net.whiten(net.standardize(images))[:, :12]  # (B, 12, 7, 7): one channel per eigenvector
+    flat = out.permute(1, 0, 2, 3).reshape(12, -1)
+    covariance = flat @ flat.T / flat.size(1)
+    torch.testing.assert_close(covariance, torch.eye(12), atol=5e-3, rtol=0)
+    torch.testing.assert_close(net.whiten.weight[12:], -net.whiten.weight[:12])
+
+
+def test_flip_tta_predicts_the_same_for_an_image_and_its_mirror():
+    from lightning_modules.components.convnets import SmallCNN
+    from lightning_modules.image_classifier import ImageClassifier
+
+    x = batch(4)
+    plain, tta = (ImageClassifier(SmallCNN(), flip_tta=flag).eval() for flag in (False, True))
+    tta.load_state_dict(plain.state_dict())
+    assert not torch.allclose(plain(x), plain(x.flip(-1)), atol=1e-4)
+    torch.testing.assert_close(tta(x), tta(x.flip(-1)))
+    torch.testing.assert_close(tta(x), (plain(x) + plain(x.flip(-1))) / 2)
+
+
+def test_fast_cifar_whitens_from_its_first_training_batch():
+    quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false"]
+    steps = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0"]
+    run = cli("--config", config("cifar10_fast"), *CIFAR_TINY, *steps, *quiet, run=False)
+    initial = run.model.net.whiten.weight.clone()
+    run.trainer.fit(run.model, run.datamodule)
+    weight = run.model.net.whiten.weight
+    assert not weight.requires_grad and not torch.allclose(weight, initial)
+    assert torch.linalg.matrix_rank(weight.flatten(1)[:12]) == 12  # 12 independent filters (and their negatives)
