@@ -289,3 +289,19 @@ def test_fast_cifar_whitens_from_its_first_training_batch():
     weight = run.model.net.whiten.weight
     assert not weight.requires_grad and not torch.allclose(weight, initial)
     assert torch.linalg.matrix_rank(weight.flatten(1)[:12]) == 12  # 12 independent filters (and their negatives)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflection"])
+def test_whole_pixel_moves_match_affine_resampling(padding_mode):
+    """The gather that flips and shifts gives exactly what one bilinear resampling of the same moves gives."""
+    from datamodules.images import move_by_pixels
+
+    x = batch(32)
+    mirror = torch.rand(32) < 0.5
+    pixels = torch.randint(-4, 5, (32, 2))
+    theta = torch.zeros(32, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = torch.where(mirror, -1.0, 1.0), 1.0
+    theta[:, :, 2] = pixels * (2 / 28)
+    grid = torch.nn.functional.affine_grid(theta, [32, 1, 28, 28], align_corners=False)
+    resampled = torch.nn.functional.grid_sample(x, grid, padding_mode=padding_mode, align_corners=False)
+    torch.testing.assert_close(move_by_pixels(x, mirror, pixels, padding_mode), resampled, atol=1e-5, rtol=0)
