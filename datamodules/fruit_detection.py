@@ -37,6 +37,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import box_iou
 
+from datamodules.detection_transforms import augment_detection
 from datamodules.images import predict_file_errors
 from datamodules.in_memory import keep_batch
 from lightning_modules.errors import LitlabError
@@ -196,7 +197,8 @@ class DetectionImages(Dataset):
     """Images held as one uint8 tensor with their boxes and proposals. A batch is `{"images": (B, 3, S, S) uint8,
     "boxes", "labels": lists of (G, 4) / (G,), "rois": (R, 5) batch index + box, "roi_labels": (R,),
     "roi_targets": (R, 4), "index": (B,)}`; training RoIs are sampled afresh at every access, evaluation RoIs are all
-    of an image's proposals."""
+    of an image's proposals. With `augment`, each image is flipped, zoomed and colour-jittered with its boxes and
+    proposals (`detection_transforms`) before its RoIs are sampled and labelled."""
 
     def __init__(
         self,
@@ -206,30 +208,40 @@ class DetectionImages(Dataset):
         proposals: list[Tensor] | None,
         rois_per_image: int = 0,
         fg_fraction: float = 0.25,
+        augment: bool = False,
+        scale_jitter: float = 0.0,
+        colour_jitter: float = 0.0,
     ) -> None:
         self.images, self.boxes, self.labels, self.proposals = images, boxes, labels, proposals
         self.rois_per_image, self.fg_fraction = rois_per_image, fg_fraction
+        self.augment, self.scale_jitter, self.colour_jitter = augment, scale_jitter, colour_jitter
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitems__(self, indices: list[int]) -> dict:
         index = torch.as_tensor(indices, dtype=torch.long)
-        batch = {
-            "images": self.images[index],
-            "boxes": [self.boxes[i] for i in indices],
-            "labels": [self.labels[i] for i in indices],
-            "index": index,
-        }
-        if self.proposals is None:  # detectors with their own proposals
+        images = self.images[index]
+        all_boxes, all_labels = [self.boxes[i] for i in indices], [self.labels[i] for i in indices]
+        all_proposals = None if self.proposals is None else [self.proposals[i] for i in indices]
+        if self.augment:
+            images = images.clone()
+            for b in range(len(indices)):
+                proposals = None if all_proposals is None else all_proposals[b]
+                images[b], all_boxes[b], all_labels[b], proposals = augment_detection(
+                    images[b], all_boxes[b], all_labels[b], proposals, self.scale_jitter, self.colour_jitter
+                )
+                if all_proposals is not None:
+                    all_proposals[b] = proposals
+        batch = {"images": images, "boxes": all_boxes, "labels": all_labels, "index": index}
+        if all_proposals is None:  # detectors with their own proposals
             return batch
         rois, roi_labels, roi_targets = [], [], []
-        for b, i in enumerate(indices):
-            boxes, labels = self.boxes[i], self.labels[i]
+        for b, (boxes, labels, proposals) in enumerate(zip(all_boxes, all_labels, all_proposals)):
             if self.rois_per_image:
-                chosen = sample_rois(self.proposals[i], boxes, labels, self.rois_per_image, self.fg_fraction)
+                chosen = sample_rois(proposals, boxes, labels, self.rois_per_image, self.fg_fraction)
             else:
-                chosen = self.proposals[i]
+                chosen = proposals
             if len(boxes):
                 _, target_labels, matched = label_rois(chosen, boxes, labels)
             else:  # predict: nothing to match
@@ -256,6 +268,9 @@ class FruitDetectionData(L.LightningDataModule):
         max_proposals: selective-search boxes kept per image (before the border and grid boxes).
         cache_dir: proposal cache (default: `<data_dir>/proposals`).
         rois_per_image, fg_fraction: RoIs sampled per training image, and the foreground share.
+        augment: flip training images (p = 0.5) with their boxes and proposals; with `scale_jitter` > 0, zoom them
+            in or out by up to 1 + scale_jitter; with `colour_jitter` > 0, scale brightness, contrast and saturation
+            by up to that fraction.
         batch_size, eval_batch_size, num_workers: loader settings.
         predict_files: images to detect objects in with `litlab predict`.
     """
@@ -273,6 +288,9 @@ class FruitDetectionData(L.LightningDataModule):
         cache_dir: Path | None = None,
         rois_per_image: int = 64,
         fg_fraction: float = 0.25,
+        augment: bool = False,
+        scale_jitter: float = 0.0,
+        colour_jitter: float = 0.0,
         batch_size: int = 4,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -281,6 +299,7 @@ class FruitDetectionData(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.splits: dict[str, DetectionImages] = {}
+        self._folder_contents: dict[Path, tuple[list[Tensor], list[Tensor], list[Tensor]]] = {}
         self.predict_sizes: list[tuple[int, int]] = []
 
     @property
@@ -324,8 +343,14 @@ class FruitDetectionData(L.LightningDataModule):
         return ProposalCache(Path(folder), self.hparams.proposals, self.hparams.max_proposals)
 
     def _read(self, folder: Path) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """Images, boxes (in resized pixels) and labels of one folder; says how many were read and skipped, and why.
-        Boxes are scaled by the image's real size, never by the XML's `<size>` (0 x 0 in 37 Kaggle files)."""
+        """Images, boxes (in resized pixels) and labels of one folder, read once per process (prepare_data and setup
+        both need them); says how many were read and skipped, and why. Boxes are scaled by the image's real size,
+        never by the XML's `<size>` (0 x 0 in 37 Kaggle files)."""
+        if folder not in self._folder_contents:
+            self._folder_contents[folder] = self._read_folder(folder)
+        return self._folder_contents[folder]
+
+    def _read_folder(self, folder: Path) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         images, all_boxes, all_labels, skipped = [], [], [], Counter()
         size, classes = self.hparams.image_size, tuple(c.lower() for c in self.hparams.classes)
         for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
@@ -385,7 +410,11 @@ class FruitDetectionData(L.LightningDataModule):
                 proposals,
                 hp.rois_per_image if split == "train" else 0,
                 hp.fg_fraction,
+                augment=hp.augment and split == "train",
+                scale_jitter=hp.scale_jitter,
+                colour_jitter=hp.colour_jitter,
             )
+        self._folder_contents.clear()  # held by the splits now
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         hp = self.hparams

@@ -216,3 +216,27 @@ def test_transparent_pixels_are_shown_over_white(tmp_path):
     for name in ("a.png", "p.png"):
         image, _ = fd.read_image(tmp_path / name, 40)
         assert image[:, 0, 0].tolist() == [255, 255, 255] and image[0, 20, 20] > 150 > image[1, 20, 20]
+
+
+def test_augmentation_moves_boxes_and_proposals_with_the_pixels():
+    from datamodules.detection_transforms import augment_detection
+
+    image = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    image[0, 16:41, 8:33] = 255  # a red square: pixels 8..32 across, 16..40 down
+    box = torch.tensor([[8.0, 16, 32, 40]])
+    proposals = torch.cat([box, torch.tensor([[0.0, 0, 63, 63]])])
+    moved_somewhere = 0
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out, boxes, labels, props = augment_detection(image, box, torch.tensor([2]), proposals, 0.3, 0.0)
+        assert out.shape == image.shape and labels.tolist() == [2]
+        x1, y1, x2, y2 = boxes[0].round().int().tolist()
+        red = out[0] > 200
+        inside = red[y1 : y2 + 1, x1 : x2 + 1]
+        assert inside.float().mean() > 0.8 and inside.sum() > 0.9 * red.sum()  # the box frames the red square
+        torch.testing.assert_close(props[0], boxes[0])  # the proposal on the box moved with it
+        moved_somewhere += not torch.equal(boxes, box)
+    assert moved_somewhere >= 15
+    torch.manual_seed(0)
+    jittered, *_ = augment_detection(image, box, torch.tensor([2]), None, 0.0, 0.5)
+    assert not torch.equal(jittered, image) and not torch.equal(jittered, image.flip(-1))  # colours changed
