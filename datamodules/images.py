@@ -9,6 +9,7 @@ so a checkpoint predicts on raw images without knowing the dataset's statistics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,11 +31,13 @@ def augment_batch(
     scale: tuple[float, float] = (1.0, 1.0),
     contrast: tuple[float, float] = (1.0, 1.0),
     padding_mode: str = "zeros",
+    erase: float = 0.0,
 ) -> Tensor:
-    """Random horizontal flip, translation by whole pixels, zoom and contrast, drawn per image, for a float batch
-    (B, C, H, W) in [0, 1]. Flips and shifts alone are one gather of the batch's pixels (exact, and several times
+    """Random horizontal flip, translation by whole pixels, zoom, contrast and erasing, drawn per image, for a float
+    batch (B, C, H, W) in [0, 1]. Flips and shifts alone are one gather of the batch's pixels (exact, and several times
     faster than resampling on a CPU); a zoom makes it one affine resampling. Borders: zeros, or the image reflected
-    about its edge ("reflection")."""
+    about its edge ("reflection"). With probability `erase`, a rectangle of 2-25 % of the image (aspect ratio 0.3-3.3)
+    is set to 0 (random erasing, Zhong et al. 2017)."""
     b, _, h, w = x.shape
     u = torch.rand(b, 4, device=x.device)  # (B, 4)
     mirror = u[:, 0] < flip
@@ -54,7 +57,24 @@ def augment_batch(
         factor = (contrast[0] + (contrast[1] - contrast[0]) * u[:, 2]).view(b, 1, 1, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
         x = (mean + factor * (x - mean)).clamp(0, 1)
+    if erase > 0:
+        x = x * ~random_rectangles(b, h, w, u[:, 3] < erase)[:, None]
     return x
+
+
+def random_rectangles(n: int, h: int, w: int, chosen: Tensor) -> Tensor:
+    """(N, H, W) masks, True inside one random rectangle per chosen image (2-25 % of the area, aspect 0.3-3.3)."""
+    r = torch.rand(n, 4, device=chosen.device)
+    area = h * w * (0.02 + 0.23 * r[:, 0])
+    aspect = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * r[:, 1])
+    height = (area * aspect).sqrt().clamp(1, h).floor()
+    width = (area / aspect).sqrt().clamp(1, w).floor()
+    top, left = ((h - height + 1) * r[:, 2]).floor(), ((w - width + 1) * r[:, 3]).floor()
+    rows = torch.arange(h, device=chosen.device)[None, :, None]  # (1, H, 1)
+    columns = torch.arange(w, device=chosen.device)[None, None, :]  # (1, 1, W)
+    inside = (rows >= top[:, None, None]) & (rows < (top + height)[:, None, None])
+    inside = inside & (columns >= left[:, None, None]) & (columns < (left + width)[:, None, None])
+    return inside & chosen[:, None, None]
 
 
 def move_by_pixels(x: Tensor, mirror: Tensor, pixels: Tensor, padding_mode: str = "zeros") -> Tensor:
@@ -122,6 +142,7 @@ class ImageClassData(InMemoryDataModule):
         seed: int = 0,
         augment: bool = False,
         translate: int | None = None,
+        erase: float | None = None,
         predict_files: list[Path] | None = None,
         batch_size: int = 256,
         eval_batch_size: int | None = 1024,
@@ -136,6 +157,7 @@ class ImageClassData(InMemoryDataModule):
             seed: seeds the train/val split.
             augment: augment training batches on the device (`augmentation`).
             translate: the largest random shift in pixels (default: the dataset's own, in `augmentation`).
+            erase: the probability of erasing a random rectangle of a training image (default: the dataset's own).
             predict_files: images to classify with `litlab predict` (any size and mode; converted and resized).
             batch_size, eval_batch_size, data_on_device, num_workers: see `InMemoryDataModule`.
         """
@@ -146,7 +168,8 @@ class ImageClassData(InMemoryDataModule):
         self.val_size = val_size
         self.seed = seed
         self.augment = augment
-        self.augment_with = {**self.augmentation, **({} if translate is None else {"shift": translate})}
+        chosen = {"shift": translate, "erase": erase}
+        self.augment_with = {**self.augmentation, **{k: v for k, v in chosen.items() if v is not None}}
         self.predict_files = [Path(p) for p in predict_files or []]
         self._official: dict[bool, tuple[Tensor, Tensor]] = {}
 

@@ -305,3 +305,14 @@ def test_whole_pixel_moves_match_affine_resampling(padding_mode):
     grid = torch.nn.functional.affine_grid(theta, [32, 1, 28, 28], align_corners=False)
     resampled = torch.nn.functional.grid_sample(x, grid, padding_mode=padding_mode, align_corners=False)
     torch.testing.assert_close(move_by_pixels(x, mirror, pixels, padding_mode), resampled, atol=1e-5, rtol=0)
+
+
+def test_random_erasing_blanks_one_rectangle_per_chosen_image():
+    x = torch.ones(64, 1, 28, 28)
+    out = augment_batch(x, flip=0.0, erase=1.0)
+    for image in out[:, 0]:
+        rows, columns = torch.nonzero(image == 0, as_tuple=True)
+        height, width = int(rows.max() - rows.min() + 1), int(columns.max() - columns.min() + 1)
+        assert len(rows) == height * width  # one solid rectangle
+        assert 0.01 <= len(rows) / 784 <= 0.26
+    assert torch.equal(augment_batch(x, flip=0.0, erase=0.0), x)
