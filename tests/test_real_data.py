@@ -1,0 +1,107 @@
+"""The image and detection experiments on the real datasets, end to end: each config that needs no hub weights is
+fitted on its default recipe and tested once; those that need pretrained weights prove their data path on the real
+files with random weights and one batch per stage.
+
+Slow, and only where the data is: point `LITLAB_DATA_DIR` at a folder holding the official layouts
+(`FashionMNIST/raw/`, `cifar-10-batches-py/`, `fruit/` with the Kaggle set's `train_zip/train`, `test_zip/test`), e.g.
+
+    LITLAB_DATA_DIR=data/real .venv/bin/python -m pytest tests/test_real_data.py -m slow -n 0 -s
+
+Without it (CI, `make test`), or without a dataset, the tests skip. On a GPU each run adds `configs/trainer/gpu.yaml`.
+Each fit prints the line the README's results table takes: metric, fit time (the whole `litlab fit` command), machine
+and data. `LITLAB_ARGS` appends arguments to every fit (e.g. `--trainer.precision=bf16-mixed` on a CPU with AMX).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import config, run_litlab
+from test_quality import logged, machine
+
+pytestmark = pytest.mark.slow
+
+DATA_DIR = Path(os.environ["LITLAB_DATA_DIR"]).resolve() if os.environ.get("LITLAB_DATA_DIR") else None
+ON_GPU = torch.cuda.is_available()
+DATASETS = {  # what an experiment reads: (folder under LITLAB_DATA_DIR that must exist, --data.data_dir, description)
+    "fashion": ("FashionMNIST/raw", ".", "FashionMNIST"),
+    "cifar10": ("cifar-10-batches-py", ".", "CIFAR-10"),
+    "fruit": ("fruit", "fruit", "Kaggle fruit detection, 240/60"),
+}
+# experiment: (dataset, metric, at least on a CPU, at least on a GPU); None: measured and reported, no target
+TARGETS = {
+    "fashion_fcn": ("fashion", "test/acc", None, None),
+    "fashion_cnn": ("fashion", "test/acc", 0.925, 0.925),
+    "fashion_cnn_bn": ("fashion", "test/acc", None, None),
+    "fashion_resnet": ("fashion", "test/acc", 0.95, 0.955),
+    "cifar10_fast": ("cifar10", "test/acc", 0.90, 0.94),
+    "cifar10_resnet18_scratch": ("cifar10", "test/acc", None, None),
+    "fruit_fast_rcnn_scratch": ("fruit", "test/map_50", 0.75, 0.75),
+}
+GPU_ONLY = {"cifar10_resnet18_scratch": "ResNet-18 at 224 px on 45k images: hours per epoch on a CPU"}
+# configs whose recipe needs hub weights: their data path on the real files, with random weights
+PRETRAINED = {
+    "cifar10_resnet18_finetune": "cifar10",
+    "cifar10_resnet18_notebook": "cifar10",
+    "fruit_fast_rcnn": "fruit",
+    "fruit_faster_rcnn": "fruit",
+}
+
+
+def data_args(dataset: str) -> list[str]:
+    folder, data_dir, _ = DATASETS[dataset]
+    if DATA_DIR is None:
+        pytest.skip("set LITLAB_DATA_DIR to a folder holding the real datasets")
+    if not (DATA_DIR / folder).is_dir():
+        pytest.skip(f"no {DATA_DIR / folder}")
+    return [f"--data.data_dir={DATA_DIR / data_dir}", "--data.download=false"]
+
+
+def device_args() -> list[str]:
+    return ["--config", config("trainer/gpu")] if ON_GPU else []
+
+
+@pytest.mark.parametrize("experiment", sorted(TARGETS))
+def test_recipe_on_real_data(experiment, tmp_path):
+    dataset, metric, cpu_target, gpu_target = TARGETS[experiment]
+    data = data_args(dataset)
+    if not ON_GPU and experiment in GPU_ONLY:
+        pytest.skip(f"needs a GPU ({GPU_ONLY[experiment]})")
+    quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    extra = shlex.split(os.environ.get("LITLAB_ARGS", ""))
+    start = time.perf_counter()
+    fit = run_litlab("fit", "--config", config(experiment), *device_args(), *data, *quiet, *extra, timeout=6 * 3600)
+    seconds = time.perf_counter() - start
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    best = fit.stdout.strip().splitlines()[-1].removeprefix("best checkpoint: ")
+    tested = run_litlab("test", "--ckpt_path", best, *quiet, cwd=tmp_path)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    value = logged(metric, tested.stdout)
+    also = [m for m in ("test/map", "test/roi_acc") if m != metric and m in tested.stdout]
+    beside = "".join(f", {m} {logged(m, tested.stdout):.3f}" for m in also)
+    shown = f"{value:.2%}" if metric.endswith("acc") else f"{value:.3f}"
+    options = f" ({' '.join(extra)})" if extra else ""
+    print(
+        f"\n| `{experiment}` | {metric} {shown}{beside} | fit {seconds / 60:.1f} min | {machine()}{options} | "
+        f"{DATASETS[dataset][2]} (real) |"
+    )
+    target = gpu_target if ON_GPU else cpu_target
+    if target is not None:
+        assert value >= target
+
+
+@pytest.mark.parametrize("experiment", sorted(PRETRAINED))
+def test_pretrained_recipe_reads_real_data(experiment):
+    """The real files through the recipe's own data settings, one batch per stage, with random weights (no hub)."""
+    data = data_args(PRETRAINED[experiment])
+    weights = ["--model.init_args.weights=null"]
+    run = run_litlab(
+        "fit", "--config", config(experiment), *data, *weights, "--config", config("trainer/debug"),
+        "--trainer.logger=false", "--trainer.enable_progress_bar=false", timeout=1800,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
