@@ -43,7 +43,7 @@ def augment_batch(
     mirror = u[:, 0] < flip
     zoom = scale[0] + (scale[1] - scale[0]) * u[:, 1]
     pixels = torch.randint(-shift, shift + 1, (b, 2), device=x.device)  # (B, 2) whole-pixel moves
-    if scale == (1.0, 1.0):
+    if tuple(scale) == (1.0, 1.0):
         x = move_by_pixels(x, mirror, pixels, padding_mode)
     else:
         theta = torch.zeros(b, 2, 3, device=x.device)  # output -> input coordinates in [-1, 1]
@@ -53,7 +53,7 @@ def augment_batch(
         theta[:, 1, 2] = pixels[:, 1] * (2 / h)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
-    if contrast != (1.0, 1.0):  # blend with each image's mean grey level, as torchvision's adjust_contrast
+    if tuple(contrast) != (1.0, 1.0):  # blend with each image's mean grey level, as torchvision's adjust_contrast
         factor = (contrast[0] + (contrast[1] - contrast[0]) * u[:, 2]).view(b, 1, 1, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
         x = (mean + factor * (x - mean)).clamp(0, 1)
@@ -142,6 +142,8 @@ class ImageClassData(InMemoryDataModule):
         seed: int = 0,
         augment: bool = False,
         translate: int | None = None,
+        zoom: tuple[float, float] | None = None,
+        contrast: tuple[float, float] | None = None,
         erase: float | None = None,
         predict_files: list[Path] | None = None,
         batch_size: int = 256,
@@ -156,8 +158,9 @@ class ImageClassData(InMemoryDataModule):
             val_size: validation images taken from the official training set.
             seed: seeds the train/val split.
             augment: augment training batches on the device (`augmentation`).
-            translate: the largest random shift in pixels (default: the dataset's own, in `augmentation`).
-            erase: the probability of erasing a random rectangle of a training image (default: the dataset's own).
+            translate, zoom, contrast, erase: override the dataset's own `augmentation`: the largest random shift in
+                pixels, the range of zoom factors and of contrast factors ([1, 1]: none), the probability of erasing a
+                random rectangle.
             predict_files: images to classify with `litlab predict` (any size and mode; converted and resized).
             batch_size, eval_batch_size, data_on_device, num_workers: see `InMemoryDataModule`.
         """
@@ -168,7 +171,7 @@ class ImageClassData(InMemoryDataModule):
         self.val_size = val_size
         self.seed = seed
         self.augment = augment
-        chosen = {"shift": translate, "erase": erase}
+        chosen = {"shift": translate, "scale": zoom, "contrast": contrast, "erase": erase}
         self.augment_with = {**self.augmentation, **{k: v for k, v in chosen.items() if v is not None}}
         self.predict_files = [Path(p) for p in predict_files or []]
         self._official: dict[bool, tuple[Tensor, Tensor]] = {}
