@@ -79,7 +79,7 @@ class ClassifierSystem(Classifier):
 class ImageClassifier(ClassifierSystem):
     """Any image network trained with cross-entropy.
 
-    A network with a `whiten_from(images)` method (`FastCifarNet`) has it called with the first training batch (on
+    A network with a `whiten_from(images)` method (`AirbenchNet`) has it called with the first training batch (on
     rank 0, then broadcast), so its first layer starts from the data's statistics.
 
     Args:

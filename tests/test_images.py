@@ -255,11 +255,11 @@ def test_frozen_backbone_has_no_learning_rate_until_it_thaws():
 
 
 def test_whitening_filters_decorrelate_image_patches():
-    from lightning_modules.components.convnets import FastCifarNet
+    from lightning_modules.components.convnets import AirbenchNet
 
     g = torch.Generator().manual_seed(0)
     images = torch.rand(64, 3, 8, 8, generator=g).cumsum(-1).cumsum(-2) / 40  # neighbouring pixels correlated
-    net = FastCifarNet(widths=(8, 8, 8))
+    net = AirbenchNet(widths=(8, 8, 8))
     net.whiten_from(images, eps=1e-8)
     out = net.whiten(net.standardize(images))[:, :12]  # (B, 12, 7, 7): one channel per eigenvector
     flat = out.permute(1, 0, 2, 3).reshape(12, -1)

@@ -164,35 +164,43 @@ class SmallResNet(nn.Module):
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-class ConvGroup(nn.Sequential):
-    """3x3 convolution, 2x2 max-pooling, BatchNorm, GELU, 3x3 convolution, BatchNorm, GELU (airbench's block: pooling
-    before the norm halves its cost). BatchNorm scales stay 1 (only shifts learn)."""
+class ConvGroup(nn.Module):
+    """3x3 convolution, 2x2 max-pooling, BatchNorm, GELU, then 3x3 convolution, BatchNorm, GELU (airbench's block:
+    pooling before the norm halves its cost); with `residual`, the second half is a residual branch added to its input
+    (a ResNet-9-style block). BatchNorm scales stay 1 (only shifts learn)."""
 
-    def __init__(self, c_in: int, c_out: int, bn_momentum: float) -> None:
-        layers = [
+    def __init__(self, c_in: int, c_out: int, bn_momentum: float, residual: bool = False) -> None:
+        super().__init__()
+        self.residual = residual
+        self.first = nn.Sequential(
             nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.MaxPool2d(2),
             nn.BatchNorm2d(c_out, momentum=bn_momentum), nn.GELU(),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_out, momentum=bn_momentum), nn.GELU(),
-        ]  # fmt: skip
-        super().__init__(*layers)
-        for layer in layers:
+        )  # fmt: skip
+        self.second = nn.Sequential(
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out, momentum=bn_momentum), nn.GELU()
+        )
+        for layer in [*self.first, *self.second]:
             if isinstance(layer, nn.BatchNorm2d):
                 layer.weight.requires_grad_(False)
-            elif isinstance(layer, nn.Conv2d):  # identity-like start: the first channels pass their input through
-                nn.init.dirac_(layer.weight[: layer.in_channels])
+            elif isinstance(layer, nn.Conv2d) and not (residual and layer is self.second[0]):
+                nn.init.dirac_(layer.weight[: layer.in_channels])  # the first channels pass their input through
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.first(x)  # (B, c_out, H / 2, W / 2)
+        return x + self.second(x) if self.residual else self.second(x)
 
 
-class FastCifarNet(nn.Module):
-    """A small fast network for 32x32 colour images after Keller Jordan's airbench (94 % on CIFAR-10 in about 10
-    epochs): a 2x2 convolution whose filters whiten the image patches (set from the first training batch by
-    `whiten_from`, then fixed), three `ConvGroup`s (32 -> 16 -> 8 -> 4 px), global max-pooling and a linear layer
-    whose logits are scaled down (`logit_scale`).
+class AirbenchNet(nn.Module):
+    """A small fast network after Keller Jordan's airbench (94 % on CIFAR-10 in about 10 epochs): a 2x2 convolution
+    whose filters whiten the image patches (set from the first training batch by `whiten_from`, then fixed), three
+    `ConvGroup`s (each halving the resolution), global max-pooling and a linear layer whose logits are scaled down
+    (`logit_scale`). With `residual`, each group's second convolution is a residual branch.
 
     Args:
         num_classes: classes.
         in_channels: image channels.
         widths: channels of the three groups.
+        residual: residual second convolutions (ResNet-9 style) instead of identity-initialised plain ones.
         bn_momentum: BatchNorm's running-statistics momentum (PyTorch's convention).
         logit_scale: multiplies the logits (airbench: 1/9), which keeps early training stable at high learning rates.
         mean, std: per-channel statistics the network standardises its [0, 1] inputs with.
@@ -203,6 +211,7 @@ class FastCifarNet(nn.Module):
         num_classes: int = 10,
         in_channels: int = 3,
         widths: Sequence[int] = (64, 256, 256),
+        residual: bool = False,
         bn_momentum: float = 0.4,
         logit_scale: float = 1 / 9,
         mean: Sequence[float] = CIFAR_MEAN,
@@ -217,7 +226,7 @@ class FastCifarNet(nn.Module):
         self.whiten.weight.requires_grad_(False)
         groups, c_in = [], 2 * patch
         for width in widths:
-            groups.append(ConvGroup(c_in, width, bn_momentum))
+            groups.append(ConvGroup(c_in, width, bn_momentum, residual))
             c_in = width
         self.groups = nn.Sequential(*groups)  # (B, widths[-1], (H - 1) // 8, (W - 1) // 8)
         self.head = nn.Linear(c_in, num_classes, bias=False)
