@@ -268,6 +268,21 @@ def test_whitening_filters_decorrelate_image_patches():
     torch.testing.assert_close(net.whiten.weight[12:], -net.whiten.weight[:12])
 
 
+def test_airbench_groups_add_their_second_convolution_only_when_residual():
+    from lightning_modules.components.convnets import ConvGroup
+
+    x = torch.randn(2, 4, 8, 8)
+    for residual in (False, True):
+        group = ConvGroup(4, 8, bn_momentum=0.1, residual=residual).eval()
+        first = group.first(x)
+        expected = first + group.second(first) if residual else group.second(first)
+        torch.testing.assert_close(group(x), expected)
+        assert group(x).shape == (2, 8, 4, 4)
+    # the plain second convolution starts as the identity on its first channels; the residual branch does not need to
+    assert torch.equal(ConvGroup(4, 8, 0.1).second[0].weight[:, :, 1, 1].diagonal(), torch.ones(8))
+    assert not torch.equal(ConvGroup(4, 8, 0.1, residual=True).second[0].weight[:, :, 1, 1].diagonal(), torch.ones(8))
+
+
 def test_flip_tta_predicts_the_same_for_an_image_and_its_mirror():
     from lightning_modules.components.convnets import SmallCNN
     from lightning_modules.image_classifier import ImageClassifier

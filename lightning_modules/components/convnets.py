@@ -113,54 +113,6 @@ class DeepCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with BatchNorm and an identity (or 1x1 projection) shortcut."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
-        )  # fmt: skip
-        nn.init.zeros_(self.body[-1].weight)  # each block starts as the identity: deep nets train from the first step
-        self.shortcut = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.relu(self.body(x) + self.shortcut(x))
-
-
-class SmallResNet(nn.Module):
-    """A ResNet for 28x28 inputs: a 3x3 stem (no 7x7/stride-4 ImageNet stem, which would leave 7x7 maps), then
-    stages of basic blocks, the first at full resolution, each later one halving it (28 -> 14 -> 7)."""
-
-    def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        widths: Sequence[int] = (64, 128, 256),
-        blocks: int = 2,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        layers: list[nn.Module] = [
-            Standardize(FASHION_MEAN, FASHION_STD),
-            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(True),
-        ]  # fmt: skip
-        c_in = widths[0]
-        for stage, width in enumerate(widths):
-            for block in range(blocks):
-                layers.append(BasicBlock(c_in, width, stride=2 if stage > 0 and block == 0 else 1))
-                c_in = width
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, num_classes)]
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)  # (B, C, H, W) -> (B, classes)
-
-
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
