@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import config, run_litlab
-from test_quality import logged, machine
+from test_quality import fit_then_test, logged, machine
 
 pytestmark = pytest.mark.slow
 
@@ -72,18 +71,12 @@ def test_recipe_on_real_data(experiment, tmp_path):
     data = data_args(dataset)
     if not ON_GPU and experiment in GPU_ONLY:
         pytest.skip(f"needs a GPU ({GPU_ONLY[experiment]})")
-    quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
     extra = shlex.split(os.environ.get("LITLAB_ARGS", ""))
-    start = time.perf_counter()
-    fit = run_litlab("fit", "--config", config(experiment), *device_args(), *data, *quiet, *extra, timeout=6 * 3600)
-    seconds = time.perf_counter() - start
-    assert fit.returncode == 0, fit.stderr[-3000:]
-    best = fit.stdout.strip().splitlines()[-1].removeprefix("best checkpoint: ")
-    tested = run_litlab("test", "--ckpt_path", best, *quiet, cwd=tmp_path)
-    assert tested.returncode == 0, tested.stderr[-3000:]
-    value = logged(metric, tested.stdout)
-    also = [m for m in ("test/map", "test/roi_acc") if m != metric and m in tested.stdout]
-    beside = "".join(f", {m} {logged(m, tested.stdout):.3f}" for m in also)
+    fit_args = ["--config", config(experiment), *device_args(), *data, *extra]
+    seconds, tested = fit_then_test(*fit_args, timeout=6 * 3600, cwd=tmp_path)
+    value = logged(metric, tested)
+    also = [m for m in ("test/map", "test/roi_acc") if m != metric and m in tested]
+    beside = "".join(f", {m} {logged(m, tested):.3f}" for m in also)
     shown = f"{value:.2%}" if metric.endswith("acc") else f"{value:.3f}"
     options = f" ({' '.join(extra)})" if extra else ""
     print(
