@@ -58,12 +58,7 @@ FAMILIES = {
         ],
         "predict": [f"--data.predict_files=[{FIXTURES / 'grey.png'}, {FIXTURES / 'colour.jpg'}]"],
         # memorising one batch: the same images every step, hard targets
-        "overfit": [
-            "--data.augment=false",
-            "--model.label_smoothing=0",
-            "--model.net.init_args.dropout=0",
-            "--model.optimizer=adamw",
-        ],
+        "overfit": ["--data.augment=false", "--model.label_smoothing=0", "--model.optimizer=adamw"],
     },
     "datamodules.cifar10.CIFAR10Data": {
         "tiny": [
@@ -139,6 +134,7 @@ FAMILIES["datamodules.fruit_detection.FruitDetectionData"] = {
         "--model.init_args.optimizer=adamw",
         "--model.init_args.lr=1e-3",
         "--data.batch_size=2",
+        "--data.augment=false",
     ],
 }
 # Arguments particular to one experiment of a family (its pretrained parts, as tiny local models).
@@ -180,7 +176,8 @@ def config(name: str) -> str:
 # What memorising one batch needs in one experiment of a family (the word models' dropout; DistilBERT has none to set).
 EXPERIMENT_OVERFIT = {
     **{name: ["--model.init_args.dropout=0"] for name in ("imdb_bilstm", "imdb_self_attention", "imdb_transformer")},
-    "cifar10_fast": ["--model.vector_lr_scale=1"],
+    **{name: ["--model.net.init_args.dropout=0"] for name in ("fashion_fcn", "fashion_cnn", "fashion_cnn_bn")},
+    **{name: ["--model.vector_lr_scale=1"] for name in ("cifar10_fast", "fashion_resnet")},
 }
 
 
