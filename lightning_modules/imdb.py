@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassF1Score
 
 from lightning_modules.classifier import Classifier
-from lightning_modules.components.text_encoders import AttentionClassifier, BiLSTMClassifier
+from lightning_modules.components.text_encoders import AttentionClassifier, BagOfNgramsClassifier, BiLSTMClassifier
 from lightning_modules.errors import LitlabError
 from lightning_modules.hf_models import from_recorded_config, load_hf
 from lightning_modules.optim import OptimizerName, ScheduleName
@@ -98,11 +98,13 @@ class WordClassifier(ReviewClassifier):
     """A review classifier trained from scratch over word (or word-piece) ids, optionally on pretrained vectors.
 
     Args:
-        arch: "bilstm" (packed bidirectional LSTM) or "attention" (Transformer encoder layers, masked mean pooling).
+        arch: "bilstm" (packed bidirectional LSTM), "attention" (Transformer encoder layers, masked mean pooling) or
+            "bag" (fastText: the mean of word and hashed word n-gram embeddings, then a linear layer).
         embed_dim: embedding size (taken from the vectors when `glove_path` or `embeddings_from` is given).
         hidden: LSTM state size per direction (bilstm), or the encoder layers' feed-forward width (attention).
         layers, heads: recurrent or encoder layers; attention heads.
         positions: add sinusoidal positions, scaled to the embedding (attention).
+        ngrams, buckets: the longest word n-gram and the embedding rows the n-grams are hashed into (bag).
         dropout: on embeddings, between layers and in the head.
         glove_path: a `glove.6B.<d>d.txt`-style file whose vectors start the word embeddings (words it lacks keep
             their random start); needs `--data.tokenizer=words`.
@@ -115,12 +117,14 @@ class WordClassifier(ReviewClassifier):
 
     def __init__(
         self,
-        arch: Literal["bilstm", "attention"] = "bilstm",
+        arch: Literal["bilstm", "attention", "bag"] = "bilstm",
         embed_dim: int = 128,
         hidden: int = 128,
         layers: int = 1,
         heads: int = 4,
         positions: bool = False,
+        ngrams: int = 2,
+        buckets: int = 2**20,
         dropout: float = 0.3,
         glove_path: Path | None = None,
         embeddings_from: str | None = None,
@@ -153,6 +157,10 @@ class WordClassifier(ReviewClassifier):
             self.net = BiLSTMClassifier(
                 hp.vocab_size, hp.embed_dim, hp.hidden, hp.layers, hp.num_classes, hp.dropout, hp.pad_id
             )
+        elif hp.arch == "bag":
+            self.net = BagOfNgramsClassifier(
+                hp.vocab_size, hp.embed_dim, hp.num_classes, hp.ngrams, hp.buckets, hp.dropout, hp.pad_id
+            )
         else:
             self.net = AttentionClassifier(
                 hp.vocab_size,
@@ -169,7 +177,7 @@ class WordClassifier(ReviewClassifier):
         if vectors is not None:
             with torch.no_grad():
                 found = ~vectors.isnan().any(1)  # rows the vectors cover
-                self.net.embed.weight[found] = vectors[found]
+                self.net.embed.weight[: len(vectors)][found] = vectors[found]  # (bag: the n-gram rows follow)
             if hp.arch == "attention":
                 self.net.scale_positions_to_embedding()
         if pretrained and hp.freeze_embeddings:

@@ -166,6 +166,7 @@ EXPERIMENT_TINY = {
     ],
     "imdb_bilstm": ["--model.init_args.embed_dim=32", "--model.init_args.hidden=32"],
     "imdb_self_attention": ["--model.init_args.embed_dim=32", "--model.init_args.hidden=64"],
+    "imdb_fasttext": ["--model.init_args.embed_dim=16", "--model.init_args.buckets=4096"],
 }
 
 

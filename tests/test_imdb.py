@@ -14,6 +14,7 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
 from datamodules.imdb import RATINGS, ImdbData, read_reviews, words
 from datamodules.text_batches import BucketBatchSampler, Sequences, padding_fraction
+from lightning_modules.components.text_encoders import BagOfNgramsClassifier
 from lightning_modules.errors import LitlabError
 
 TINY = FAMILIES["datamodules.imdb.ImdbData"]["tiny"]
@@ -78,7 +79,9 @@ def test_bucketing_covers_every_review_once_and_cuts_padding():
     assert list(sequential) == list(sequential) and 0 in list(sequential)[0]
 
 
-@pytest.mark.parametrize("experiment", ["imdb_bilstm", "imdb_self_attention", "imdb_transformer", "imdb_distilbert"])
+@pytest.mark.parametrize(
+    "experiment", ["imdb_bilstm", "imdb_self_attention", "imdb_transformer", "imdb_distilbert", "imdb_fasttext"]
+)
 def test_padding_does_not_change_a_prediction(experiment):
     run = debug_fit(experiment)
     model, data = run.model.eval(), run.datamodule
@@ -92,6 +95,22 @@ def test_padding_does_not_change_a_prediction(experiment):
         padded = model(together["ids"], together["lengths"], together["lengths"])[1]
         unpadded = model(alone["ids"], alone["lengths"], alone["lengths"])[0]
     torch.testing.assert_close(padded, unpadded, atol=1e-5, rtol=1e-4)
+
+
+def test_bag_of_ngrams_hashes_word_order_into_its_own_rows():
+    bag = BagOfNgramsClassifier(vocab_size=10, embed_dim=4, classes=2, ngrams=3, buckets=7)
+    rows = bag.ngram_ids(torch.tensor([[2, 3, 4, 0], [3, 2, 0, 0]]))  # "a b c" and "b a", padded
+    words_, bigrams, trigrams = rows[:, :4], rows[:, 4:7], rows[:, 7:]
+    assert words_.tolist() == [[2, 3, 4, 0], [3, 2, 0, 0]]
+    assert ((bigrams[0, :2] >= 10) & (bigrams[0, :2] < 17)).all() and trigrams[0, 0] >= 10
+    assert bigrams[0, 0] != bigrams[1, 0]  # "a b" and "b a" are different n-grams
+    assert bigrams[0, 2] == 0 and bigrams[1, 1:].eq(0).all() and trigrams[0, 1] == 0  # n-grams into padding: padding
+    plain = BagOfNgramsClassifier(vocab_size=10, embed_dim=4, classes=2, ngrams=1)
+    assert plain.embed.num_embeddings == 10
+    swapped = torch.tensor([[2, 3, 4], [4, 3, 2]])  # the same words in another order
+    assert torch.equal(plain(swapped, torch.tensor([3, 3]))[0], plain(swapped, torch.tensor([3, 3]))[1])
+    logits = bag(swapped, torch.tensor([3, 3]))
+    assert not torch.allclose(logits[0], logits[1])
 
 
 def test_glove_vectors_start_the_embeddings_and_stay_frozen(tmp_path):

@@ -68,8 +68,10 @@ def test_cnn_learns_visible_shapes(fixture_data, tmp_path):
     assert run.trainer.callback_metrics["val/acc"] >= 0.95
 
 
-@pytest.mark.parametrize("experiment", ["imdb_bilstm", "imdb_self_attention"])
-def test_review_models_learn_telling_words(experiment):
+@pytest.mark.parametrize(
+    "experiment, lr", [("imdb_bilstm", 5e-3), ("imdb_self_attention", 5e-3), ("imdb_fasttext", 3e-2)]
+)
+def test_review_models_learn_telling_words(experiment, lr):
     """As configured (dropout, weight decay, bucketing), the word models learn which words carry a fixture review's
     sentiment and classify held-out reviews."""
     run = cli(
@@ -78,7 +80,7 @@ def test_review_models_learn_telling_words(experiment):
         config(experiment),
         *family(experiment)["tiny"],
         "--trainer.max_epochs=12",
-        "--model.init_args.lr=5e-3",
+        f"--model.init_args.lr={lr}",
         "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
     )

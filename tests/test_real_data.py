@@ -1,9 +1,10 @@
-"""The image and detection experiments on the real datasets, end to end: each config that needs no hub weights is
-fitted on its default recipe and tested once; those that need pretrained weights prove their data path on the real
-files with random weights and one batch per stage.
+"""The experiments on the real datasets, end to end: each config that needs no hub weights is fitted on its default
+recipe and tested once; those that need pretrained weights prove their data path on the real files with random weights
+and one batch per stage.
 
 Slow, and only where the data is: point `LITLAB_DATA_DIR` at a folder holding the official layouts
-(`FashionMNIST/raw/`, `cifar-10-batches-py/`, `fruit/` with the Kaggle set's `train_zip/train`, `test_zip/test`), e.g.
+(`FashionMNIST/raw/`, `cifar-10-batches-py/`, `fruit/` with the Kaggle set's `train_zip/train`, `test_zip/test`,
+`aclImdb/`, `jane_eyre.txt`), e.g.
 
     LITLAB_DATA_DIR=data/real .venv/bin/python -m pytest tests/test_real_data.py -m slow -n 0 -s
 
@@ -27,10 +28,12 @@ pytestmark = pytest.mark.slow
 
 DATA_DIR = Path(os.environ["LITLAB_DATA_DIR"]).resolve() if os.environ.get("LITLAB_DATA_DIR") else None
 ON_GPU = torch.cuda.is_available()
-DATASETS = {  # what an experiment reads: (folder under LITLAB_DATA_DIR that must exist, --data.data_dir, description)
-    "fashion": ("FashionMNIST/raw", ".", "FashionMNIST"),
-    "cifar10": ("cifar-10-batches-py", ".", "CIFAR-10"),
-    "fruit": ("fruit", "fruit", "Kaggle fruit detection, 240/60"),
+DATASETS = {  # what an experiment reads: (path that must exist under LITLAB_DATA_DIR, its data argument, description)
+    "fashion": ("FashionMNIST/raw", "--data.data_dir={root}", "FashionMNIST"),
+    "cifar10": ("cifar-10-batches-py", "--data.data_dir={root}", "CIFAR-10"),
+    "fruit": ("fruit", "--data.data_dir={root}/fruit", "Kaggle fruit detection, 240/60"),
+    "imdb": ("aclImdb", "--data.data_dir={root}", "IMDB, 25k/25k"),
+    "jane_eyre": ("jane_eyre.txt", "--data.text_files=[{root}/jane_eyre.txt]", "Jane Eyre"),
 }
 # experiment: (dataset, metric, at least on a CPU, at least on a GPU); None: measured and reported, no target
 TARGETS = {
@@ -41,6 +44,7 @@ TARGETS = {
     "cifar10_fast": ("cifar10", "test/acc", 0.90, 0.94),
     "cifar10_resnet18_scratch": ("cifar10", "test/acc", None, None),
     "fruit_fast_rcnn_scratch": ("fruit", "test/map_50", 0.75, 0.75),
+    "imdb_fasttext": ("imdb", "test/acc", 0.90, 0.90),
 }
 GPU_ONLY = {"cifar10_resnet18_scratch": "ResNet-18 at 224 px on 45k images: hours per epoch on a CPU"}
 # configs whose recipe needs hub weights: their data path on the real files, with random weights
@@ -53,12 +57,13 @@ PRETRAINED = {
 
 
 def data_args(dataset: str) -> list[str]:
-    folder, data_dir, _ = DATASETS[dataset]
+    path, argument, _ = DATASETS[dataset]
     if DATA_DIR is None:
         pytest.skip("set LITLAB_DATA_DIR to a folder holding the real datasets")
-    if not (DATA_DIR / folder).is_dir():
-        pytest.skip(f"no {DATA_DIR / folder}")
-    return [f"--data.data_dir={DATA_DIR / data_dir}", "--data.download=false"]
+    if not (DATA_DIR / path).exists():
+        pytest.skip(f"no {DATA_DIR / path}")
+    no_download = ["--data.download=false"] if argument.startswith("--data.data_dir") else []
+    return [argument.format(root=DATA_DIR), *no_download]
 
 
 def device_args() -> list[str]:

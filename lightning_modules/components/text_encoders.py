@@ -84,3 +84,45 @@ class AttentionClassifier(nn.Module):
         keep = (~padding).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         pooled = (x * keep).sum(1) / lengths.unsqueeze(1).to(x.dtype)  # (B, E): mean of the real tokens
         return self.head(pooled)  # (B, classes)
+
+
+class BagOfNgramsClassifier(nn.Module):
+    """fastText (Joulin et al. 2017): the mean of a review's word embeddings and hashed word n-gram embeddings ->
+    dropout -> linear.
+
+    The n-grams (2..`ngrams` consecutive words) are hashed from the word ids on the device into `buckets` extra rows of
+    one `EmbeddingBag`: there is no n-gram vocabulary to build, store or ship. Padding, and every n-gram that reaches
+    into it, maps to the padding row, which the mean leaves out."""
+
+    MODULUS, MULTIPLIER = 2**31 - 1, 1_000_003  # rolling hash; products stay below 2**51, exact in int64
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        classes: int,
+        ngrams: int = 2,
+        buckets: int = 2**20,
+        dropout: float = 0.0,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        self.vocab_size, self.ngrams, self.buckets, self.pad_id = vocab_size, ngrams, buckets, pad_id
+        rows = vocab_size + (buckets if ngrams > 1 else 0)
+        self.embed = nn.EmbeddingBag(rows, embed_dim, mode="mean", padding_idx=pad_id)
+        nn.init.uniform_(self.embed.weight, -1 / embed_dim, 1 / embed_dim)  # fastText's start
+        with torch.no_grad():
+            self.embed.weight[pad_id].zero_()
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(embed_dim, classes))
+
+    def ngram_ids(self, ids: Tensor) -> Tensor:
+        """(B, T) word ids -> (B, T + (T-1) + ... ) word and n-gram rows of the embedding table."""
+        columns, rolling, real = [ids], ids.long(), ids != self.pad_id
+        for n in range(2, self.ngrams + 1):
+            rolling = (rolling[:, :-1] * self.MULTIPLIER + ids[:, n - 1 :]) % self.MODULUS  # (B, T-n+1)
+            real = real[:, :-1] & (ids[:, n - 1 :] != self.pad_id)  # every word of the n-gram is a real one
+            columns.append(torch.where(real, self.vocab_size + rolling % self.buckets, self.pad_id))
+        return torch.cat(columns, dim=1)
+
+    def forward(self, ids: Tensor, lengths: Tensor, host_lengths: Tensor | None = None) -> Tensor:
+        return self.head(self.embed(self.ngram_ids(ids)))  # (B, classes)
