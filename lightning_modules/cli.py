@@ -11,6 +11,7 @@ What every run gets, whatever its config:
 - `predict` prints a line per input and writes `predictions.jsonl` (`callbacks.PredictionWriter`);
 - a rich progress bar (unless another progress bar is configured or `enable_progress_bar` is false);
 - a learning-rate monitor whenever a logger is active;
+- a one-line notice when the precision asks for bf16 on hardware without it (`hardware`);
 - user errors (bad config, data, checkpoint or predict input) as one line and exit code 2, never a traceback.
 """
 
@@ -26,11 +27,13 @@ from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lightning_modules.callbacks import BestCheckpoint, PredictionWriter, ResumableRNG, last_checkpoint
 from lightning_modules.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config
 from lightning_modules.errors import LitlabError
 from lightning_modules.experiment import Experiment
+from lightning_modules.hardware import precision_notice
 from lightning_modules.tracking import RunRecord, choose_wandb_mode, fresh_dir
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -90,6 +93,9 @@ class LitlabCLI(LightningCLI):
             trainer.default_root_dir = fresh_dir(trainer.default_root_dir or "runs", self.subcommand or "run")
         elif str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
             choose_wandb_mode(str(logger.init_args.get("save_dir") or trainer.default_root_dir))
+        notice = precision_notice(trainer.precision, trainer.accelerator)
+        if notice:
+            rank_zero_info(notice)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = self._get(self.config_init, "trainer")

@@ -2,12 +2,16 @@
 
 Slow (minutes each): `make test` skips them; run `.venv/bin/python -m pytest -m slow -n 0 -s` on a quiet machine.
 Each prints its measured line for the README: metric, fit wall time (the whole `litlab fit` command), machine.
+`LITLAB_ARGS` appends arguments to every fit, e.g. `--config configs/trainer/cpu_bf16.yaml` on a CPU with AVX512-BF16
+or AMX (the line then says so).
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import torch
 from conftest import config, run_litlab
 
 from datamodules.synthetic_fruit import write_dataset
+from lightning_modules.hardware import cpu_vector_unit
 
 pytestmark = pytest.mark.slow
 
@@ -64,11 +69,14 @@ def machine() -> str:
         return f"{torch.cuda.get_device_name()} ({platform.machine()})"
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     name = re.search(r"model name\s*:\s*(.+)", info)
-    flags = set(re.search(r"flags\s*:\s*(.+)", info).group(1).split()) if "flags" in info else set()
-    units = [("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2")]
-    vector = next((unit for flag, unit in units if flag in flags), "")
     parts = [name.group(1).strip() if name else platform.processor() or "CPU", f"{torch.get_num_threads()} threads"]
+    vector = cpu_vector_unit()
     return f"{', '.join(parts + ([vector] if vector else []))} ({platform.machine()})"
+
+
+def extra_args() -> list[str]:
+    """What `LITLAB_ARGS` appends to every fit of the quality suites."""
+    return shlex.split(os.environ.get("LITLAB_ARGS", ""))
 
 
 def fit_then_test(*fit_args: str, timeout: int, cwd: Path) -> tuple[float, str]:
@@ -88,11 +96,14 @@ def fit_then_test(*fit_args: str, timeout: int, cwd: Path) -> tuple[float, str]:
 def test_default_config_reaches_its_target(experiment, tmp_path):
     metric, target, budget = TARGETS[experiment]
     data = DATA.get(experiment, list)()
-    seconds, tested = fit_then_test("--config", config(experiment), *data, timeout=2 * budget + 120, cwd=tmp_path)
+    extra = extra_args()
+    fit_args = ["--config", config(experiment), *data, *extra]
+    seconds, tested = fit_then_test(*fit_args, timeout=2 * budget + 120, cwd=tmp_path)
     value = logged(metric, tested)
     baseline, margin = BEATS.get(experiment, (None, 0.0))
     beside = f" ({baseline} = {logged(baseline, tested):.4%})" if baseline else ""
-    print(f"\n{experiment}: {metric} = {value:.4%}{beside}, fit {seconds:.0f} s wall, {machine()}")
+    options = f" ({' '.join(extra)})" if extra else ""
+    print(f"\n{experiment}: {metric} = {value:.4%}{beside}, fit {seconds:.0f} s wall, {machine()}{options}")
     assert value >= target
     if baseline:
         assert value >= logged(baseline, tested) + margin

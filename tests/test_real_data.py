@@ -10,19 +10,18 @@ Slow, and only where the data is: point `LITLAB_DATA_DIR` at a folder holding th
 
 Without it (CI, `make test`), or without a dataset, the tests skip. On a GPU each run adds `configs/trainer/gpu.yaml`.
 Each fit prints the line the README's results table takes: metric, fit time (the whole `litlab fit` command), machine
-and data. `LITLAB_ARGS` appends arguments to every fit (e.g. `--trainer.precision=bf16-mixed` on a CPU with AMX).
+and data. `LITLAB_ARGS` appends arguments to every fit (e.g. `--config configs/trainer/cpu_bf16.yaml`).
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import config, run_litlab
-from test_quality import fit_then_test, logged, machine
+from test_quality import extra_args, fit_then_test, logged, machine
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +44,15 @@ TARGETS = {
     "cifar10_resnet18_scratch": ("cifar10", "test/acc", None, None),
     "fruit_fast_rcnn_scratch": ("fruit", "test/map_50", 0.75, 0.75),
     "imdb_fasttext": ("imdb", "test/acc", 0.90, 0.90),
+    "spell_bart_tiny": ("jane_eyre", "test/exact_match", None, None),
 }
+# metrics printed beside the experiment's own when its test logs them
+REPORTED_BESIDE = (
+    *("test/map", "test/roi_acc"),  # detection
+    *("test/copy_exact_match", "test/cer", "test/copy_cer", "test/word_acc", "test/copy_word_acc"),  # spell-check
+)
+# metrics that must beat a baseline logged beside them by a margin: experiment: (baseline, margin)
+BEATS = {"spell_bart_tiny": ("test/copy_exact_match", 0.10)}
 GPU_ONLY = {"cifar10_resnet18_scratch": "ResNet-18 at 224 px on 45k images: hours per epoch on a CPU"}
 # configs whose recipe needs hub weights: their data path on the real files, with random weights
 PRETRAINED = {
@@ -76,13 +83,13 @@ def test_recipe_on_real_data(experiment, tmp_path):
     data = data_args(dataset)
     if not ON_GPU and experiment in GPU_ONLY:
         pytest.skip(f"needs a GPU ({GPU_ONLY[experiment]})")
-    extra = shlex.split(os.environ.get("LITLAB_ARGS", ""))
+    extra = extra_args()
     fit_args = ["--config", config(experiment), *device_args(), *data, *extra]
     seconds, tested = fit_then_test(*fit_args, timeout=6 * 3600, cwd=tmp_path)
     value = logged(metric, tested)
-    also = [m for m in ("test/map", "test/roi_acc") if m != metric and m in tested]
-    beside = "".join(f", {m} {logged(m, tested):.3f}" for m in also)
-    shown = f"{value:.2%}" if metric.endswith("acc") else f"{value:.3f}"
+    also = [m for m in REPORTED_BESIDE if m != metric and m in tested]
+    beside = "".join(f", {m} {logged(m, tested):.4g}" for m in also)
+    shown = f"{value:.2%}" if metric.endswith(("acc", "match")) else f"{value:.3f}"
     options = f" ({' '.join(extra)})" if extra else ""
     print(
         f"\n| `{experiment}` | {metric} {shown}{beside} | fit {seconds / 60:.1f} min | {machine()}{options} | "
@@ -91,6 +98,9 @@ def test_recipe_on_real_data(experiment, tmp_path):
     target = gpu_target if ON_GPU else cpu_target
     if target is not None:
         assert value >= target
+    if experiment in BEATS:
+        baseline, margin = BEATS[experiment]
+        assert value >= logged(baseline, tested) + margin
 
 
 @pytest.mark.parametrize("experiment", sorted(PRETRAINED))
