@@ -108,7 +108,8 @@ FAMILIES["datamodules.spelling.SpellingData"] = {
         "--model.init_args.layers=1",
         "--model.init_args.heads=2",
         "--model.init_args.ffn_dim=64",
-        "--trainer.check_val_every_n_epoch=1",  # the CPU config validates every 20 epochs
+        "--trainer.val_check_interval=1.0",  # the config validates every 1,200 steps: here once per epoch
+        "--trainer.check_val_every_n_epoch=1",
     ],
     "predict": ['--data.predict_texts=["The litle girl walk to school.", "The rain fell."]'],
     "overfit": [

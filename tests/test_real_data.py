@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import config, run_litlab
+from conftest import EXPERIMENT_TINY, config, run_litlab
 from test_quality import extra_args, fit_then_test, logged, machine
 
 pytestmark = pytest.mark.slow
@@ -54,12 +54,17 @@ REPORTED_BESIDE = (
 # metrics that must beat a baseline logged beside them by a margin: experiment: (baseline, margin)
 BEATS = {"spell_bart_tiny": ("test/copy_exact_match", 0.10)}
 GPU_ONLY = {"cifar10_resnet18_scratch": "ResNet-18 at 224 px on 45k images: hours per epoch on a CPU"}
-# configs whose recipe needs hub weights: their data path on the real files, with random weights
+# configs whose recipe needs hub weights: their data path on the real files, with random weights in place of the
+# hub's (torchvision models), or the tests' tiny local models and tokenizers (Hugging Face ones)
+RANDOM_WEIGHTS = ["--model.init_args.weights=null"]
 PRETRAINED = {
-    "cifar10_resnet18_finetune": "cifar10",
-    "cifar10_resnet18_notebook": "cifar10",
-    "fruit_fast_rcnn": "fruit",
-    "fruit_faster_rcnn": "fruit",
+    "cifar10_resnet18_finetune": ("cifar10", RANDOM_WEIGHTS),
+    "cifar10_resnet18_notebook": ("cifar10", RANDOM_WEIGHTS),
+    "fruit_fast_rcnn": ("fruit", RANDOM_WEIGHTS),
+    "fruit_faster_rcnn": ("fruit", RANDOM_WEIGHTS),
+    "imdb_transformer": ("imdb", EXPERIMENT_TINY["imdb_transformer"]),
+    "imdb_distilbert": ("imdb", EXPERIMENT_TINY["imdb_distilbert"]),
+    "spell_bart": ("jane_eyre", EXPERIMENT_TINY["spell_bart"]),
 }
 
 
@@ -105,11 +110,10 @@ def test_recipe_on_real_data(experiment, tmp_path):
 
 @pytest.mark.parametrize("experiment", sorted(PRETRAINED))
 def test_pretrained_recipe_reads_real_data(experiment):
-    """The real files through the recipe's own data settings, one batch per stage, with random weights (no hub)."""
-    data = data_args(PRETRAINED[experiment])
-    weights = ["--model.init_args.weights=null"]
+    """The real files through the recipe's own data settings, one batch per stage, without the hub's weights."""
+    dataset, stand_ins = PRETRAINED[experiment]
     run = run_litlab(
-        "fit", "--config", config(experiment), *data, *weights, "--config", config("trainer/debug"),
+        "fit", "--config", config(experiment), *data_args(dataset), *stand_ins, "--config", config("trainer/debug"),
         "--trainer.logger=false", "--trainer.enable_progress_bar=false", timeout=1800,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
