@@ -45,15 +45,24 @@ TARGETS = {
     "fruit_fast_rcnn_scratch": ("fruit", "test/map_50", 0.75, 0.75),
     "imdb_fasttext": ("imdb", "test/acc", 0.90, 0.90),
     "spell_bart_tiny": ("jane_eyre", "test/exact_match", None, None),
+    **{name: ("jane_eyre", "test/acc", None, None) for name in ("char_rnn_scratch", "char_lstm_seed", "char_lstm_cpu")},
+    **{name: ("jane_eyre", "test/acc", None, None) for name in ("char_gru", "char_gpt")},  # char_gpt: <= 1.30 nats
+    "char_lstm": ("jane_eyre", "test/acc", None, 0.60),
 }
 # metrics printed beside the experiment's own when its test logs them
 REPORTED_BESIDE = (
+    "test/loss",  # nats per character for the character models
     *("test/map", "test/roi_acc"),  # detection
     *("test/copy_exact_match", "test/cer", "test/copy_cer", "test/word_acc", "test/copy_word_acc"),  # spell-check
 )
 # metrics that must beat a baseline logged beside them by a margin: experiment: (baseline, margin)
 BEATS = {"spell_bart_tiny": ("test/copy_exact_match", 0.10)}
-GPU_ONLY = {"cifar10_resnet18_scratch": "ResNet-18 at 224 px on 45k images: hours per epoch on a CPU"}
+GPU_ONLY = {
+    "cifar10_resnet18_scratch": "ResNet-18 at 224 px on 45k images: hours per epoch on a CPU",
+    "char_lstm": "60 epochs of a 2x512 LSTM: about 2 hours of a 2-core CPU (char_lstm_cpu is its CPU budget)",
+    "char_gru": "60 epochs of a 2x512 GRU: about 2 hours of a 2-core CPU",
+    "char_gpt": "100 epochs of a 6-block GPT at about 1.5k characters/s: days of a 2-core CPU",
+}
 # configs whose recipe needs hub weights: their data path on the real files, with random weights in place of the
 # hub's (torchvision models), or the tests' tiny local models and tokenizers (Hugging Face ones)
 RANDOM_WEIGHTS = ["--model.init_args.weights=null"]
