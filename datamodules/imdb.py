@@ -236,7 +236,8 @@ class ImdbData(L.LightningDataModule):
         if self.hparams.tokenizer == "words":
             vocab = self.words_vocab
             encoded = [vocab.encode(tokens[:cut]) for tokens in tokenised or map(words, texts)]
-        else:
+        else:  # never past the model's position table, which the tokenizer records (512 for BERT and DistilBERT)
+            cut = min(cut, self.hf_tokenizer.model_max_length)
             encoded = self.hf_tokenizer(texts, truncation=True, max_length=cut)["input_ids"]
         ragged = Ragged.from_lists(encoded)
         return ragged.tokens, ragged.lengths

@@ -97,6 +97,15 @@ def test_padding_does_not_change_a_prediction(experiment):
     torch.testing.assert_close(padded, unpadded, atol=1e-5, rtol=1e-4)
 
 
+def test_hugging_face_tokens_stop_at_the_models_position_table():
+    data = ImdbData(
+        data_dir=FIXTURES / "imdb", download=False, tokenizer=str(FIXTURES / "tiny-distilbert"), max_len=512
+    )
+    long_review = " ".join(["wonderful"] * 400)
+    _, lengths = data.encode([long_review, "A short one."])
+    assert lengths[0] == data.hf_tokenizer.model_max_length == 128 and lengths[1] < 30
+
+
 def test_bag_of_ngrams_hashes_word_order_into_its_own_rows():
     bag = BagOfNgramsClassifier(vocab_size=10, embed_dim=4, classes=2, ngrams=3, buckets=7)
     rows = bag.ngram_ids(torch.tensor([[2, 3, 4, 0], [3, 2, 0, 0]]))  # "a b c" and "b a", padded

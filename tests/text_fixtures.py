@@ -85,6 +85,7 @@ def write_tiny_hf(folder: Path, kind: str, texts: list[str]) -> Path:
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
+        model_max_length=128,  # the tiny models' position tables, as real tokenizers record theirs (BERT's 512)
     )
     wrapped.save_pretrained(folder)
     size = tokenizer.get_vocab_size()
