@@ -11,14 +11,19 @@ import torch
 
 # the CPU's widest vector unit, best first, by the /proc/cpuinfo flag that shows it
 VECTOR_UNITS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
-NATIVE_BF16 = {"amx_bf16", "avx512_bf16"}
+NATIVE_BF16 = {"amx_bf16", "avx512_bf16", "bf16"}  # x86 AMX and AVX512-BF16; ARM's bf16 extension
+
+
+def cpuinfo(*fields: str) -> str:
+    """The first of `fields` that /proc/cpuinfo has (x86 and ARM name some differently), or ""."""
+    info = Path("/proc/cpuinfo")
+    text = info.read_text() if info.is_file() else ""
+    found = re.search(rf"^(?:{'|'.join(fields)})\s*:\s*(.+)$", text, re.MULTILINE)
+    return found.group(1).strip() if found else ""
 
 
 def cpu_flags() -> set[str]:
-    info = Path("/proc/cpuinfo")
-    text = info.read_text() if info.is_file() else ""
-    found = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.MULTILINE)  # x86, ARM
-    return set(found.group(1).split()) if found else set()
+    return set(cpuinfo("flags", "Features").split())
 
 
 def cpu_vector_unit(flags: set[str] | None = None) -> str:
@@ -27,9 +32,9 @@ def cpu_vector_unit(flags: set[str] | None = None) -> str:
 
 
 def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
-    """True on x86 CPUs with AVX512-BF16 or AMX, and on ARM CPUs with the bf16 extension (`bf16` flag)."""
+    """True on x86 CPUs with AVX512-BF16 or AMX, and on ARM CPUs with the bf16 extension."""
     flags = cpu_flags() if flags is None else flags
-    return bool(flags & (NATIVE_BF16 | {"bf16"}))
+    return bool(flags & NATIVE_BF16)
 
 
 def runs_on_gpu(accelerator: object) -> bool:

@@ -20,7 +20,7 @@ import torch
 from conftest import config, run_litlab
 
 from datamodules.synthetic_fruit import write_dataset
-from lightning_modules.hardware import cpu_vector_unit
+from lightning_modules.hardware import cpu_vector_unit, cpuinfo
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +67,7 @@ def machine() -> str:
     """The GPU's name, or the CPU's with its threads and widest vector unit (bf16 speed depends on it)."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} ({platform.machine()})"
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    name = re.search(r"model name\s*:\s*(.+)", info)
-    parts = [name.group(1).strip() if name else platform.processor() or "CPU", f"{torch.get_num_threads()} threads"]
+    parts = [cpuinfo("model name") or platform.processor() or "CPU", f"{torch.get_num_threads()} threads"]
     vector = cpu_vector_unit()
     return f"{', '.join(parts + ([vector] if vector else []))} ({platform.machine()})"
 
