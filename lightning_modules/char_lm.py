@@ -37,7 +37,8 @@ class CharLM(Experiment):
         heads: attention heads (gpt).
         context_len: longest context the GPT attends to (its position table).
         positions: "learned" or "sinusoidal" (gpt).
-        dropout: between layers and before the output.
+        dropout: between layers and before the output (gpt: on the embeddings and each residual branch).
+        attention_dropout: on the attention weights (gpt); 0 keeps the CPU on the fused attention kernels.
         optimizer, lr, weight_decay, schedule: see `lightning_modules.optim`.
         generate_chars, temperature, top_k: `litlab predict` continues each prompt by `generate_chars` characters
             sampled at `temperature` from the `top_k` likeliest (all when None); temperature 0 is greedy.
@@ -57,6 +58,7 @@ class CharLM(Experiment):
         context_len: int = 256,
         positions: Literal["learned", "sinusoidal"] = "learned",
         dropout: float = 0.2,
+        attention_dropout: float = 0.0,
         optimizer: OptimizerName = "adamw",
         lr: float = 2e-3,
         weight_decay: float = 0.0,
@@ -83,8 +85,9 @@ class CharLM(Experiment):
             hp.vocab_size = self.trainer.datamodule.vocab_size
         if hp.arch == "gpt":
             self.net = CharGPT(
-                hp.vocab_size, hp.embed_dim, hp.heads, hp.layers, hp.context_len, hp.dropout, hp.positions
-            )
+                hp.vocab_size, hp.embed_dim, hp.heads, hp.layers, hp.context_len, hp.dropout, hp.positions,
+                hp.attention_dropout,
+            )  # fmt: skip
         else:
             self.net = RecurrentLM(hp.arch, hp.vocab_size, hp.embed_dim, hp.hidden, hp.layers, hp.dropout)
 

@@ -10,6 +10,8 @@ import pytest
 import torch
 from conftest import FAMILIES, cli, config
 
+from lightning_modules.components.char_nets import CausalSelfAttention, CharGPT
+
 TINY = FAMILIES["datamodules.char_corpus.CharCorpusData"]["tiny"]
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
 
@@ -70,3 +72,27 @@ def test_missing_text_file_and_failed_download_are_one_line(capfd, tmp_path, mon
     last = fails_in_one_line(capfd, *fit, f"--data.data_dir={tmp_path}", naming="could not download")
     assert "pg1260.txt" in last and "--data.text_files" in last
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob("*.txt"))  # nothing half-written left
+
+
+def test_gpt_attention_is_multi_head_attention_under_a_causal_mask():
+    attention = CausalSelfAttention(d_model=16, heads=4, attention_dropout=0.0)
+    reference = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+    reference.load_state_dict(
+        {"in_proj_weight": attention.qkv.weight, "in_proj_bias": attention.qkv.bias,
+         "out_proj.weight": attention.proj.weight, "out_proj.bias": attention.proj.bias}
+    )  # fmt: skip
+    x = torch.randn(2, 7, 16)
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(7)
+    expected, _ = reference(x, x, x, attn_mask=causal, need_weights=False)
+    torch.testing.assert_close(attention(x), expected)
+
+
+def test_gpt_never_reads_the_future():
+    torch.manual_seed(0)
+    net = CharGPT(vocab_size=12, d_model=32, heads=4, layers=2, context_len=16, dropout=0.0).eval()
+    ids = torch.randint(1, 12, (2, 16))
+    changed = ids.clone()
+    changed[:, 10:] = changed[:, 10:] % 11 + 1
+    before, after = net(ids)[0], net(changed)[0]  # (B, T, V)
+    torch.testing.assert_close(before[:, :10], after[:, :10])
+    assert not torch.allclose(before[:, 10:], after[:, 10:])

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_modules.components.positional import LearnedPositions, SinusoidalPositions
@@ -62,13 +63,51 @@ class RecurrentLM(nn.Module):
         return self.out(self.drop(h)), state  # (B, T, V)
 
 
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each position sees itself and the past: one fused q/k/v projection and
+    `scaled_dot_product_attention(is_causal=True)`, which picks the flash / memory-efficient kernels (no mask tensor
+    is built). Attention dropout is its own rate: any non-zero rate sends the CPU to the slower math kernel."""
+
+    def __init__(self, d_model: int, heads: int, attention_dropout: float) -> None:
+        super().__init__()
+        if d_model % heads:
+            raise ValueError(f"the width {d_model} must be a multiple of the {heads} heads")
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.heads = heads
+        self.attention_dropout = attention_dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t, c = x.shape  # (B, T, C)
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, h, T, C/h)
+        dropout = self.attention_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # (B, h, T, C/h)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class GPTBlock(nn.Module):
+    """Pre-norm decoder block: x + attention(norm(x)), then x + MLP(norm(x)), dropout on each residual branch."""
+
+    def __init__(self, d_model: int, heads: int, dropout: float, attention_dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attention = CausalSelfAttention(d_model, heads, attention_dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop(self.attention(self.norm1(x)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
 class CharGPT(nn.Module):
-    """A decoder-only Transformer: embeddings + positions (learned or sinusoidal), pre-norm blocks under a causal
-    mask, a final LayerNorm, and the output layer tied to the embedding."""
+    """A decoder-only Transformer: embeddings + positions (learned or sinusoidal), pre-norm causal blocks, a final
+    LayerNorm, and the output layer tied to the embedding."""
 
     def __init__(
         self, vocab_size: int, d_model: int, heads: int, layers: int, context_len: int, dropout: float,
-        positions: Literal["learned", "sinusoidal"] = "learned",
+        positions: Literal["learned", "sinusoidal"] = "learned", attention_dropout: float = 0.0,
     ) -> None:  # fmt: skip
         super().__init__()
         self.context_len = context_len
@@ -79,9 +118,8 @@ class CharGPT(nn.Module):
             if positions == "learned"
             else SinusoidalPositions(d_model, context_len)
         )
-        block = nn.TransformerEncoderLayer(d_model, heads, 4 * d_model, dropout, activation="gelu", batch_first=True,
-                                           norm_first=True)  # fmt: skip
-        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.Sequential(*(GPTBlock(d_model, heads, dropout, attention_dropout) for _ in range(layers)))
         self.norm = nn.LayerNorm(d_model)
         self.out = nn.Linear(d_model, vocab_size, bias=False)
         self.out.weight = self.embed.weight  # tied
@@ -89,6 +127,5 @@ class CharGPT(nn.Module):
 
     def forward(self, ids: Tensor, state=None) -> tuple[Tensor, None]:
         ids = ids[:, -self.context_len :]  # (B, T)
-        x = self.positions(self.embed(ids) * self.scale)  # (B, T, C)
-        mask = nn.Transformer.generate_square_subsequent_mask(ids.size(1), device=ids.device)
-        return self.out(self.norm(self.blocks(x, mask=mask, is_causal=True))), None  # (B, T, V)
+        x = self.drop(self.positions(self.embed(ids) * self.scale))  # (B, T, C)
+        return self.out(self.norm(self.blocks(x))), None  # (B, T, V)
