@@ -268,12 +268,6 @@ class ImdbData(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
 
-    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
-        host_lengths = batch["lengths"]  # packed LSTMs need the lengths on the host: keep the loader's copy
-        batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
-        batch["host_lengths"] = host_lengths
-        return batch
-
     # ----- predict
     def predict_inputs(self) -> list[tuple[str, str]]:
         """(what the user gave: the text or the file name, the review text) per input."""

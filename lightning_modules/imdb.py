@@ -28,7 +28,7 @@ from lightning_modules.optim import OptimizerName, ScheduleName
 
 class ReviewClassifier(Classifier):
     """Training, metrics, W&B figures and predictions shared by the review classifiers; subclasses build `self.net`
-    (a module mapping `(ids, lengths, host_lengths)` to logits) in `build`. Class names come from the data."""
+    (a module mapping `(ids, lengths)` to logits) in `build`. Class names come from the data."""
 
     prediction_format = "{output} ({probability:.1%}): {input:.70}"
 
@@ -45,11 +45,11 @@ class ReviewClassifier(Classifier):
         self.add_class_metrics(classes)
         self.f1 = MulticlassF1Score(classes, average="macro", validate_args=False)
 
-    def forward(self, ids: Tensor, lengths: Tensor, host_lengths: Tensor | None = None) -> Tensor:
-        return self.net(ids, lengths, host_lengths)  # (B, classes)
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        return self.net(ids, lengths)  # (B, classes)
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        logits, y = self(batch["ids"], batch["lengths"], batch.get("host_lengths")), batch["y"]
+        logits, y = self(batch["ids"], batch["lengths"]), batch["y"]
         loss, predicted = self.classify(logits, y, stage)
         if stage == "test":
             self.f1(predicted, y)
@@ -85,7 +85,7 @@ class ReviewClassifier(Classifier):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         items = self.trainer.datamodule.predict_items  # (the text or the file's name, the review)
-        logits = self(batch["ids"], batch["lengths"], batch.get("host_lengths"))
+        logits = self(batch["ids"], batch["lengths"])
         return self.class_records(logits, [items[i][0] for i in batch["index"].tolist()])
 
     def configure_model(self) -> None:
@@ -98,14 +98,16 @@ class WordClassifier(ReviewClassifier):
     """A review classifier trained from scratch over word (or word-piece) ids, optionally on pretrained vectors.
 
     Args:
-        arch: "bilstm" (packed bidirectional LSTM), "attention" (Transformer encoder layers, masked mean pooling) or
-            "bag" (fastText: the mean of word and hashed word n-gram embeddings, then a linear layer).
+        arch: "bilstm" (bidirectional LSTM, padding never read), "attention" (Transformer encoder layers, masked mean
+            pooling) or "bag" (fastText: the mean of word and hashed word n-gram embeddings, then a linear layer).
         embed_dim: embedding size (taken from the vectors when `glove_path` or `embeddings_from` is given).
         hidden: LSTM state size per direction (bilstm), or the encoder layers' feed-forward width (attention).
         layers, heads: recurrent or encoder layers; attention heads.
         positions: add sinusoidal positions, scaled to the embedding (attention).
         ngrams, buckets: the longest word n-gram and the embedding rows the n-grams are hashed into (bag).
         dropout: on embeddings, between layers and in the head.
+        attention_dropout: on the attention weights (attention); 0 keeps the CPU on the fused attention kernel, and
+            dropping attention weights on a CPU costs about half of each training step.
         glove_path: a `glove.6B.<d>d.txt`-style file whose vectors start the word embeddings (words it lacks keep
             their random start); needs `--data.tokenizer=words`.
         embeddings_from: a Hugging Face model (name or folder) whose input embeddings are copied; needs the same
@@ -126,6 +128,7 @@ class WordClassifier(ReviewClassifier):
         ngrams: int = 2,
         buckets: int = 2**20,
         dropout: float = 0.3,
+        attention_dropout: float = 0.0,
         glove_path: Path | None = None,
         embeddings_from: str | None = None,
         freeze_embeddings: bool = True,
@@ -171,6 +174,7 @@ class WordClassifier(ReviewClassifier):
                 hp.num_classes,
                 hp.dropout,
                 hp.positions,
+                hp.attention_dropout,
                 pad_id=hp.pad_id,
             )
         pretrained = hp.glove_path is not None or hp.embeddings_from is not None
@@ -287,6 +291,6 @@ class PretrainedClassifier(ReviewClassifier):
         else:
             self.net = from_recorded_config(AutoModelForSequenceClassification, hp.hf_config)
 
-    def forward(self, ids: Tensor, lengths: Tensor, host_lengths: Tensor | None = None) -> Tensor:
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         mask = torch.arange(ids.size(1), device=ids.device) < lengths.unsqueeze(1)  # (B, T)
         return self.net(input_ids=ids, attention_mask=mask.long()).logits  # (B, classes)

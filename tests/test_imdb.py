@@ -10,11 +10,12 @@ import torch
 from conftest import FAMILIES, FIXTURES, cli, config, debug_fit
 from test_errors import fails_in_one_line
 from text_fixtures import write_aclimdb
+from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
 from datamodules.imdb import RATINGS, ImdbData, read_reviews, words
 from datamodules.text_batches import BucketBatchSampler, Sequences, padding_fraction
-from lightning_modules.components.text_encoders import BagOfNgramsClassifier
+from lightning_modules.components.text_encoders import BagOfNgramsClassifier, BiLSTMClassifier
 from lightning_modules.errors import LitlabError
 
 TINY = FAMILIES["datamodules.imdb.ImdbData"]["tiny"]
@@ -92,8 +93,8 @@ def test_padding_does_not_change_a_prediction(experiment):
     together = dataset.__getitems__([long, short])
     alone = dataset.__getitems__([short])
     with torch.no_grad():
-        padded = model(together["ids"], together["lengths"], together["lengths"])[1]
-        unpadded = model(alone["ids"], alone["lengths"], alone["lengths"])[0]
+        padded = model(together["ids"], together["lengths"])[1]
+        unpadded = model(alone["ids"], alone["lengths"])[0]
     torch.testing.assert_close(padded, unpadded, atol=1e-5, rtol=1e-4)
 
 
@@ -229,3 +230,22 @@ def test_pretrained_model_trains_in_train_mode():
     run = debug_fit("imdb_distilbert")
     seen = [m.training for m in run.model.net.modules()]
     assert seen and all(seen)
+
+
+def test_bilstm_final_states_are_those_of_packed_sequences():
+    """The two directions over the padded batch end where packed sequences end: same weights as a packed
+    bidirectional nn.LSTM, same final states, two layers deep."""
+    torch.manual_seed(0)
+    net = BiLSTMClassifier(vocab_size=30, embed_dim=8, hidden=6, layers=2, classes=2, dropout=0.0).eval()
+    net.head = torch.nn.Identity()  # the final states themselves
+    packed = torch.nn.LSTM(8, 6, num_layers=2, batch_first=True, bidirectional=True)
+    for layer in range(2):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(packed, f"{name}_l{layer}").data.copy_(getattr(net.ahead[layer], f"{name}_l0"))
+            getattr(packed, f"{name}_l{layer}_reverse").data.copy_(getattr(net.back[layer], f"{name}_l0"))
+    lengths = torch.tensor([7, 3, 5, 1])
+    ids = torch.randint(1, 30, (4, 7)) * (torch.arange(7) < lengths.unsqueeze(1))  # 0 = padding after each review
+    with torch.no_grad():
+        ours = net(ids, lengths)
+        _, (h, _) = packed(pack_padded_sequence(net.embed(ids), lengths, batch_first=True, enforce_sorted=False))
+    torch.testing.assert_close(ours, torch.cat([h[-2], h[-1]], dim=1))
