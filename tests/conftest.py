@@ -166,7 +166,10 @@ EXPERIMENT_TINY = {
         f"--model.init_args.pretrained={FIXTURES / 'tiny-bart'}",
     ],
     "imdb_bilstm": ["--model.init_args.embed_dim=32", "--model.init_args.hidden=32"],
-    "imdb_self_attention": ["--model.init_args.embed_dim=32", "--model.init_args.hidden=64"],
+    **{
+        name: ["--model.init_args.embed_dim=32", "--model.init_args.hidden=64"]
+        for name in ("imdb_self_attention", "imdb_transformer_scratch")
+    },
     "imdb_fasttext": ["--model.init_args.embed_dim=16", "--model.init_args.buckets=4096"],
 }
 
@@ -177,7 +180,10 @@ def config(name: str) -> str:
 
 # What memorising one batch needs in one experiment of a family (the word models' dropout; DistilBERT has none to set).
 EXPERIMENT_OVERFIT = {
-    **{name: ["--model.init_args.dropout=0"] for name in ("imdb_bilstm", "imdb_self_attention", "imdb_transformer")},
+    **{
+        name: ["--model.init_args.dropout=0"]
+        for name in ("imdb_bilstm", "imdb_self_attention", "imdb_transformer", "imdb_transformer_scratch")
+    },
     **{name: ["--model.net.init_args.dropout=0"] for name in ("fashion_fcn", "fashion_cnn", "fashion_cnn_bn")},
     **{name: ["--model.vector_lr_scale=1"] for name in ("cifar10_fast", "fashion_resnet")},
 }

@@ -81,8 +81,10 @@ def test_bucketing_covers_every_review_once_and_cuts_padding():
 
 
 @pytest.mark.parametrize(
-    "experiment", ["imdb_bilstm", "imdb_self_attention", "imdb_transformer", "imdb_distilbert", "imdb_fasttext"]
-)
+    "experiment",
+    ["imdb_bilstm", "imdb_self_attention", "imdb_transformer", "imdb_transformer_scratch", "imdb_distilbert",
+     "imdb_fasttext"],
+)  # fmt: skip
 def test_padding_does_not_change_a_prediction(experiment):
     run = debug_fit(experiment)
     model, data = run.model.eval(), run.datamodule
@@ -249,3 +251,4 @@ def test_bilstm_final_states_are_those_of_packed_sequences():
         ours = net(ids, lengths)
         _, (h, _) = packed(pack_padded_sequence(net.embed(ids), lengths, batch_first=True, enforce_sorted=False))
     torch.testing.assert_close(ours, torch.cat([h[-2], h[-1]], dim=1))
+

@@ -44,6 +44,8 @@ TARGETS = {
     "cifar10_resnet18_scratch": ("cifar10", "test/acc", None, None),
     "fruit_fast_rcnn_scratch": ("fruit", "test/map_50", 0.75, 0.75),
     "imdb_fasttext": ("imdb", "test/acc", 0.90, 0.90),
+    "imdb_bilstm": ("imdb", "test/acc", None, 0.91),
+    **{name: ("imdb", "test/acc", None, 0.90) for name in ("imdb_self_attention", "imdb_transformer_scratch")},
     "spell_bart_tiny": ("jane_eyre", "test/exact_match", None, None),
     **{name: ("jane_eyre", "test/acc", None, None) for name in ("char_rnn_scratch", "char_lstm_seed", "char_lstm_cpu")},
     **{name: ("jane_eyre", "test/acc", None, None) for name in ("char_gru", "char_gpt")},  # char_gpt: <= 1.30 nats
