@@ -104,6 +104,8 @@ class WordClassifier(ReviewClassifier):
         hidden: LSTM state size per direction (bilstm), or the encoder layers' feed-forward width (attention).
         layers, heads: recurrent or encoder layers; attention heads.
         positions: add sinusoidal positions, scaled to the embedding (attention).
+        pooling: what the head reads (bilstm): "final", both directions' final states, or "max", each feature's
+            maximum over the review's words.
         ngrams, buckets: the longest word n-gram and the embedding rows the n-grams are hashed into (bag).
         dropout: on embeddings, between layers and in the head.
         attention_dropout: on the attention weights (attention); 0 keeps the CPU on the fused attention kernel, and
@@ -125,6 +127,7 @@ class WordClassifier(ReviewClassifier):
         layers: int = 1,
         heads: int = 4,
         positions: bool = False,
+        pooling: Literal["final", "max"] = "final",
         ngrams: int = 2,
         buckets: int = 2**20,
         dropout: float = 0.3,
@@ -158,7 +161,7 @@ class WordClassifier(ReviewClassifier):
         hp = self.hparams
         if hp.arch == "bilstm":
             self.net = BiLSTMClassifier(
-                hp.vocab_size, hp.embed_dim, hp.hidden, hp.layers, hp.num_classes, hp.dropout, hp.pad_id
+                hp.vocab_size, hp.embed_dim, hp.hidden, hp.layers, hp.num_classes, hp.dropout, hp.pad_id, hp.pooling
             )
         elif hp.arch == "bag":
             self.net = BagOfNgramsClassifier(

@@ -252,3 +252,11 @@ def test_bilstm_final_states_are_those_of_packed_sequences():
         _, (h, _) = packed(pack_padded_sequence(net.embed(ids), lengths, batch_first=True, enforce_sorted=False))
     torch.testing.assert_close(ours, torch.cat([h[-2], h[-1]], dim=1))
 
+
+def test_bilstm_max_pooling_reads_only_a_reviews_words():
+    torch.manual_seed(0)
+    net = BiLSTMClassifier(vocab_size=30, embed_dim=8, hidden=6, layers=2, classes=2, dropout=0.0, pooling="max").eval()
+    ids, lengths = torch.randint(1, 30, (2, 9)), torch.tensor([9, 4])
+    ids[1, 4:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(net(ids, lengths)[1], net(ids[1:, :4], lengths[1:])[0])

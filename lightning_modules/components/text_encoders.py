@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
@@ -15,7 +17,8 @@ def classifier_head(width: int, hidden: int, classes: int, dropout: float) -> nn
 
 
 class BiLSTMClassifier(nn.Module):
-    """Embedding -> bidirectional LSTM -> both directions' final states -> MLP.
+    """Embedding -> bidirectional LSTM -> both directions' final states (or the maximum of each feature over the
+    review's words, `pooling="max"`) -> MLP.
 
     Each direction is its own LSTM over the padded batch: the forward one reads each review from its first word, the
     backward one reads the review reversed within its length, so in both the padding comes after the last real word
@@ -25,9 +28,11 @@ class BiLSTMClassifier(nn.Module):
     lengths travel to the host."""
 
     def __init__(
-        self, vocab_size: int, embed_dim: int, hidden: int, layers: int, classes: int, dropout: float, pad_id: int = 0
-    ) -> None:
+        self, vocab_size: int, embed_dim: int, hidden: int, layers: int, classes: int, dropout: float, pad_id: int = 0,
+        pooling: Literal["final", "max"] = "final",
+    ) -> None:  # fmt: skip
         super().__init__()
+        self.pooling = pooling
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         sizes = [embed_dim] + [2 * hidden] * (layers - 1)
         self.ahead = nn.ModuleList(nn.LSTM(size, hidden, batch_first=True) for size in sizes)
@@ -50,6 +55,9 @@ class BiLSTMClassifier(nn.Module):
             forward_out, _ = ahead(x)  # (B, T, H)
             backward_out, _ = back(flip(x))  # (B, T, H), reversed order
             x = torch.cat([forward_out, flip(backward_out)], dim=2)  # (B, T, 2H)
+        if self.pooling == "max":
+            padding = (steps > last).unsqueeze(-1)  # (B, T, 1)
+            return self.head(x.masked_fill(padding, float("-inf")).amax(1))  # (B, classes)
         at_last = last.unsqueeze(-1).expand(-1, -1, forward_out.size(-1))  # (B, 1, H)
         final = torch.cat([forward_out.gather(1, at_last), backward_out.gather(1, at_last)], dim=2)  # (B, 1, 2H)
         return self.head(final.squeeze(1))  # (B, classes)
