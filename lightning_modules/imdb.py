@@ -20,7 +20,12 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassF1Score
 
 from lightning_modules.classifier import Classifier
-from lightning_modules.components.text_encoders import AttentionClassifier, BagOfNgramsClassifier, BiLSTMClassifier
+from lightning_modules.components.text_encoders import (
+    AttentionClassifier,
+    BagOfNgramsClassifier,
+    BiLSTMClassifier,
+    real_tokens,
+)
 from lightning_modules.errors import LitlabError
 from lightning_modules.hf_models import from_recorded_config, load_hf
 from lightning_modules.optim import OptimizerName, ScheduleName
@@ -295,5 +300,5 @@ class PretrainedClassifier(ReviewClassifier):
             self.net = from_recorded_config(AutoModelForSequenceClassification, hp.hf_config)
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
-        mask = torch.arange(ids.size(1), device=ids.device) < lengths.unsqueeze(1)  # (B, T)
+        mask = real_tokens(ids, lengths)  # (B, T)
         return self.net(input_ids=ids, attention_mask=mask.long()).logits  # (B, classes)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate
 
+from lightning_modules.components.text_encoders import real_tokens
 from lightning_modules.experiment import Experiment
 from lightning_modules.hf_models import from_recorded_config, load_hf
 from lightning_modules.optim import OptimizerName, ScheduleName
@@ -129,7 +130,7 @@ class SpellCorrector(Experiment):
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """Generated token ids (B, T') for padded inputs (B, T)."""
-        mask = torch.arange(ids.size(1), device=ids.device) < lengths.unsqueeze(1)
+        mask = real_tokens(ids, lengths)
         return self.net.generate(
             input_ids=ids,
             attention_mask=mask.long(),
@@ -140,7 +141,7 @@ class SpellCorrector(Experiment):
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         ids, lengths, labels = batch["ids"], batch["lengths"], batch["labels"]
-        mask = torch.arange(ids.size(1), device=ids.device) < lengths.unsqueeze(1)
+        mask = real_tokens(ids, lengths)
         loss = self.net(input_ids=ids, attention_mask=mask.long(), labels=labels).loss  # teacher-forced, -100 ignored
         self.log_loss(stage, loss, batch_size=len(ids))
         if stage != "train":

@@ -10,6 +10,11 @@ from torch import Tensor, nn
 from lightning_modules.components.positional import SinusoidalPositions
 
 
+def real_tokens(ids: Tensor, lengths: Tensor) -> Tensor:
+    """(B, T) True at each sequence's own tokens, False at the padding after them."""
+    return torch.arange(ids.size(1), device=ids.device) < lengths.unsqueeze(1)
+
+
 def classifier_head(width: int, hidden: int, classes: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Dropout(dropout), nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes)
@@ -42,9 +47,9 @@ class BiLSTMClassifier(nn.Module):
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         x = self.embed(ids)  # (B, T, E)
+        real, last = real_tokens(ids, lengths), lengths.unsqueeze(1) - 1  # (B, T), (B, 1)
         steps = torch.arange(ids.size(1), device=ids.device)
-        last = lengths.unsqueeze(1) - 1  # (B, 1)
-        reverse = torch.where(steps <= last, last - steps, steps).unsqueeze(-1)  # (B, T, 1): its own inverse
+        reverse = torch.where(real, last - steps, steps).unsqueeze(-1)  # (B, T, 1): its own inverse
 
         def flip(t: Tensor) -> Tensor:  # each review's real words in reverse order, padding left in place
             return t.gather(1, reverse.expand(-1, -1, t.size(-1)))
@@ -56,8 +61,7 @@ class BiLSTMClassifier(nn.Module):
             backward_out, _ = back(flip(x))  # (B, T, H), reversed order
             x = torch.cat([forward_out, flip(backward_out)], dim=2)  # (B, T, 2H)
         if self.pooling == "max":
-            padding = (steps > last).unsqueeze(-1)  # (B, T, 1)
-            return self.head(x.masked_fill(padding, float("-inf")).amax(1))  # (B, classes)
+            return self.head(x.masked_fill(~real.unsqueeze(-1), float("-inf")).amax(1))  # (B, classes)
         at_last = last.unsqueeze(-1).expand(-1, -1, forward_out.size(-1))  # (B, 1, H)
         final = torch.cat([forward_out.gather(1, at_last), backward_out.gather(1, at_last)], dim=2)  # (B, 1, 2H)
         return self.head(final.squeeze(1))  # (B, classes)
@@ -103,7 +107,7 @@ class AttentionClassifier(nn.Module):
         x = self.embed(ids)  # (B, T, E)
         if self.positions is not None:
             x = x + self.positions.table[: x.size(1)] * self.position_scale
-        padding = torch.arange(ids.size(1), device=ids.device) >= lengths.unsqueeze(1)  # (B, T) True at padding
+        padding = ~real_tokens(ids, lengths)  # (B, T)
         x = self.encoder(self.dropout(x), src_key_padding_mask=padding)  # (B, T, E)
         keep = (~padding).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         pooled = (x * keep).sum(1) / lengths.unsqueeze(1).to(x.dtype)  # (B, E): mean of the real tokens
