@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from throughput import fit_with, in_scratch_dir  # noqa: E402
 
-from lightning_modules.cli import LitlabCLI  # noqa: E402
-from lightning_modules.optim import configure_optimizers  # noqa: E402
+from litlab.cli import LitlabCLI  # noqa: E402
+from litlab.optim import configure_optimizers  # noqa: E402
 
 
 class StepClock:

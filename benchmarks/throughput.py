@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lightning_modules.cli import LitlabCLI  # noqa: E402
+from litlab.cli import LitlabCLI  # noqa: E402
 
 
 class EpochTimer(L.Callback):

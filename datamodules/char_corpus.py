@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.in_memory import TensorColumns, keep_batch
-from lightning_modules.errors import LitlabError
+from litlab.errors import LitlabError
 
 JANE_EYRE = "https://www.gutenberg.org/cache/epub/1260/pg1260.txt"
 _START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG EBOOK.*$", re.MULTILINE | re.IGNORECASE)

@@ -18,7 +18,7 @@ from torch import Tensor
 from torchvision.datasets.utils import download_and_extract_archive
 
 from datamodules.images import ImageClassData
-from lightning_modules.errors import LitlabError
+from litlab.errors import LitlabError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"

@@ -14,7 +14,7 @@ from torch import Tensor
 from torchvision.datasets import FashionMNIST
 
 from datamodules.images import ImageClassData
-from lightning_modules.errors import LitlabError
+from litlab.errors import LitlabError
 
 
 class FashionMNISTData(ImageClassData):

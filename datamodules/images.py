@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from datamodules.in_memory import Columns, InMemoryDataModule
-from lightning_modules.errors import LitlabError
+from litlab.errors import LitlabError
 
 
 def augment_batch(

@@ -31,8 +31,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.text_batches import Ragged, Sequences, length_batched_loader, read_predict_file
-from lightning_modules.errors import LitlabError
-from lightning_modules.hf_models import load_tokenizer
+from litlab.errors import LitlabError
+from litlab.hf_models import load_tokenizer
 
 ACL_IMDB = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 ACL_IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"

@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.char_corpus import JANE_EYRE, download, read_corpus
 from datamodules.text_batches import Ragged, length_batched_loader, read_predict_file
-from lightning_modules.errors import LitlabError
-from lightning_modules.hf_models import load_tokenizer
+from litlab.errors import LitlabError
+from litlab.hf_models import load_tokenizer
 
 _SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 # words (letters of any script, with an apostrophe's part), numbers, spaces, and any other character alone: the

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from datamodules.in_memory import keep_batch
-from lightning_modules.errors import LitlabError
+from litlab.errors import LitlabError
 
 
 class Ragged:

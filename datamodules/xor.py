@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from datamodules.in_memory import Columns, InMemoryDataModule
-from lightning_modules.errors import LitlabError
+from litlab.errors import LitlabError
 
 
 class XorData(InMemoryDataModule):

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassExactMatch
 
-from datamodules.arithmetic import ArithmeticTokenizer as Tokens
 from lightning_modules.components.seq2seq import PeekySeq2Seq, TransformerSeq2Seq
-from lightning_modules.experiment import Experiment
-from lightning_modules.optim import OptimizerName, ScheduleName
+from litlab.arithmetic import ArithmeticTokenizer as Tokens
+from litlab.experiment import Experiment
+from litlab.optim import OptimizerName, ScheduleName
 
 
 class AdderSystem(Experiment):
@@ -92,7 +92,7 @@ class AdderLSTM(AdderSystem):
         reverse_answer: the network writes the answer's digits last first, as one adds by hand (carries flow
             forward), after its sign; outputs and metrics are always in normal order.
         label_smoothing: for the cross-entropy over answer tokens.
-        optimizer, lr, weight_decay, schedule, warmup_fraction: see `lightning_modules.optim`.
+        optimizer, lr, weight_decay, schedule, warmup_fraction: see `litlab.optim`.
     """
 
     def __init__(
@@ -123,7 +123,7 @@ class AdderTransformer(AdderSystem):
         reverse_answer: the network writes the answer's digits last first, as one adds by hand (carries flow
             forward), after its sign; outputs and metrics are always in normal order.
         label_smoothing: for the cross-entropy over answer tokens.
-        optimizer, lr, weight_decay, schedule, warmup_fraction: see `lightning_modules.optim`.
+        optimizer, lr, weight_decay, schedule, warmup_fraction: see `litlab.optim`.
     """
 
     def __init__(

@@ -20,8 +20,8 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from lightning_modules.components.char_nets import CharGPT, RecurrentLM
-from lightning_modules.experiment import Experiment
-from lightning_modules.optim import OptimizerName, ScheduleName
+from litlab.experiment import Experiment
+from litlab.optim import OptimizerName, ScheduleName
 
 NOTEBOOK_CONTEXT = 40  # the notebook predicted the 41st character from 40
 
@@ -39,7 +39,7 @@ class CharLM(Experiment):
         positions: "learned" or "sinusoidal" (gpt).
         dropout: between layers and before the output (gpt: on the embeddings and each residual branch).
         attention_dropout: on the attention weights (gpt); 0 keeps the CPU on the fused attention kernels.
-        optimizer, lr, weight_decay, schedule: see `lightning_modules.optim`.
+        optimizer, lr, weight_decay, schedule: see `litlab.optim`.
         generate_chars, temperature, top_k: `litlab predict` continues each prompt by `generate_chars` characters
             sampled at `temperature` from the `top_k` likeliest (all when None); temperature 0 is greedy.
         vocab_size: set from the data at the first fit.

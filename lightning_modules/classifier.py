@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from lightning_modules.experiment import Experiment
-from lightning_modules.tracking import log_confusion
+from litlab.experiment import Experiment
+from litlab.tracking import log_confusion
 
 
 class Classifier(Experiment):

@@ -26,12 +26,12 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models import get_model
 from torchvision.ops import FrozenBatchNorm2d, batched_nms, roi_align
 
-from datamodules.fruit_detection import decode_boxes
 from lightning_modules.components.convnets import Standardize
-from lightning_modules.errors import LitlabError
-from lightning_modules.experiment import Experiment
-from lightning_modules.optim import OptimizerName, ScheduleName
-from lightning_modules.pretrained import TorchvisionWeights
+from litlab.box_coding import decode_boxes
+from litlab.errors import LitlabError
+from litlab.experiment import Experiment
+from litlab.optim import OptimizerName, ScheduleName
+from litlab.pretrained import TorchvisionWeights
 
 RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 TRAINABLE_ORDER = ("layer4", "layer3", "layer2", "layer1", "conv1")  # what `trainable_backbone_layers` counts
@@ -171,7 +171,7 @@ class Detector(Experiment):
         """The image with its boxes drawn, as a PNG beside the run's predictions.jsonl."""
         from PIL import Image, ImageDraw
 
-        from lightning_modules.tracking import run_dir
+        from litlab.tracking import run_dir
 
         folder = run_dir(self.trainer) / "detections"
         folder.mkdir(parents=True, exist_ok=True)
@@ -199,7 +199,7 @@ class FastRCNN(TorchvisionWeights, Detector):
         roi_size, fc_dim, dropout: the RoI head.
         background_weight: cross-entropy weight of the background class (the notebook used 0.2).
         score_threshold, nms_iou, detections_per_image: inference.
-        optimizer, lr, weight_decay, momentum, schedule, warmup_fraction: see `lightning_modules.optim`.
+        optimizer, lr, weight_decay, momentum, schedule, warmup_fraction: see `litlab.optim`.
     """
 
     def __init__(
@@ -320,7 +320,7 @@ class FasterRCNN(TorchvisionWeights, Detector):
         num_classes: object classes (without background).
         image_size: the side images arrive at (the model's own resizing is set to keep it).
         trainable_backbone_layers: ResNet stages fine-tuned (0-5).
-        optimizer, lr, weight_decay, momentum, schedule, warmup_fraction: see `lightning_modules.optim`.
+        optimizer, lr, weight_decay, momentum, schedule, warmup_fraction: see `litlab.optim`.
     """
 
     def __init__(

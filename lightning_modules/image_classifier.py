@@ -18,8 +18,8 @@ from torchvision.models import get_model, get_model_weights
 
 from lightning_modules.classifier import Classifier
 from lightning_modules.components.convnets import Standardize
-from lightning_modules.optim import OptimizerName, ScheduleName
-from lightning_modules.pretrained import TorchvisionWeights
+from litlab.optim import OptimizerName, ScheduleName
+from litlab.pretrained import TorchvisionWeights
 
 
 class ClassifierSystem(Classifier):
@@ -86,7 +86,7 @@ class ImageClassifier(ClassifierSystem):
         net: the network (class path and arguments in the config); it must have a `num_classes` attribute.
         label_smoothing: cross-entropy label smoothing in training.
         optimizer, lr, weight_decay, momentum, schedule, warmup_fraction, vector_lr_scale: see
-            `lightning_modules.optim`.
+            `litlab.optim`.
         channels_last: NHWC memory layout (faster convolutions on GPUs with tensor cores and on oneDNN CPUs).
         flip_tta: outside training, average the logits of each image and its mirror image.
         logged_images: validation images shown in W&B each epoch (0: none).

@@ -26,9 +26,9 @@ from lightning_modules.components.text_encoders import (
     BiLSTMClassifier,
     real_tokens,
 )
-from lightning_modules.errors import LitlabError
-from lightning_modules.hf_models import from_recorded_config, load_hf
-from lightning_modules.optim import OptimizerName, ScheduleName
+from litlab.errors import LitlabError
+from litlab.hf_models import from_recorded_config, load_hf
+from litlab.optim import OptimizerName, ScheduleName
 
 
 class ReviewClassifier(Classifier):
@@ -120,7 +120,7 @@ class WordClassifier(ReviewClassifier):
         embeddings_from: a Hugging Face model (name or folder) whose input embeddings are copied; needs the same
             model's tokenizer as `--data.tokenizer` (notebook 15.9.8: bert-base-uncased).
         freeze_embeddings: keep pretrained vectors fixed.
-        optimizer, lr, weight_decay, schedule, warmup_fraction: see `lightning_modules.optim`.
+        optimizer, lr, weight_decay, schedule, warmup_fraction: see `litlab.optim`.
         vocab_size, pad_id, num_classes: set from the data at the first fit.
     """
 
@@ -260,7 +260,7 @@ class PretrainedClassifier(ReviewClassifier):
 
     Args:
         pretrained: model name on the hub, or a local folder.
-        optimizer, lr, weight_decay, schedule, warmup_fraction: see `lightning_modules.optim`.
+        optimizer, lr, weight_decay, schedule, warmup_fraction: see `litlab.optim`.
         num_classes, hf_config: set at the first fit.
     """
 

@@ -22,9 +22,9 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate
 
 from lightning_modules.components.text_encoders import real_tokens
-from lightning_modules.experiment import Experiment
-from lightning_modules.hf_models import from_recorded_config, load_hf
-from lightning_modules.optim import OptimizerName, ScheduleName
+from litlab.experiment import Experiment
+from litlab.hf_models import from_recorded_config, load_hf
+from litlab.optim import OptimizerName, ScheduleName
 
 
 def word_accuracy(output: str, target: str) -> float:
@@ -55,7 +55,7 @@ class SpellCorrector(Experiment):
             randomly initialised with the data's vocabulary (the offline `spell_bart_tiny` config).
         d_model, layers, heads, ffn_dim, dropout: the new BART's sizes (encoder and decoder alike).
         num_beams: beams of `generate()` for val/test/predict.
-        optimizer, lr, weight_decay, schedule, warmup_fraction: see `lightning_modules.optim`.
+        optimizer, lr, weight_decay, schedule, warmup_fraction: see `litlab.optim`.
         logged_examples: validation segments shown in W&B each epoch (input / output / target).
         hf_config: the model's config, recorded at the first fit.
     """

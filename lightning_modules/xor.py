@@ -19,8 +19,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
-from lightning_modules.experiment import Experiment
-from lightning_modules.optim import OptimizerName, ScheduleName
+from litlab.experiment import Experiment
+from litlab.optim import OptimizerName, ScheduleName
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -54,7 +54,7 @@ class XorMLP(Experiment):
         activation: hidden nonlinearity.
         loss: "bce" on the logit, or "mse" of the raw output towards +1 (same sign) / -1 (the notebook's).
         normal_init: N(0, 1) weights and zero biases, as the notebook drew them (default: PyTorch's init).
-        optimizer, lr, weight_decay, momentum, schedule: see `lightning_modules.optim`.
+        optimizer, lr, weight_decay, momentum, schedule: see `litlab.optim`.
     """
 
     monitor, monitor_mode = "val/acc", "max"

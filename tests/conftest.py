@@ -203,7 +203,7 @@ def family(name: str) -> dict:
 def cli(*args: str, run: bool = True):
     """Run litlab in this process and return the LightningCLI (for its trainer, model and metrics); with `run=False`,
     only build them (no subcommand then)."""
-    from lightning_modules.cli import LitlabCLI
+    from litlab.cli import LitlabCLI
 
     return LitlabCLI(args=[str(a) for a in args], run=run)
 

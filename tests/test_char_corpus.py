@@ -17,7 +17,7 @@ from datamodules.char_corpus import (
     tiled_windows,
 )
 from datamodules.in_memory import keep_batch
-from lightning_modules.errors import LitlabError
+from litlab.errors import LitlabError
 
 GUTENBERG = """The Project Gutenberg eBook of Jane Eyre: An Autobiography
 This ebook is for the use of anyone anywhere.

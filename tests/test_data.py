@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from datamodules.arithmetic import ArithmeticData, ArithmeticTokenizer, expression_key
+from datamodules.arithmetic import ArithmeticData, expression_key
 from datamodules.in_memory import TensorColumns, keep_batch
 from datamodules.xor import XorData
-from lightning_modules.errors import LitlabError
+from litlab.arithmetic import ArithmeticTokenizer
+from litlab.errors import LitlabError
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,15 @@ from PIL import Image
 from test_errors import fails_in_one_line
 from torchvision.ops import FrozenBatchNorm2d
 
-import datamodules.fruit_detection as fd
+import datamodules.proposals as proposals_module
+from datamodules.fruit_detection import FruitDetectionData
+from datamodules.proposals import ProposalCache, extra_boxes
+from datamodules.roi_sampling import label_rois, sample_rois
 from datamodules.synthetic_fruit import voc_xml, write_dataset
-from lightning_modules.errors import LitlabError
+from datamodules.voc import parse_voc, read_image, valid_boxes
 from lightning_modules.fast_rcnn import FasterRCNN, FastRCNN, losses_without_updates
+from litlab.box_coding import decode_boxes, encode_boxes
+from litlab.errors import LitlabError
 
 CLASSES = ("apple", "banana", "orange")
 
@@ -26,25 +31,25 @@ CLASSES = ("apple", "banana", "orange")
 def test_voc_parsing_edge_cases(tmp_path):
     good = tmp_path / "a.xml"
     good.write_text(voc_xml("a.jpg", 100, 80, [("apple", (10, 10, 50, 40)), ("Orange", (0, 0, 99, 79))]))
-    boxes, labels = fd.parse_voc(good, CLASSES)
+    boxes, labels = parse_voc(good, CLASSES)
     assert boxes.tolist() == [[10, 10, 50, 40], [0, 0, 99, 79]] and labels.tolist() == [1, 3]
     with pytest.warns(UserWarning, match="no annotation file"):
-        assert fd.parse_voc(tmp_path / "missing.xml", CLASSES) is None
+        assert parse_voc(tmp_path / "missing.xml", CLASSES) is None
     (tmp_path / "bad.xml").write_text("<annotation><object><name>apple")
     with pytest.warns(UserWarning, match="malformed"):
-        assert fd.parse_voc(tmp_path / "bad.xml", CLASSES) is None
+        assert parse_voc(tmp_path / "bad.xml", CLASSES) is None
     (tmp_path / "nobox.xml").write_text("<annotation><object><name>apple</name></object></annotation>")
     with pytest.warns(UserWarning, match="malformed"):
-        assert fd.parse_voc(tmp_path / "nobox.xml", CLASSES) is None
+        assert parse_voc(tmp_path / "nobox.xml", CLASSES) is None
     (tmp_path / "pear.xml").write_text(voc_xml("p.jpg", 100, 80, [("pear", (1, 1, 5, 5))]))
     with pytest.raises(LitlabError, match="'pear' is not one of"):
-        fd.parse_voc(tmp_path / "pear.xml", CLASSES)
+        parse_voc(tmp_path / "pear.xml", CLASSES)
 
 
 def test_boxes_outside_or_empty_are_clipped_or_dropped():
     boxes = torch.tensor([[-5.0, 10, 50, 90], [20, 20, 20, 60], [1, 1, 9, 9]])
     with pytest.warns(UserWarning) as caught:
-        kept, labels = fd.valid_boxes(boxes, torch.tensor([1, 2, 3]), 40, 80, "x.jpg")
+        kept, labels = valid_boxes(boxes, torch.tensor([1, 2, 3]), 40, 80, "x.jpg")
     assert kept.tolist() == [[0, 10, 40, 80], [1, 1, 9, 9]] and labels.tolist() == [1, 3]
     assert any("clipped" in str(w.message) for w in caught) and any("zero area" in str(w.message) for w in caught)
 
@@ -53,7 +58,7 @@ def test_boxes_outside_or_empty_are_clipped_or_dropped():
 def test_any_image_mode_becomes_rgb(tmp_path, mode):
     path = tmp_path / "x.jpg"
     Image.new("RGB", (60, 40), (200, 30, 35)).convert(mode).save(path, format="PNG")  # a PNG named .jpg, as found
-    image, original = fd.read_image(path, 32)
+    image, original = read_image(path, 32)
     assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and original == (60, 40)
 
 
@@ -64,13 +69,13 @@ def test_proposal_cache_reuses_and_invalidates(tmp_path, monkeypatch):
         calls.append(mode)
         return torch.tensor([[0.0, 0, 10, 10]])
 
-    monkeypatch.setattr(fd, "selective_search", search)
+    monkeypatch.setattr(proposals_module, "selective_search", search)
     image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
-    cache = fd.ProposalCache(tmp_path, "fast", 100)
+    cache = ProposalCache(tmp_path, "fast", 100)
     first = cache.get(image)
     assert torch.equal(cache.get(image), first) and calls == ["fast"]  # read back, not recomputed
-    assert len(first) == 1 + len(fd.extra_boxes(64)) and not list(tmp_path.glob("*.tmp"))
-    fd.ProposalCache(tmp_path, "quality", 100).get(image)  # other parameters: another key
+    assert len(first) == 1 + len(extra_boxes(64)) and not list(tmp_path.glob("*.tmp"))
+    ProposalCache(tmp_path, "quality", 100).get(image)  # other parameters: another key
     other = image.clone()
     other[0, 0, 0] ^= 1
     cache.get(other)  # other pixels: another key
@@ -80,8 +85,8 @@ def test_proposal_cache_reuses_and_invalidates(tmp_path, monkeypatch):
 def test_box_encoding_round_trips():
     rois = torch.tensor([[10.0, 20, 50, 80], [0, 0, 99, 99]])
     boxes = torch.tensor([[12.0, 18, 60, 70], [5, 5, 40, 90]])
-    torch.testing.assert_close(fd.decode_boxes(rois, fd.encode_boxes(rois, boxes)), boxes)
-    assert torch.allclose(fd.encode_boxes(rois, rois), torch.zeros(2, 4), atol=1e-6)
+    torch.testing.assert_close(decode_boxes(rois, encode_boxes(rois, boxes)), boxes)
+    assert torch.allclose(encode_boxes(rois, rois), torch.zeros(2, 4), atol=1e-6)
 
 
 def test_sampled_rois_hold_ground_truth_and_the_foreground_share():
@@ -89,8 +94,8 @@ def test_sampled_rois_hold_ground_truth_and_the_foreground_share():
     boxes, labels = torch.tensor([[10.0, 10, 60, 60]]), torch.tensor([2])
     proposals = torch.cat([boxes + torch.randn(40, 4), torch.rand(200, 4).sort(dim=1).values[:, [0, 1, 2, 3]] * 200])
     proposals[:, 2:] = torch.maximum(proposals[:, 2:], proposals[:, :2] + 2)
-    rois = fd.sample_rois(proposals, boxes, labels, count=32, fg_fraction=0.25)
-    iou, roi_labels, _ = fd.label_rois(rois, boxes, labels)
+    rois = sample_rois(proposals, boxes, labels, count=32, fg_fraction=0.25)
+    iou, roi_labels, _ = label_rois(rois, boxes, labels)
     assert len(rois) == 32 and torch.equal(rois[0], boxes[0])
     assert int((roi_labels == 2).sum()) == 8 and (roi_labels[8:] == 0).all() and (iou[8:] < 0.5).all()
 
@@ -167,7 +172,7 @@ def test_faster_rcnn_validation_changes_no_statistics():
     torch.manual_seed(0)
     model = FasterRCNN(weights=None, image_size=128)  # from scratch: live BatchNorm everywhere
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    data = fd.FruitDetectionData(FIXTURES / "fruit", val_size=4, image_size=128, proposals="none", batch_size=2)
+    data = FruitDetectionData(FIXTURES / "fruit", val_size=4, image_size=128, proposals="none", batch_size=2)
     before = batchnorm_state(model)
     quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     (scores,) = Trainer(accelerator="cpu", limit_val_batches=2, **quiet).validate(model, data, verbose=False)
@@ -202,8 +207,8 @@ def test_kaggle_download_lands_where_every_rank_looks(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "kagglehub", types.SimpleNamespace(dataset_download=download))
     settings = dict(data_dir=tmp_path / "fruit", val_size=1, image_size=64, proposals="none")
-    fd.FruitDetectionData(**settings).prepare_data()  # rank 0 only
-    other_rank = fd.FruitDetectionData(**settings)  # never ran prepare_data
+    FruitDetectionData(**settings).prepare_data()  # rank 0 only
+    other_rank = FruitDetectionData(**settings)  # never ran prepare_data
     other_rank.setup("fit")
     assert len(other_rank.splits["train"]) == 3 and len(other_rank.splits["test"]) == 2
 
@@ -214,7 +219,7 @@ def test_transparent_pixels_are_shown_over_white(tmp_path):
     rgba.save(tmp_path / "a.png")
     rgba.convert("P").save(tmp_path / "p.png", transparency=0)
     for name in ("a.png", "p.png"):
-        image, _ = fd.read_image(tmp_path / name, 40)
+        image, _ = read_image(tmp_path / name, 40)
         assert image[:, 0, 0].tolist() == [255, 255, 255] and image[0, 20, 20] > 150 > image[1, 20, 20]
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import FAMILIES, checkpoints, cli, config, run_litlab
 
-from lightning_modules.cli import main
+from litlab.cli import main
 
 XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
 ADDER_TINY = FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"]

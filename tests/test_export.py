@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import cli, config, family, run_litlab
 
-from lightning_modules.export import model_from_checkpoint
+from litlab.export import model_from_checkpoint
 
 
 @pytest.mark.parametrize("experiment", ["fashion_cnn", "cifar10_resnet18_finetune"])

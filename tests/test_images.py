@@ -235,7 +235,7 @@ def test_pretrained_weights_load_for_fit_only(tmp_path, monkeypatch):
 def test_frozen_backbone_has_no_learning_rate_until_it_thaws():
     from torch import nn
 
-    from lightning_modules.optim import configure_optimizers
+    from litlab.optim import configure_optimizers
 
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))  # [0] stands for the backbone, [1] for the head
     setup = configure_optimizers(model, 100, "sgd", 0.1, weight_decay=1e-4, schedule="constant", frozen=model[0],

@@ -16,7 +16,7 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 from datamodules.imdb import RATINGS, ImdbData, read_reviews, words
 from datamodules.text_batches import BucketBatchSampler, Sequences, padding_fraction
 from lightning_modules.components.text_encoders import BagOfNgramsClassifier, BiLSTMClassifier
-from lightning_modules.errors import LitlabError
+from litlab.errors import LitlabError
 
 TINY = FAMILIES["datamodules.imdb.ImdbData"]["tiny"]
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]

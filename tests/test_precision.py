@@ -10,8 +10,8 @@ import pytest
 import yaml
 from conftest import CONFIG_DIR, cli, config
 
-from lightning_modules import hardware
-from lightning_modules.hardware import cpu_has_native_bf16, cpu_vector_unit, precision_notice
+from litlab import hardware
+from litlab.hardware import cpu_has_native_bf16, cpu_vector_unit, precision_notice
 
 AVX2 = {"sse4_2", "avx", "avx2", "fma"}
 SAPPHIRE_RAPIDS = AVX2 | {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}

@@ -20,7 +20,7 @@ import torch
 from conftest import config, run_litlab
 
 from datamodules.synthetic_fruit import write_dataset
-from lightning_modules.hardware import cpu_vector_unit, cpuinfo
+from litlab.hardware import cpu_vector_unit, cpuinfo
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from torch import Tensor
 
-from lightning_modules.tracking import run_dir
+from litlab.tracking import run_dir
 
 
 class BestCheckpoint(ModelCheckpoint):

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 import lightning as L
 from torch import Tensor
 
-from lightning_modules.optim import configure_optimizers
+from litlab.optim import configure_optimizers
 
 OPTIMIZER_HPARAMS = ("optimizer", "lr", "weight_decay", "momentum", "schedule", "warmup_fraction", "vector_lr_scale")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lightning_modules.errors import LitlabError
+from litlab.errors import LitlabError
 
 
 def load_hf(auto_class, name: str, **kwargs):

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lightning_modules.errors import LitlabError
+from litlab.errors import LitlabError
 
 
 class TorchvisionWeights:

@@ -17,9 +17,7 @@ What every run gets, whatever its config:
 
 from __future__ import annotations
 
-import logging
 import sys
-import warnings
 from pathlib import Path
 
 import lightning as L
@@ -29,12 +27,12 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from lightning_modules.callbacks import BestCheckpoint, PredictionWriter, ResumableRNG, last_checkpoint
-from lightning_modules.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config
-from lightning_modules.errors import LitlabError
-from lightning_modules.experiment import Experiment
-from lightning_modules.hardware import precision_notice
-from lightning_modules.tracking import RunRecord, choose_wandb_mode, fresh_dir
+from litlab.callbacks import BestCheckpoint, PredictionWriter, ResumableRNG, last_checkpoint
+from litlab.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config
+from litlab.errors import LitlabError, fail, quiet_known_noise
+from litlab.experiment import Experiment
+from litlab.hardware import precision_notice
+from litlab.tracking import RunRecord, choose_wandb_mode, fresh_dir
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DEFAULT_CONFIGS = {
@@ -136,19 +134,6 @@ def _one_line(err: BaseException) -> str:
     return " ".join(lines[:3])[:400] if lines else type(err).__name__
 
 
-class _DropTips(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "💡 Tip" not in record.getMessage()
-
-
-def quiet_known_noise() -> None:
-    """Notices that say nothing to a litlab user."""
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs. newer torch
-    warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided.*")
-    warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")  # test/predict in a new run dir
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
-
-
 def main(args: list[str] | None = None) -> None:
     quiet_known_noise()
     try:
@@ -163,11 +148,6 @@ def main(args: list[str] | None = None) -> None:
         if "state_dict" not in str(err):
             raise
         fail(f"the checkpoint does not fit the configured model: {_one_line(err)}")
-
-
-def fail(message: str) -> None:
-    print(f"litlab: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

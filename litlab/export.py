@@ -16,10 +16,9 @@ from pathlib import Path
 import torch
 from jsonargparse import ArgumentParser
 
-from lightning_modules.checkpoints import checkpoint_config, load_checkpoint
-from lightning_modules.cli import fail, quiet_known_noise
-from lightning_modules.errors import LitlabError
-from lightning_modules.experiment import Experiment
+from litlab.checkpoints import checkpoint_config, load_checkpoint
+from litlab.errors import LitlabError, fail, quiet_known_noise
+from litlab.experiment import Experiment
 
 
 def model_from_checkpoint(ckpt_path: str) -> tuple[Experiment, type]:

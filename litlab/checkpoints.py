@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_modules.errors import LitlabError
+from litlab.errors import LitlabError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
