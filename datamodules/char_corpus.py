@@ -14,6 +14,7 @@ val/test windows tile their split.
 from __future__ import annotations
 
 import re
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.in_memory import TensorColumns, keep_batch
+from datamodules.in_memory import TensorColumns, batch_loader, trains_on_gpu
 from litlab.errors import LitlabError
 
 JANE_EYRE = "https://www.gutenberg.org/cache/epub/1260/pg1260.txt"
@@ -82,9 +83,25 @@ def read_corpus(files: list[Path]) -> str:
     return "\n".join(texts)
 
 
+def corpus_files(text_files: list[Path] | None, urls: list[str] | None, data_dir: Path) -> list[Path]:
+    """The files a corpus is read from: `text_files` when given, otherwise where `urls` (default: Jane Eyre) are
+    downloaded under `data_dir`."""
+    if text_files:
+        return [Path(f) for f in text_files]
+    return [Path(data_dir) / Path(urllib.parse.urlparse(url).path).name for url in urls or [JANE_EYRE]]
+
+
+def fetch_corpus(text_files: list[Path] | None, urls: list[str] | None, data_dir: Path) -> None:
+    """Download `urls` (default: Jane Eyre) into `data_dir` unless local `text_files` are given (rank 0,
+    `prepare_data`)."""
+    if not text_files:
+        for url in urls or [JANE_EYRE]:
+            download(url, Path(data_dir))
+
+
 def download(url: str, folder: Path) -> Path:
     """The file of `url` under `folder` (fetched once, written atomically)."""
-    target = folder / Path(urllib.request.urlparse(url).path).name
+    (target,) = corpus_files(None, [url], folder)
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
@@ -185,15 +202,10 @@ class CharCorpusData(L.LightningDataModule):
         return len(self.vocab)
 
     def _files(self) -> list[Path]:
-        if self.hparams.text_files:
-            return [Path(f) for f in self.hparams.text_files]
-        folder = Path(self.hparams.data_dir)
-        return [folder / Path(urllib.request.urlparse(url).path).name for url in self.hparams.urls or [JANE_EYRE]]
+        return corpus_files(self.hparams.text_files, self.hparams.urls, self.hparams.data_dir)
 
     def prepare_data(self) -> None:
-        if not self.hparams.text_files:
-            for url in self.hparams.urls or [JANE_EYRE]:
-                download(url, Path(self.hparams.data_dir))
+        fetch_corpus(self.hparams.text_files, self.hparams.urls, self.hparams.data_dir)
 
     def setup(self, stage: str) -> None:
         if stage == "predict" or self.splits:  # the text is read and encoded once per process
@@ -207,15 +219,8 @@ class CharCorpusData(L.LightningDataModule):
         self.splits = contiguous_splits(self.vocab.encode(text), self.hparams.train_fraction)
 
     def _loader(self, dataset, shuffle: bool, batch_size: int) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size,
-            shuffle=shuffle,
-            collate_fn=keep_batch,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
+        pin = trains_on_gpu(self.trainer)
+        return batch_loader(dataset, self.hparams.num_workers, pin, batch_size=batch_size, shuffle=shuffle)
 
     def _tiled(self, split: str) -> DataLoader:
         windows = tiled_windows(self.splits[split], self.hparams.context_len)

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.images import predict_file_errors
-from datamodules.in_memory import keep_batch
+from datamodules.in_memory import batch_loader, trains_on_gpu
 from datamodules.proposals import ProposalCache
 from datamodules.roi_sampling import DetectionImages
 from datamodules.voc import VocFolder, read_image, read_voc_folder
@@ -161,16 +161,8 @@ class FruitDetectionData(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         hp = self.hparams
-        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return DataLoader(
-            dataset,
-            batch_size=hp.batch_size if train else hp.eval_batch_size or hp.batch_size,
-            shuffle=train,
-            collate_fn=keep_batch,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-            pin_memory=on_gpu,
-        )
+        size = hp.batch_size if train else hp.eval_batch_size or hp.batch_size
+        return batch_loader(dataset, hp.num_workers, trains_on_gpu(self.trainer), batch_size=size, shuffle=train)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.splits["train"], train=True)

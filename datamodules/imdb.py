@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from datamodules.in_memory import trains_on_gpu
 from datamodules.text_batches import Ragged, Sequences, length_batched_loader, read_predict_file
 from litlab.errors import LitlabError
 from litlab.hf_models import load_tokenizer
@@ -256,7 +257,7 @@ class ImdbData(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset, hp = self._dataset(split), self.hparams
         batch_size = hp.batch_size if train else hp.eval_batch_size or 2 * hp.batch_size
-        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        on_gpu = trains_on_gpu(self.trainer)
         return length_batched_loader(dataset, dataset.lengths, batch_size, train, hp.num_workers, on_gpu, hp.bucket)
 
     def train_dataloader(self) -> DataLoader:

@@ -52,6 +52,24 @@ def keep_batch(batch: Columns) -> Columns:
     return batch
 
 
+def trains_on_gpu(trainer: L.Trainer | None) -> bool:
+    return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+
+def batch_loader(dataset: Dataset, num_workers: int = 0, pin_memory: bool = False, **sampling) -> DataLoader:
+    """The DataLoader every litlab DataModule uses: over a dataset whose `__getitems__` returns whole batches (never
+    collated item by item), workers kept alive between epochs when there are any; `sampling` is the DataLoader's
+    batch_size / shuffle / sampler / batch_sampler."""
+    return DataLoader(
+        dataset,
+        collate_fn=keep_batch,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
+        **sampling,
+    )
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """Base for datasets that fit in memory: subclasses build each split as a dict of tensors in `make_split`.
 
@@ -106,17 +124,14 @@ class InMemoryDataModule(L.LightningDataModule):
         if shuffle and self.batch_size >= len(dataset) and (self.trainer is None or self.trainer.world_size == 1):
             # full-batch gradient descent: every step is the whole set, whose order does not matter, so no indexing
             steps = [slice(None)] * self.full_batch_steps
-            return DataLoader(dataset, batch_size=None, sampler=steps, collate_fn=keep_batch)
+            return batch_loader(dataset, batch_size=None, sampler=steps)
         on_host = next(iter(dataset.columns.values())).device.type == "cpu"
-        to_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return DataLoader(
+        return batch_loader(
             dataset,
+            self.num_workers,
+            pin_memory=on_host and trains_on_gpu(self.trainer),
             batch_size=self.batch_size if shuffle else self.eval_batch_size,
             shuffle=shuffle,
-            collate_fn=keep_batch,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=on_host and to_gpu,
         )
 
     def train_dataloader(self) -> DataLoader:

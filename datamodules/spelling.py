@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.char_corpus import JANE_EYRE, download, read_corpus
+from datamodules.char_corpus import corpus_files, fetch_corpus, read_corpus
+from datamodules.in_memory import trains_on_gpu
 from datamodules.text_batches import Ragged, length_batched_loader, read_predict_file
 from litlab.errors import LitlabError
 from litlab.hf_models import load_tokenizer
@@ -248,15 +249,10 @@ class SpellingData(L.LightningDataModule):
         return self._tokenizer
 
     def _files(self) -> list[Path]:
-        if self.hparams.text_files:
-            return [Path(f) for f in self.hparams.text_files]
-        folder = Path(self.hparams.data_dir)
-        return [folder / Path(url.split("?")[0]).name for url in self.hparams.urls or [JANE_EYRE]]
+        return corpus_files(self.hparams.text_files, self.hparams.urls, self.hparams.data_dir)
 
     def prepare_data(self) -> None:
-        if not self.hparams.text_files:
-            for url in self.hparams.urls or [JANE_EYRE]:
-                download(url, Path(self.hparams.data_dir))
+        fetch_corpus(self.hparams.text_files, self.hparams.urls, self.hparams.data_dir)
         if self.hparams.tokenizer != "train":
             load_tokenizer(self.hparams.tokenizer)  # rank 0 fills the cache
 
@@ -305,7 +301,7 @@ class SpellingData(L.LightningDataModule):
     def _loader(self, dataset: Pairs, train: bool) -> DataLoader:
         hp = self.hparams
         size = hp.batch_size if train else hp.eval_batch_size or hp.batch_size
-        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        on_gpu = trains_on_gpu(self.trainer)
         return length_batched_loader(dataset, dataset.inputs.lengths, size, train, hp.num_workers, on_gpu)
 
     def train_dataloader(self) -> DataLoader:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from datamodules.in_memory import keep_batch
+from datamodules.in_memory import batch_loader
 from litlab.errors import LitlabError
 
 
@@ -115,14 +115,7 @@ def length_batched_loader(
         batches = BucketBatchSampler(sampler, batch_size, drop_last=False, lengths=lengths)
     else:
         batches = BatchSampler(sampler, batch_size, drop_last=False)
-    return DataLoader(
-        dataset,
-        batch_sampler=batches,
-        collate_fn=keep_batch,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        pin_memory=pin_memory,
-    )
+    return batch_loader(dataset, num_workers, pin_memory, batch_sampler=batches)
 
 
 def read_predict_file(file: Path) -> str:

@@ -1,8 +1,8 @@
 """How litlab reports what a user can fix: one exception type, shown as a single line (`litlab: error: ...`) and
 exit code 2 instead of a traceback, and the library notices it keeps quiet.
 
-Raise `LitlabError` for what a user can fix: bad input, missing or corrupt data, a checkpoint that does not fit the config.
-Bugs stay ordinary exceptions, with their tracebacks.
+Raise `LitlabError` for what a user can fix: bad input, missing or corrupt data, a checkpoint that does not fit the
+config. Bugs stay ordinary exceptions, with their tracebacks.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from datamodules.char_corpus import (
     JitteredWindows,
     clean_text,
     contiguous_splits,
+    corpus_files,
     read_corpus,
     strip_gutenberg,
     tiled_windows,
@@ -83,3 +84,11 @@ def test_evaluation_windows_tile_the_split():
     assert torch.equal(targets, torch.arange(1, 101))  # every character after the first is a target once
     with pytest.raises(LitlabError, match="no window"):
         tiled_windows(torch.arange(5), context_len=10)
+
+
+def test_corpus_files_are_local_files_or_where_urls_land(tmp_path):
+    local = [tmp_path / "novel.txt"]
+    assert corpus_files(local, ["https://example.org/ignored.txt"], tmp_path) == local
+    urls = ["https://example.org/files/1260-0.txt?download=1", "https://example.org/b/other.txt"]
+    assert corpus_files(None, urls, tmp_path / "d") == [tmp_path / "d" / "1260-0.txt", tmp_path / "d" / "other.txt"]
+    assert corpus_files(None, None, tmp_path) == [tmp_path / "pg1260.txt"]  # Jane Eyre by default
