@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 
 from datamodules.in_memory import Columns, InMemoryDataModule
@@ -84,18 +85,18 @@ class ArithmeticData(InMemoryDataModule):
 
     def __init__(
         self,
-        digits: int = 4,
-        train_size: int = 100_000,
-        val_size: int = 5_000,
-        test_size: int = 10_000,
+        digits: PositiveInt = 4,
+        train_size: PositiveInt = 100_000,
+        val_size: PositiveInt = 5_000,
+        test_size: PositiveInt = 10_000,
         seed: int = 1234,
         predict_expressions: list[str] | None = None,
         predict_file: str | None = None,
         layout: Literal["plain", "aligned", "interleaved"] = "aligned",
-        batch_size: int = 256,
-        eval_batch_size: int | None = 1000,
+        batch_size: PositiveInt = 256,
+        eval_batch_size: PositiveInt | None = 1000,
         data_on_device: bool | None = None,
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, data_on_device, num_workers)
         self.save_hyperparameters(logger=False)

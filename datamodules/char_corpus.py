@@ -21,6 +21,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -181,14 +182,14 @@ class CharCorpusData(L.LightningDataModule):
         urls: list[str] | None = None,
         data_dir: Path = Path("data"),
         clean: bool = True,
-        context_len: int = 128,
-        train_fraction: float = 0.9,
+        context_len: PositiveInt = 128,
+        train_fraction: OpenUnitInterval = 0.9,
         vocab: str | None = None,
         jitter: bool = True,
         prompts: list[str] | None = None,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        batch_size: PositiveInt = 64,
+        eval_batch_size: PositiveInt | None = None,
+        num_workers: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)

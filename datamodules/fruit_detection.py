@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.images import predict_file_errors
@@ -55,20 +57,20 @@ class FruitDetectionData(L.LightningDataModule):
         data_dir: Path = Path("data/fruit"),
         download: bool = True,
         classes: tuple[str, ...] = ("apple", "banana", "orange"),
-        image_size: int = 320,
-        val_size: int = 30,
+        image_size: PositiveInt = 320,
+        val_size: PositiveInt = 30,
         seed: int = 42,
-        proposals: str = "fast",
-        max_proposals: int = 1000,
+        proposals: Literal["fast", "quality", "none"] = "fast",
+        max_proposals: PositiveInt = 1000,
         cache_dir: Path | None = None,
-        rois_per_image: int = 64,
-        fg_fraction: float = 0.25,
+        rois_per_image: PositiveInt = 64,
+        fg_fraction: ClosedUnitInterval = 0.25,
         augment: bool = False,
-        scale_jitter: float = 0.0,
-        colour_jitter: float = 0.0,
-        batch_size: int = 4,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        scale_jitter: NonNegativeFloat = 0.0,
+        colour_jitter: ClosedUnitInterval = 0.0,
+        batch_size: PositiveInt = 4,
+        eval_batch_size: PositiveInt | None = None,
+        num_workers: NonNegativeInt = 0,
         predict_files: list[Path] | None = None,
     ) -> None:
         super().__init__()

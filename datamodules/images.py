@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
@@ -138,18 +139,18 @@ class ImageClassData(InMemoryDataModule):
         self,
         data_dir: Path = Path("data"),
         download: bool = True,
-        val_size: int = 5_000,
+        val_size: PositiveInt = 5_000,
         seed: int = 0,
         augment: bool = False,
-        translate: int | None = None,
+        translate: NonNegativeInt | None = None,
         zoom: tuple[float, float] | None = None,
         contrast: tuple[float, float] | None = None,
-        erase: float | None = None,
+        erase: ClosedUnitInterval | None = None,
         predict_files: list[Path] | None = None,
-        batch_size: int = 256,
-        eval_batch_size: int | None = 1024,
+        batch_size: PositiveInt = 256,
+        eval_batch_size: PositiveInt | None = 1024,
         data_on_device: bool | None = None,
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
     ) -> None:
         """
         Args:

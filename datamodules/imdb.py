@@ -27,6 +27,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -109,17 +110,17 @@ class ImdbData(L.LightningDataModule):
         download: bool = True,
         split: Literal["standard", "notebook"] = "standard",
         labels: Literal["binary", "rating8"] = "binary",
-        val_size: int = 2500,
+        val_size: PositiveInt = 2500,
         seed: int = 42,
         tokenizer: str = "words",
-        vocab_size: int = 20000,
-        min_count: int = 1,
-        max_len: int = 512,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
+        vocab_size: PositiveInt = 20000,
+        min_count: PositiveInt = 1,
+        max_len: PositiveInt = 512,
+        batch_size: PositiveInt = 64,
+        eval_batch_size: PositiveInt | None = None,
         bucket: bool = True,
-        pad_to_multiple: int = 8,
-        num_workers: int = 0,
+        pad_to_multiple: PositiveInt = 8,
+        num_workers: NonNegativeInt = 0,
         predict_texts: list[str] | None = None,
         predict_files: list[Path] | None = None,
     ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -86,11 +87,11 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        batch_size: int,
-        eval_batch_size: int | None = None,
+        batch_size: PositiveInt,
+        eval_batch_size: PositiveInt | None = None,
         data_on_device: bool | None = None,
-        num_workers: int = 0,
-        full_batch_steps: int = 1,
+        num_workers: NonNegativeInt = 0,
+        full_batch_steps: PositiveInt = 1,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):

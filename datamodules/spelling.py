@@ -25,6 +25,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -196,23 +197,23 @@ class SpellingData(L.LightningDataModule):
         urls: list[str] | None = None,
         data_dir: Path = Path("data"),
         tokenizer: str = "facebook/bart-base",
-        vocab_size: int = 4000,
-        max_sentences: int = 3,
-        max_chars: int = 300,
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
+        vocab_size: PositiveInt = 4000,
+        max_sentences: PositiveInt = 3,
+        max_chars: PositiveInt = 300,
+        val_fraction: ClosedUnitInterval = 0.05,
+        test_fraction: ClosedUnitInterval = 0.05,
         seed: int = 42,
-        verb_rate: float = 0.1,
-        plural_rate: float = 0.1,
-        punctuation_rate: float = 0.1,
-        replace_rate: float = 0.03,
-        swap_rate: float = 0.03,
-        lowercase_rate: float = 0.1,
-        clean_fraction: float = 0.1,
-        max_len: int = 128,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        verb_rate: ClosedUnitInterval = 0.1,
+        plural_rate: ClosedUnitInterval = 0.1,
+        punctuation_rate: ClosedUnitInterval = 0.1,
+        replace_rate: ClosedUnitInterval = 0.03,
+        swap_rate: ClosedUnitInterval = 0.03,
+        lowercase_rate: ClosedUnitInterval = 0.1,
+        clean_fraction: ClosedUnitInterval = 0.1,
+        max_len: PositiveInt = 128,
+        batch_size: PositiveInt = 32,
+        eval_batch_size: PositiveInt | None = None,
+        num_workers: NonNegativeInt = 0,
         predict_texts: list[str] | None = None,
         predict_files: list[Path] | None = None,
     ) -> None:

@@ -6,6 +6,7 @@ Each split is drawn from its own seed; the whole set lives in one tensor (on the
 from __future__ import annotations
 
 import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from datamodules.in_memory import Columns, InMemoryDataModule
 from litlab.errors import LitlabError
@@ -23,16 +24,16 @@ class XorData(InMemoryDataModule):
 
     def __init__(
         self,
-        train_size: int = 100_000,
-        val_size: int = 10_000,
-        test_size: int = 100_000,
+        train_size: PositiveInt = 100_000,
+        val_size: PositiveInt = 10_000,
+        test_size: PositiveInt = 100_000,
         seed: int = 0,
         predict_points: list[tuple[float, float]] | None = None,
-        batch_size: int = 1024,
-        eval_batch_size: int | None = 100_000,
+        batch_size: PositiveInt = 1024,
+        eval_batch_size: PositiveInt | None = 100_000,
         data_on_device: bool | None = None,
-        num_workers: int = 0,
-        full_batch_steps: int = 1,
+        num_workers: NonNegativeInt = 0,
+        full_batch_steps: PositiveInt = 1,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, data_on_device, num_workers, full_batch_steps)
         self.save_hyperparameters(logger=False)

@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassExactMatch
 
@@ -97,17 +98,17 @@ class AdderLSTM(AdderSystem):
 
     def __init__(
         self,
-        embed_dim: int = 64,
-        hidden_dim: int = 256,
-        num_layers: int = 2,
-        dropout: float = 0.1,
+        embed_dim: PositiveInt = 64,
+        hidden_dim: PositiveInt = 256,
+        num_layers: PositiveInt = 2,
+        dropout: ClosedUnitInterval = 0.1,
         reverse_answer: bool = True,
-        label_smoothing: float = 0.0,
+        label_smoothing: ClosedUnitInterval = 0.0,
         optimizer: OptimizerName = "adamw",
-        lr: float = 3e-3,
-        weight_decay: float = 0.0,
+        lr: PositiveFloat = 3e-3,
+        weight_decay: NonNegativeFloat = 0.0,
         schedule: ScheduleName = "cosine",
-        warmup_fraction: float = 0.02,
+        warmup_fraction: ClosedUnitInterval = 0.02,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -128,20 +129,20 @@ class AdderTransformer(AdderSystem):
 
     def __init__(
         self,
-        d_model: int = 128,
-        nhead: int = 4,
-        num_encoder_layers: int = 3,
-        num_decoder_layers: int = 3,
-        dim_feedforward: int = 512,
-        dropout: float = 0.1,
+        d_model: PositiveInt = 128,
+        nhead: PositiveInt = 4,
+        num_encoder_layers: PositiveInt = 3,
+        num_decoder_layers: PositiveInt = 3,
+        dim_feedforward: PositiveInt = 512,
+        dropout: ClosedUnitInterval = 0.1,
         positions: Literal["learned", "sinusoidal"] = "learned",
         reverse_answer: bool = True,
-        label_smoothing: float = 0.0,
+        label_smoothing: ClosedUnitInterval = 0.0,
         optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
+        lr: PositiveFloat = 1e-3,
+        weight_decay: NonNegativeFloat = 0.01,
         schedule: ScheduleName = "cosine",
-        warmup_fraction: float = 0.05,
+        warmup_fraction: ClosedUnitInterval = 0.05,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)

@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import Tensor
 from torchmetrics import MeanMetric
 
@@ -51,22 +52,22 @@ class CharLM(Experiment):
     def __init__(
         self,
         arch: Literal["rnn_scratch", "lstm", "gru", "gpt"] = "lstm",
-        embed_dim: int = 64,
+        embed_dim: PositiveInt = 64,
         hidden: int = 512,
-        layers: int = 2,
-        heads: int = 4,
-        context_len: int = 256,
+        layers: PositiveInt = 2,
+        heads: PositiveInt = 4,
+        context_len: PositiveInt = 256,
         positions: Literal["learned", "sinusoidal"] = "learned",
-        dropout: float = 0.2,
-        attention_dropout: float = 0.0,
+        dropout: ClosedUnitInterval = 0.2,
+        attention_dropout: ClosedUnitInterval = 0.0,
         optimizer: OptimizerName = "adamw",
-        lr: float = 2e-3,
-        weight_decay: float = 0.0,
+        lr: PositiveFloat = 2e-3,
+        weight_decay: NonNegativeFloat = 0.0,
         schedule: ScheduleName = "cosine",
-        generate_chars: int = 200,
-        temperature: float = 0.8,
-        top_k: int | None = None,
-        vocab_size: int | None = None,
+        generate_chars: PositiveInt = 200,
+        temperature: NonNegativeFloat = 0.8,
+        top_k: PositiveInt | None = None,
+        vocab_size: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.detection import MeanAveragePrecision
@@ -207,20 +208,20 @@ class FastRCNN(TorchvisionWeights, Detector):
         arch: str = "resnet50",
         weights: str | None = "IMAGENET1K_V2",
         feature_stage: str = "layer3",
-        num_classes: int = 3,
-        roi_size: int = 7,
-        fc_dim: int = 1024,
-        dropout: float = 0.3,
-        background_weight: float = 1.0,
-        score_threshold: float = 0.05,
-        nms_iou: float = 0.3,
-        detections_per_image: int = 100,
+        num_classes: PositiveInt = 3,
+        roi_size: PositiveInt = 7,
+        fc_dim: PositiveInt = 1024,
+        dropout: ClosedUnitInterval = 0.3,
+        background_weight: NonNegativeFloat = 1.0,
+        score_threshold: ClosedUnitInterval = 0.05,
+        nms_iou: ClosedUnitInterval = 0.3,
+        detections_per_image: PositiveInt = 100,
         optimizer: OptimizerName = "sgd",
-        lr: float = 0.01,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
+        lr: PositiveFloat = 0.01,
+        weight_decay: NonNegativeFloat = 1e-4,
+        momentum: ClosedUnitInterval = 0.9,
         schedule: ScheduleName = "cosine",
-        warmup_fraction: float = 0.05,
+        warmup_fraction: ClosedUnitInterval = 0.05,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -326,15 +327,15 @@ class FasterRCNN(TorchvisionWeights, Detector):
     def __init__(
         self,
         weights: str | None = "COCO_V1",
-        num_classes: int = 3,
-        image_size: int = 320,
-        trainable_backbone_layers: int = 3,
+        num_classes: PositiveInt = 3,
+        image_size: PositiveInt = 320,
+        trainable_backbone_layers: NonNegativeInt = 3,
         optimizer: OptimizerName = "sgd",
-        lr: float = 0.01,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
+        lr: PositiveFloat = 0.01,
+        weight_decay: NonNegativeFloat = 1e-4,
+        momentum: ClosedUnitInterval = 0.9,
         schedule: ScheduleName = "cosine",
-        warmup_fraction: float = 0.05,
+        warmup_fraction: ClosedUnitInterval = 0.05,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torchvision.models import get_model, get_model_weights
 
@@ -33,7 +34,9 @@ class ClassifierSystem(Classifier):
     prediction_format = "{input}: {output} ({probability:.1%})"
     net: nn.Module
 
-    def __init__(self, num_classes: int, label_smoothing: float, logged_images: int) -> None:
+    def __init__(
+        self, num_classes: PositiveInt, label_smoothing: ClosedUnitInterval, logged_images: NonNegativeInt
+    ) -> None:
         super().__init__()
         self.add_class_metrics(num_classes)
         self.label_smoothing = label_smoothing
@@ -95,17 +98,17 @@ class ImageClassifier(ClassifierSystem):
     def __init__(
         self,
         net: nn.Module,
-        label_smoothing: float = 0.0,
+        label_smoothing: ClosedUnitInterval = 0.0,
         optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
+        lr: PositiveFloat = 1e-3,
+        weight_decay: NonNegativeFloat = 0.0,
+        momentum: ClosedUnitInterval = 0.9,
         schedule: ScheduleName = "cosine",
-        warmup_fraction: float = 0.05,
-        vector_lr_scale: float = 1.0,
+        warmup_fraction: ClosedUnitInterval = 0.05,
+        vector_lr_scale: PositiveFloat = 1.0,
         channels_last: bool = False,
         flip_tta: bool = False,
-        logged_images: int = 20,
+        logged_images: NonNegativeInt = 20,
     ) -> None:
         super().__init__(net.num_classes, label_smoothing, logged_images)
         self.save_hyperparameters()  # LightningCLI records `net` as its config (class path and arguments)
@@ -147,17 +150,17 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
         self,
         arch: str = "resnet18",
         weights: str | None = "IMAGENET1K_V1",
-        num_classes: int = 10,
-        image_size: int = 224,
-        freeze_backbone_epochs: int = 0,
-        label_smoothing: float = 0.0,
+        num_classes: PositiveInt = 10,
+        image_size: PositiveInt = 224,
+        freeze_backbone_epochs: NonNegativeInt = 0,
+        label_smoothing: ClosedUnitInterval = 0.0,
         optimizer: OptimizerName = "sgd",
-        lr: float = 0.01,
-        weight_decay: float = 5e-4,
-        momentum: float = 0.9,
+        lr: PositiveFloat = 0.01,
+        weight_decay: NonNegativeFloat = 5e-4,
+        momentum: ClosedUnitInterval = 0.9,
         schedule: ScheduleName = "cosine",
         channels_last: bool = True,
-        logged_images: int = 20,
+        logged_images: NonNegativeInt = 20,
     ) -> None:
         super().__init__(num_classes, label_smoothing, logged_images)
         self.save_hyperparameters()

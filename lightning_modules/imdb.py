@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassF1Score
 
@@ -127,27 +128,27 @@ class WordClassifier(ReviewClassifier):
     def __init__(
         self,
         arch: Literal["bilstm", "attention", "bag"] = "bilstm",
-        embed_dim: int = 128,
+        embed_dim: PositiveInt = 128,
         hidden: int = 128,
-        layers: int = 1,
-        heads: int = 4,
+        layers: PositiveInt = 1,
+        heads: PositiveInt = 4,
         positions: bool = False,
         pooling: Literal["final", "max"] = "final",
-        ngrams: int = 2,
-        buckets: int = 2**20,
-        dropout: float = 0.3,
-        attention_dropout: float = 0.0,
+        ngrams: PositiveInt = 2,
+        buckets: PositiveInt = 2**20,
+        dropout: ClosedUnitInterval = 0.3,
+        attention_dropout: ClosedUnitInterval = 0.0,
         glove_path: Path | None = None,
         embeddings_from: str | None = None,
         freeze_embeddings: bool = True,
         optimizer: OptimizerName = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
+        lr: PositiveFloat = 1e-3,
+        weight_decay: NonNegativeFloat = 0.01,
         schedule: ScheduleName = "cosine",
-        warmup_fraction: float = 0.05,
-        vocab_size: int | None = None,
+        warmup_fraction: ClosedUnitInterval = 0.05,
+        vocab_size: PositiveInt | None = None,
         pad_id: int = 0,
-        num_classes: int | None = None,
+        num_classes: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -268,11 +269,11 @@ class PretrainedClassifier(ReviewClassifier):
         self,
         pretrained: str = "distilbert-base-uncased",
         optimizer: OptimizerName = "adamw",
-        lr: float = 5e-5,
-        weight_decay: float = 0.01,
+        lr: PositiveFloat = 5e-5,
+        weight_decay: NonNegativeFloat = 0.01,
         schedule: ScheduleName = "linear",
-        warmup_fraction: float = 0.1,
-        num_classes: int | None = None,
+        warmup_fraction: ClosedUnitInterval = 0.1,
+        num_classes: PositiveInt | None = None,
         hf_config: dict | None = None,
     ) -> None:
         super().__init__()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate
@@ -66,18 +67,18 @@ class SpellCorrector(Experiment):
     def __init__(
         self,
         pretrained: str | None = "facebook/bart-base",
-        d_model: int = 256,
-        layers: int = 3,
-        heads: int = 4,
-        ffn_dim: int = 1024,
-        dropout: float = 0.1,
-        num_beams: int = 1,
+        d_model: PositiveInt = 256,
+        layers: PositiveInt = 3,
+        heads: PositiveInt = 4,
+        ffn_dim: PositiveInt = 1024,
+        dropout: ClosedUnitInterval = 0.1,
+        num_beams: PositiveInt = 1,
         optimizer: OptimizerName = "adamw",
-        lr: float = 5e-5,
-        weight_decay: float = 0.01,
+        lr: PositiveFloat = 5e-5,
+        weight_decay: NonNegativeFloat = 0.01,
         schedule: ScheduleName = "linear",
-        warmup_fraction: float = 0.05,
-        logged_examples: int = 8,
+        warmup_fraction: ClosedUnitInterval = 0.05,
+        logged_examples: NonNegativeInt = 8,
         hf_config: dict | None = None,
     ) -> None:
         super().__init__()

@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
@@ -67,9 +68,9 @@ class XorMLP(Experiment):
         loss: Literal["bce", "mse"] = "bce",
         normal_init: bool = False,
         optimizer: OptimizerName = "adamw",
-        lr: float = 1e-2,
-        weight_decay: float = 0.0,
-        momentum: float = 0.0,
+        lr: PositiveFloat = 1e-2,
+        weight_decay: NonNegativeFloat = 0.0,
+        momentum: ClosedUnitInterval = 0.0,
         schedule: ScheduleName = "cosine",
     ) -> None:
         super().__init__()

@@ -76,6 +76,28 @@ def test_negative_epochs(capfd):
     )
 
 
+@pytest.mark.parametrize(
+    ("experiment", "arg", "expected"),
+    [
+        ("xor_mlp", "--data.init_args.batch_size=0", "--data.batch_size=0: must be > 0"),
+        ("xor_mlp", "--model.init_args.lr=-0.1", "--model.lr=-0.1: must be > 0"),
+        ("xor_mlp", "--data.num_workers=-1", "--data.num_workers=-1: must be >= 0"),
+        ("fashion_cnn", "--model.init_args.net.init_args.dropout=1.5", "--model.net.dropout=1.5: must be in [0, 1]"),
+        ("char_lstm_cpu", "--data.train_fraction=1", "--data.train_fraction=1: must be in (0, 1)"),
+    ],
+)
+def test_number_outside_its_domain_is_refused_where_parsed(capfd, experiment, arg, expected):
+    fails_in_one_line(capfd, "fit", "--config", config(experiment), arg, "--trainer.logger=false", naming=expected)
+
+
+def test_checkpoint_hyperparameters_are_builtins(xor_checkpoint):
+    # the parsed config holds jsonargparse's PositiveInt etc.; the model and data must receive plain numbers, or
+    # `weights_only` loading would refuse the checkpoint
+    checkpoint = torch.load(xor_checkpoint[0], weights_only=True)
+    values = [*checkpoint["hyper_parameters"].values(), *checkpoint["datamodule_hyper_parameters"].values()]
+    assert {type(v).__module__ for v in values if isinstance(v, (int, float))} == {"builtins"}
+
+
 def test_missing_checkpoint(capfd):
     fails_in_one_line(
         capfd, "test", "--config", config("xor_mlp"), "--ckpt_path", "runs/nope.ckpt", naming="runs/nope.ckpt"

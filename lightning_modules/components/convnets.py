@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
 FASHION_MEAN, FASHION_STD = (0.286,), (0.353,)
@@ -40,7 +41,11 @@ class FullyConnected(nn.Module):
     """784 -> hidden... -> classes with ReLU and dropout (notebook 15.2.4: about 88 %)."""
 
     def __init__(
-        self, num_classes: int = 10, in_pixels: int = 28 * 28, hidden: Sequence[int] = (256, 128), dropout: float = 0.5
+        self,
+        num_classes: PositiveInt = 10,
+        in_pixels: int = 28 * 28,
+        hidden: Sequence[int] = (256, 128),
+        dropout: ClosedUnitInterval = 0.5,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -67,9 +72,9 @@ class SmallCNN(nn.Module):
 
     def __init__(
         self,
-        num_classes: int = 10,
+        num_classes: PositiveInt = 10,
         batch_norm: bool = False,
-        dropout: float = 0.0,
+        dropout: ClosedUnitInterval = 0.0,
         channels: tuple[int, int] = (32, 64),
         hidden: int = 128,
     ) -> None:
@@ -92,7 +97,7 @@ class SmallCNN(nn.Module):
 class DeepCNN(nn.Module):
     """The notebook's five-convolution BatchNorm network of 15.3.3 (AlexNet-like; 91.19 % after 40 epochs)."""
 
-    def __init__(self, num_classes: int = 10, dropout: float = 0.5) -> None:
+    def __init__(self, num_classes: PositiveInt = 10, dropout: ClosedUnitInterval = 0.5) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.features = nn.Sequential(
@@ -160,12 +165,12 @@ class AirbenchNet(nn.Module):
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 3,
+        num_classes: PositiveInt = 10,
+        in_channels: PositiveInt = 3,
         widths: Sequence[int] = (64, 256, 256),
         residual: bool = False,
-        bn_momentum: float = 0.4,
-        logit_scale: float = 1 / 9,
+        bn_momentum: ClosedUnitInterval = 0.4,
+        logit_scale: PositiveFloat = 1 / 9,
         mean: Sequence[float] = CIFAR_MEAN,
         std: Sequence[float] = CIFAR_STD,
     ) -> None:
