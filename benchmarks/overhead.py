@@ -97,10 +97,8 @@ def plain_run(config: str, epochs: int) -> StepClock:
     train, val = data.splits["train"], data.splits["val"]
     n, batch_size = len(next(iter(train.values()))), data.batch_size
     steps = epochs * -(-n // batch_size)
-    hp = model.hparams  # the adder's optimisation settings, as its configure_optimizers uses them
-    optimization = configure_optimizers(
-        model, steps, hp.optimizer, hp.lr, hp.weight_decay, schedule=hp.schedule, warmup_fraction=hp.warmup_fraction
-    )
+    # the adder's optimizer and schedule, as its configure_optimizers builds them
+    optimization = configure_optimizers(model, model.optimizer, model.lr_scheduler, steps)
     optimizer, schedule = optimization["optimizer"], optimization["lr_scheduler"]["scheduler"]
     clip = cli.config.trainer.gradient_clip_val or float("inf")
     clock = StepClock()

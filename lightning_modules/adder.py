@@ -15,14 +15,14 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassExactMatch
 
 from lightning_modules.components.seq2seq import PeekySeq2Seq, TransformerSeq2Seq
 from litlab.arithmetic import ArithmeticTokenizer as Tokens
 from litlab.experiment import Experiment
-from litlab.optim import OptimizerName, ScheduleName
+from litlab.optim import LRSchedulerCallable, OptimizerCallable
 
 
 class AdderSystem(Experiment):
@@ -93,7 +93,8 @@ class AdderLSTM(AdderSystem):
         reverse_answer: the network writes the answer's digits last first, as one adds by hand (carries flow
             forward), after its sign; outputs and metrics are always in normal order.
         label_smoothing: for the cross-entropy over answer tokens.
-        optimizer, lr, weight_decay, schedule, warmup_fraction: see `litlab.optim`.
+        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
+        `litlab.optim`.
     """
 
     def __init__(
@@ -104,14 +105,12 @@ class AdderLSTM(AdderSystem):
         dropout: ClosedUnitInterval = 0.1,
         reverse_answer: bool = True,
         label_smoothing: ClosedUnitInterval = 0.0,
-        optimizer: OptimizerName = "adamw",
-        lr: PositiveFloat = 3e-3,
-        weight_decay: NonNegativeFloat = 0.0,
-        schedule: ScheduleName = "cosine",
-        warmup_fraction: ClosedUnitInterval = 0.02,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.net = PeekySeq2Seq(Tokens.vocab_size, Tokens.PAD, embed_dim, hidden_dim, num_layers, dropout)
 
 
@@ -124,7 +123,8 @@ class AdderTransformer(AdderSystem):
         reverse_answer: the network writes the answer's digits last first, as one adds by hand (carries flow
             forward), after its sign; outputs and metrics are always in normal order.
         label_smoothing: for the cross-entropy over answer tokens.
-        optimizer, lr, weight_decay, schedule, warmup_fraction: see `litlab.optim`.
+        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
+        `litlab.optim`.
     """
 
     def __init__(
@@ -138,14 +138,12 @@ class AdderTransformer(AdderSystem):
         positions: Literal["learned", "sinusoidal"] = "learned",
         reverse_answer: bool = True,
         label_smoothing: ClosedUnitInterval = 0.0,
-        optimizer: OptimizerName = "adamw",
-        lr: PositiveFloat = 1e-3,
-        weight_decay: NonNegativeFloat = 0.01,
-        schedule: ScheduleName = "cosine",
-        warmup_fraction: ClosedUnitInterval = 0.05,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.net = TransformerSeq2Seq(
             Tokens.vocab_size,
             Tokens.PAD,

@@ -16,13 +16,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveInt
 from torch import Tensor
 from torchmetrics import MeanMetric
 
 from lightning_modules.components.char_nets import CharGPT, RecurrentLM
 from litlab.experiment import Experiment
-from litlab.optim import OptimizerName, ScheduleName
+from litlab.optim import LRSchedulerCallable, OptimizerCallable
 
 NOTEBOOK_CONTEXT = 40  # the notebook predicted the 41st character from 40
 
@@ -40,7 +40,8 @@ class CharLM(Experiment):
         positions: "learned" or "sinusoidal" (gpt).
         dropout: between layers and before the output (gpt: on the embeddings and each residual branch).
         attention_dropout: on the attention weights (gpt); 0 keeps the CPU on the fused attention kernels.
-        optimizer, lr, weight_decay, schedule: see `litlab.optim`.
+        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
+        `litlab.optim`.
         generate_chars, temperature, top_k: `litlab predict` continues each prompt by `generate_chars` characters
             sampled at `temperature` from the `top_k` likeliest (all when None); temperature 0 is greedy.
         vocab_size: set from the data at the first fit.
@@ -60,10 +61,8 @@ class CharLM(Experiment):
         positions: Literal["learned", "sinusoidal"] = "learned",
         dropout: ClosedUnitInterval = 0.2,
         attention_dropout: ClosedUnitInterval = 0.0,
-        optimizer: OptimizerName = "adamw",
-        lr: PositiveFloat = 2e-3,
-        weight_decay: NonNegativeFloat = 0.0,
-        schedule: ScheduleName = "cosine",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
         generate_chars: PositiveInt = 200,
         temperature: NonNegativeFloat = 0.8,
         top_k: PositiveInt | None = None,
@@ -71,6 +70,7 @@ class CharLM(Experiment):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.net = None
         self.acc = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.acc_last = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.detection import MeanAveragePrecision
@@ -31,7 +31,7 @@ from lightning_modules.components.convnets import Standardize
 from litlab.box_coding import decode_boxes
 from litlab.errors import LitlabError
 from litlab.experiment import Experiment
-from litlab.optim import OptimizerName, ScheduleName
+from litlab.optim import LRSchedulerCallable, OptimizerCallable
 from litlab.pretrained import TorchvisionWeights
 
 RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -200,7 +200,8 @@ class FastRCNN(TorchvisionWeights, Detector):
         roi_size, fc_dim, dropout: the RoI head.
         background_weight: cross-entropy weight of the background class (the notebook used 0.2).
         score_threshold, nms_iou, detections_per_image: inference.
-        optimizer, lr, weight_decay, momentum, schedule, warmup_fraction: see `litlab.optim`.
+        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
+        `litlab.optim`.
     """
 
     def __init__(
@@ -216,15 +217,12 @@ class FastRCNN(TorchvisionWeights, Detector):
         score_threshold: ClosedUnitInterval = 0.05,
         nms_iou: ClosedUnitInterval = 0.3,
         detections_per_image: PositiveInt = 100,
-        optimizer: OptimizerName = "sgd",
-        lr: PositiveFloat = 0.01,
-        weight_decay: NonNegativeFloat = 1e-4,
-        momentum: ClosedUnitInterval = 0.9,
-        schedule: ScheduleName = "cosine",
-        warmup_fraction: ClosedUnitInterval = 0.05,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.choose_weights(arch, weights)
         resnet = get_model(arch, weights=None)
         if feature_stage not in RESNET_STAGES[4:]:
@@ -321,7 +319,8 @@ class FasterRCNN(TorchvisionWeights, Detector):
         num_classes: object classes (without background).
         image_size: the side images arrive at (the model's own resizing is set to keep it).
         trainable_backbone_layers: ResNet stages fine-tuned (0-5).
-        optimizer, lr, weight_decay, momentum, schedule, warmup_fraction: see `litlab.optim`.
+        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
+        `litlab.optim`.
     """
 
     def __init__(
@@ -330,15 +329,12 @@ class FasterRCNN(TorchvisionWeights, Detector):
         num_classes: PositiveInt = 3,
         image_size: PositiveInt = 320,
         trainable_backbone_layers: NonNegativeInt = 3,
-        optimizer: OptimizerName = "sgd",
-        lr: PositiveFloat = 0.01,
-        weight_decay: NonNegativeFloat = 1e-4,
-        momentum: ClosedUnitInterval = 0.9,
-        schedule: ScheduleName = "cosine",
-        warmup_fraction: ClosedUnitInterval = 0.05,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 

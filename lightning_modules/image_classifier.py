@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torchvision.models import get_model, get_model_weights
 
 from lightning_modules.classifier import Classifier
 from lightning_modules.components.convnets import Standardize
-from litlab.optim import OptimizerName, ScheduleName
+from litlab.optim import LRSchedulerCallable, OptimizerCallable
 from litlab.pretrained import TorchvisionWeights
 
 
@@ -88,8 +88,9 @@ class ImageClassifier(ClassifierSystem):
     Args:
         net: the network (class path and arguments in the config); it must have a `num_classes` attribute.
         label_smoothing: cross-entropy label smoothing in training.
-        optimizer, lr, weight_decay, momentum, schedule, warmup_fraction, vector_lr_scale: see
+        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
             `litlab.optim`.
+        vector_lr_scale: learning-rate factor of biases and norms (which get no weight decay).
         channels_last: NHWC memory layout (faster convolutions on GPUs with tensor cores and on oneDNN CPUs).
         flip_tta: outside training, average the logits of each image and its mirror image.
         logged_images: validation images shown in W&B each epoch (0: none).
@@ -99,12 +100,8 @@ class ImageClassifier(ClassifierSystem):
         self,
         net: nn.Module,
         label_smoothing: ClosedUnitInterval = 0.0,
-        optimizer: OptimizerName = "adamw",
-        lr: PositiveFloat = 1e-3,
-        weight_decay: NonNegativeFloat = 0.0,
-        momentum: ClosedUnitInterval = 0.9,
-        schedule: ScheduleName = "cosine",
-        warmup_fraction: ClosedUnitInterval = 0.05,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
         vector_lr_scale: PositiveFloat = 1.0,
         channels_last: bool = False,
         flip_tta: bool = False,
@@ -112,6 +109,7 @@ class ImageClassifier(ClassifierSystem):
     ) -> None:
         super().__init__(net.num_classes, label_smoothing, logged_images)
         self.save_hyperparameters()  # LightningCLI records `net` as its config (class path and arguments)
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
 
     def forward(self, x: Tensor) -> Tensor:
@@ -125,6 +123,9 @@ class ImageClassifier(ClassifierSystem):
         if self.global_step == 0 and batch_idx == 0 and hasattr(self.net, "whiten_from"):
             weight = self.net.whiten_from(batch["x"])
             weight.copy_(self.trainer.strategy.broadcast(weight, src=0))  # every DDP rank starts from rank 0's
+
+    def parameter_groups(self) -> dict:
+        return {"vector_lr_scale": self.hparams.vector_lr_scale}
 
 
 class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
@@ -142,8 +143,8 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
         num_classes: classes of the new head.
         image_size: side the inputs are resized to (ImageNet networks see 224 px; CIFAR images are 32 px).
         freeze_backbone_epochs: epochs in which only the new head learns (the backbone's learning rate is 0).
-        label_smoothing, optimizer, lr, weight_decay, momentum, schedule, channels_last, logged_images: as in
-            `ImageClassifier`.
+        label_smoothing, optimizer, lr_scheduler, channels_last, logged_images: as in `ImageClassifier`; a frozen
+            backbone needs `litlab.optim.WarmupDecay` (or no schedule).
     """
 
     def __init__(
@@ -154,16 +155,14 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
         image_size: PositiveInt = 224,
         freeze_backbone_epochs: NonNegativeInt = 0,
         label_smoothing: ClosedUnitInterval = 0.0,
-        optimizer: OptimizerName = "sgd",
-        lr: PositiveFloat = 0.01,
-        weight_decay: NonNegativeFloat = 5e-4,
-        momentum: ClosedUnitInterval = 0.9,
-        schedule: ScheduleName = "cosine",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
         channels_last: bool = True,
         logged_images: NonNegativeInt = 20,
     ) -> None:
         super().__init__(num_classes, label_smoothing, logged_images)
         self.save_hyperparameters()
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.choose_weights(arch, weights)
         self.backbone = get_model(arch, weights=None)  # the weights arrive in `setup`
         self.head = nn.Linear(self.backbone.fc.in_features, num_classes)
@@ -185,7 +184,7 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(x))  # (B, classes)
 
-    def optimizer_settings(self) -> dict:
+    def parameter_groups(self) -> dict:
         epochs = max(1, self.trainer.max_epochs or 1)
         frozen_steps = int(self.hparams.freeze_backbone_epochs * self.trainer.estimated_stepping_batches / epochs)
-        return {**super().optimizer_settings(), "frozen": self.backbone, "frozen_steps": frozen_steps}
+        return {"frozen": self.backbone, "frozen_steps": frozen_steps}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, PositiveInt
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassF1Score
 
@@ -29,7 +29,7 @@ from lightning_modules.components.text_encoders import (
 )
 from litlab.errors import LitlabError
 from litlab.hf_models import from_recorded_config, load_hf
-from litlab.optim import OptimizerName, ScheduleName
+from litlab.optim import LRSchedulerCallable, OptimizerCallable
 
 
 class ReviewClassifier(Classifier):
@@ -121,7 +121,8 @@ class WordClassifier(ReviewClassifier):
         embeddings_from: a Hugging Face model (name or folder) whose input embeddings are copied; needs the same
             model's tokenizer as `--data.tokenizer` (notebook 15.9.8: bert-base-uncased).
         freeze_embeddings: keep pretrained vectors fixed.
-        optimizer, lr, weight_decay, schedule, warmup_fraction: see `litlab.optim`.
+        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
+        `litlab.optim`.
         vocab_size, pad_id, num_classes: set from the data at the first fit.
     """
 
@@ -141,17 +142,15 @@ class WordClassifier(ReviewClassifier):
         glove_path: Path | None = None,
         embeddings_from: str | None = None,
         freeze_embeddings: bool = True,
-        optimizer: OptimizerName = "adamw",
-        lr: PositiveFloat = 1e-3,
-        weight_decay: NonNegativeFloat = 0.01,
-        schedule: ScheduleName = "cosine",
-        warmup_fraction: ClosedUnitInterval = 0.05,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
         vocab_size: PositiveInt | None = None,
         pad_id: int = 0,
         num_classes: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         if glove_path is not None and embeddings_from is not None:
             raise LitlabError("pass either --model.init_args.glove_path or --model.init_args.embeddings_from, not both")
         if vocab_size is not None:  # from a checkpoint: its weights arrive when it is restored
@@ -261,23 +260,22 @@ class PretrainedClassifier(ReviewClassifier):
 
     Args:
         pretrained: model name on the hub, or a local folder.
-        optimizer, lr, weight_decay, schedule, warmup_fraction: see `litlab.optim`.
+        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
+        `litlab.optim`.
         num_classes, hf_config: set at the first fit.
     """
 
     def __init__(
         self,
         pretrained: str = "distilbert-base-uncased",
-        optimizer: OptimizerName = "adamw",
-        lr: PositiveFloat = 5e-5,
-        weight_decay: NonNegativeFloat = 0.01,
-        schedule: ScheduleName = "linear",
-        warmup_fraction: ClosedUnitInterval = 0.1,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
         num_classes: PositiveInt | None = None,
         hf_config: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         if hf_config is not None:
             self.configure_model()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 
 import torch
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate
@@ -25,7 +25,7 @@ from torchmetrics.text import CharErrorRate
 from lightning_modules.components.text_encoders import real_tokens
 from litlab.experiment import Experiment
 from litlab.hf_models import from_recorded_config, load_hf
-from litlab.optim import OptimizerName, ScheduleName
+from litlab.optim import LRSchedulerCallable, OptimizerCallable
 
 
 def word_accuracy(output: str, target: str) -> float:
@@ -56,7 +56,8 @@ class SpellCorrector(Experiment):
             randomly initialised with the data's vocabulary (the offline `spell_bart_tiny` config).
         d_model, layers, heads, ffn_dim, dropout: the new BART's sizes (encoder and decoder alike).
         num_beams: beams of `generate()` for val/test/predict.
-        optimizer, lr, weight_decay, schedule, warmup_fraction: see `litlab.optim`.
+        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
+        `litlab.optim`.
         logged_examples: validation segments shown in W&B each epoch (input / output / target).
         hf_config: the model's config, recorded at the first fit.
     """
@@ -73,16 +74,14 @@ class SpellCorrector(Experiment):
         ffn_dim: PositiveInt = 1024,
         dropout: ClosedUnitInterval = 0.1,
         num_beams: PositiveInt = 1,
-        optimizer: OptimizerName = "adamw",
-        lr: PositiveFloat = 5e-5,
-        weight_decay: NonNegativeFloat = 0.01,
-        schedule: ScheduleName = "linear",
-        warmup_fraction: ClosedUnitInterval = 0.05,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
         logged_examples: NonNegativeInt = 8,
         hf_config: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.net: nn.Module | None = None
         stages = ("val", "test")
         self.exact = nn.ModuleDict({s: MeanMetric() for s in stages})

@@ -15,13 +15,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, PositiveFloat
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from litlab.experiment import Experiment
-from litlab.optim import OptimizerName, ScheduleName
+from litlab.optim import LRSchedulerCallable, OptimizerCallable
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -55,7 +54,8 @@ class XorMLP(Experiment):
         activation: hidden nonlinearity.
         loss: "bce" on the logit, or "mse" of the raw output towards +1 (same sign) / -1 (the notebook's).
         normal_init: N(0, 1) weights and zero biases, as the notebook drew them (default: PyTorch's init).
-        optimizer, lr, weight_decay, momentum, schedule: see `litlab.optim`.
+        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
+        `litlab.optim`.
     """
 
     monitor, monitor_mode = "val/acc", "max"
@@ -67,14 +67,12 @@ class XorMLP(Experiment):
         activation: Literal["relu", "gelu", "tanh", "sigmoid"] = "relu",
         loss: Literal["bce", "mse"] = "bce",
         normal_init: bool = False,
-        optimizer: OptimizerName = "adamw",
-        lr: PositiveFloat = 1e-2,
-        weight_decay: NonNegativeFloat = 0.0,
-        momentum: ClosedUnitInterval = 0.0,
-        schedule: ScheduleName = "cosine",
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.net = MLP(hidden, activation, normal_init)
         self.acc = nn.ModuleDict({stage: BinaryAccuracy() for stage in ("val", "test")})
         self.within = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})

@@ -135,17 +135,19 @@ def _one_line(err: BaseException) -> str:
     return " ".join(lines[:3])[:400] if lines else type(err).__name__
 
 
-_RESTRICTION = re.compile(r"Not of type (?P<type>\w+): (?P<value>.+) does not conform to restriction (?P<rule>.+)$")
+_RESTRICTION = re.compile(
+    r"Not of type (?P<type>\w+): (?P<value>\S+) does not conform to restriction (?P<rule>.+?)(?:\. Got value|$)", re.M
+)
 _RULES = {"v>0": "> 0", "v>=0": ">= 0", "v>=0 and v<=1": "in [0, 1]", "v>0 and v<1": "in (0, 1)"}
 
 
-def _out_of_domain(message: str) -> str:
+def _out_of_domain(message: str) -> str | None:
     """jsonargparse's report of a number outside its type's domain, as `--data.batch_size=0: must be > 0 (...)`."""
     match = _RESTRICTION.search(message)
     if match is None:
-        return message
+        return None
     keys = re.findall(r'Parser key "([\w.]+)"', message)
-    owner = [f", {name.rsplit('.', 1)[-1]}" for name in re.findall(r"class_path '([\w.]+)'", message)][-1:]
+    owner = [f", {name.rsplit('.', 1)[-1]}" for name in re.findall(r"class_path[ =]'([\w.]+)'", message)][-1:]
     rule = _RULES.get(match["rule"].strip(), match["rule"].strip())
     return f"--{'.'.join(keys)}={match['value']}: must be {rule} ({match['type']}{''.join(owner)})"
 
@@ -155,7 +157,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         LitlabCLI(args=args)
     except ArgumentError as err:
-        message = _out_of_domain(_one_line(err))
+        message = _out_of_domain(str(err)) or _one_line(err)
         hint = "pass --config configs/<experiment>.yaml" if "are required" in message else "see `litlab <cmd> --help`"
         fail(f"{message} ({hint})")
     except (LitlabError, MisconfigurationException) as err:

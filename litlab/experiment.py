@@ -7,9 +7,7 @@ from typing import Any, ClassVar, Literal
 import lightning as L
 from torch import Tensor
 
-from litlab.optim import configure_optimizers
-
-OPTIMIZER_HPARAMS = ("optimizer", "lr", "weight_decay", "momentum", "schedule", "warmup_fraction", "vector_lr_scale")
+from litlab.optim import LRSchedulerCallable, OptimizerCallable, configure_optimizers
 
 
 class Experiment(L.LightningModule):
@@ -21,11 +19,16 @@ class Experiment(L.LightningModule):
 
     - `monitor`, `monitor_mode`: the validation metric `best.ckpt` is chosen by, and whether higher ("max") is better;
     - `prediction_format`: the `str.format` template of the line `litlab predict` prints per record.
+
+    Constructors take `optimizer` and `lr_scheduler` (LightningCLI's `OptimizerCallable` / `LRSchedulerCallable`, see
+    `litlab.optim`) and keep them as `self.optimizer` and `self.lr_scheduler`.
     """
 
     monitor: ClassVar[str]
     monitor_mode: ClassVar[Literal["min", "max"]]
     prediction_format: ClassVar[str] = "{input} -> {output}"
+    optimizer: OptimizerCallable
+    lr_scheduler: LRSchedulerCallable | None = None
 
     def _shared_step(self, batch: Any, stage: str) -> Tensor:
         raise NotImplementedError
@@ -39,13 +42,14 @@ class Experiment(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
-    def optimizer_settings(self) -> dict[str, Any]:
-        """Keyword arguments of `optim.configure_optimizers`: the hyperparameters of those names this experiment has
-        (optimizer, lr, weight_decay, momentum, schedule, warmup_fraction, vector_lr_scale); override to add more."""
-        return {name: self.hparams[name] for name in OPTIMIZER_HPARAMS if name in self.hparams}
+    def parameter_groups(self) -> dict[str, Any]:
+        """How `optim.configure_optimizers` groups this experiment's parameters: `vector_lr_scale`, `frozen`,
+        `frozen_steps` (none by default)."""
+        return {}
 
     def configure_optimizers(self) -> dict:
-        return configure_optimizers(self, self.trainer.estimated_stepping_batches, **self.optimizer_settings())
+        steps = self.trainer.estimated_stepping_batches
+        return configure_optimizers(self, self.optimizer, self.lr_scheduler, steps, **self.parameter_groups())
 
     def wandb_run(self):
         """The W&B run on rank 0 when a WandbLogger is active (for tables, images and plots), else None."""

@@ -1,37 +1,108 @@
-"""Optimizers and learning-rate schedules shared by the experiments.
+"""Optimizers and learning-rate schedules, configured the way LightningCLI users know.
 
-Schedules are stepped per optimizer step and sized by `trainer.estimated_stepping_batches`, so they follow
-`max_epochs`/`max_steps`, gradient accumulation and the number of devices without any number copied by hand.
+Every experiment takes `optimizer` (any `torch.optim` class with its arguments) and `lr_scheduler` (None for a
+constant rate, litlab's `WarmupDecay`, or any torch scheduler):
+
+    model:
+      init_args:
+        optimizer:
+          class_path: torch.optim.SGD
+          init_args: {lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 5.0e-4}
+        lr_scheduler:
+          class_path: litlab.optim.WarmupDecay
+          init_args: {decay: cosine, warmup_fraction: 0.05}
+
+or on the command line `--model.optimizer=SGD --model.optimizer.lr=0.05`. Schedules step once per optimizer step; one
+with a `total_steps` argument left empty (`WarmupDecay`, `OneCycleLR`) is sized from
+`trainer.estimated_stepping_batches`, so it follows `max_epochs`/`max_steps`, gradient accumulation and the number of
+devices without any number copied by hand.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-OptimizerName = Literal["adamw", "sgd", "nesterov"]  # nesterov: SGD with Nesterov momentum
-ScheduleName = Literal["constant", "cosine", "linear"]
+from litlab.errors import LitlabError
+
+__all__ = ["LRSchedulerCallable", "OptimizerCallable", "WarmupDecay", "configure_optimizers"]
+
+
+class WarmupDecay(torch.optim.lr_scheduler.LambdaLR):
+    """Linear warmup over `warmup_fraction` of the steps, then cosine or linear decay to 0 (or a constant rate).
+
+    Parameter groups marked `held` (a pretrained backbone, see `configure_optimizers`) keep rate 0 for the first
+    `frozen_steps` steps, then follow the schedule.
+
+    Args:
+        decay: the shape after warmup: "cosine", "linear" (both to 0 at the last step) or "constant".
+        warmup_fraction: share of the steps spent warming up (ignored by "constant").
+        total_steps: the run's optimizer steps; left empty, litlab fills in `trainer.estimated_stepping_batches`.
+        frozen_steps: steps during which held groups do not learn; set by the experiment.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        decay: Literal["cosine", "linear", "constant"] = "cosine",
+        warmup_fraction: ClosedUnitInterval = 0.05,
+        total_steps: int | None = None,
+        frozen_steps: NonNegativeInt = 0,
+    ) -> None:
+        if total_steps is None:
+            raise LitlabError("WarmupDecay needs total_steps (litlab sets it from the trainer when left empty)")
+        self.total_steps = total = max(1, int(total_steps))
+        warmup = int(warmup_fraction * total)
+
+        def warmup_decay(step: int) -> float:
+            if decay == "constant":
+                return 1.0
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        def thawing(step: int) -> float:
+            return 0.0 if step < frozen_steps else warmup_decay(step)
+
+        super().__init__(
+            optimizer, [thawing if group.get("held") else warmup_decay for group in optimizer.param_groups]
+        )
+
+
+def _arguments(factory: Callable) -> dict[str, object]:
+    """The arguments a scheduler factory's class takes, with their defaults overridden by the values already bound
+    (a class, a `functools.partial` of one, or jsonargparse's partial, which binds every argument of the class)."""
+    candidates = [factory, getattr(factory, "func", None), *getattr(factory, "args", ())]
+    target = next((c for c in candidates if inspect.isclass(c)), None)
+    defaults = {}
+    if target is not None:
+        defaults = {
+            name: None if p.default is p.empty else p.default
+            for name, p in inspect.signature(target).parameters.items()
+        }
+    return {**defaults, **(getattr(factory, "keywords", None) or {})}
 
 
 def configure_optimizers(
     module: nn.Module,
+    optimizer: OptimizerCallable,
+    lr_scheduler: LRSchedulerCallable | None,
     total_steps: int | float,
-    optimizer: OptimizerName,
-    lr: float,
-    weight_decay: float = 0.0,
-    momentum: float = 0.9,
-    schedule: ScheduleName = "cosine",
-    warmup_fraction: float = 0.05,
     vector_lr_scale: float = 1.0,
     frozen: nn.Module | None = None,
     frozen_steps: int = 0,
 ) -> dict:
     """The dict `LightningModule.configure_optimizers` returns; pass `trainer.estimated_stepping_batches` as
-    `total_steps`. Weight decay skips biases, norms and other vectors; their learning rate is `vector_lr_scale` times
-    `lr` (airbench trains BatchNorm shifts 64 times faster than the weights).
+    `total_steps`. Weight decay (the optimizer's `weight_decay`) skips biases, norms and other vectors; their learning
+    rate is `vector_lr_scale` times the optimizer's (airbench trains BatchNorm shifts 64 times faster than weights).
 
     `frozen` (e.g. a pretrained backbone) gets learning rate 0 for the first `frozen_steps` optimizer steps, then
     follows the schedule. Its parameters keep `requires_grad`, so DDP, which registers parameters once, keeps
@@ -40,30 +111,25 @@ def configure_optimizers(
     params = [p for p in module.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if (p.ndim >= 2) == decays and (id(p) in held) == is_held], "held": is_held,
-         "weight_decay": weight_decay if decays else 0.0, "lr": lr if decays else lr * vector_lr_scale}
+         "vector": not decays, **({} if decays else {"weight_decay": 0.0})}
         for is_held in (False, True) for decays in (True, False)
     ]  # fmt: skip
-    groups = [group for group in groups if group["params"]]
-    if optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=lr)
-    else:
-        opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=optimizer == "nesterov")
-    if schedule == "constant" and not held:
+    try:
+        opt = optimizer([group for group in groups if group["params"]])
+    except (ValueError, TypeError) as err:
+        raise LitlabError(f"--model.optimizer: {err}") from None
+    for group in opt.param_groups:
+        group["lr"] *= vector_lr_scale if group["vector"] else 1.0
+    if lr_scheduler is None and not held:
         return {"optimizer": opt}
-    total = max(1, int(total_steps))
-    warmup = int(warmup_fraction * total)
-
-    def warmup_decay(step: int) -> float:  # linear warmup, then cosine or linear decay to 0
-        if schedule == "constant":
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    def thawing(step: int) -> float:
-        return 0.0 if step < frozen_steps else warmup_decay(step)
-
-    factors = [thawing if group["held"] else warmup_decay for group in groups]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factors)
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    scheduler = lr_scheduler or WarmupDecay
+    given = _arguments(scheduler)
+    sizes = {"total_steps": max(1, int(total_steps)), "frozen_steps": frozen_steps}
+    extra = {name: value for name, value in sizes.items() if name in given and given[name] in (None, 0)}
+    if held and "frozen_steps" not in given:
+        raise LitlabError(
+            "a frozen backbone (freeze_backbone_epochs) needs --model.lr_scheduler litlab.optim.WarmupDecay"
+        )
+    if lr_scheduler is None:
+        extra["decay"] = "constant"
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler(opt, **extra), "interval": "step"}}

@@ -58,7 +58,12 @@ FAMILIES = {
         ],
         "predict": [f"--data.predict_files=[{FIXTURES / 'grey.png'}, {FIXTURES / 'colour.jpg'}]"],
         # memorising one batch: the same images every step, hard targets
-        "overfit": ["--data.augment=false", "--model.label_smoothing=0", "--model.optimizer=adamw"],
+        "overfit": [
+            "--data.augment=false",
+            "--model.label_smoothing=0",
+            "--model.optimizer=AdamW",
+            "--model.optimizer.lr=3e-3",
+        ],
     },
     "datamodules.cifar10.CIFAR10Data": {
         "tiny": [
@@ -68,7 +73,12 @@ FAMILIES = {
             "--data.batch_size=32",
         ],
         "predict": [f"--data.predict_files=[{FIXTURES / 'grey.png'}, {FIXTURES / 'colour.jpg'}]"],
-        "overfit": ["--data.augment=false", "--model.label_smoothing=0", "--model.optimizer=adamw"],
+        "overfit": [
+            "--data.augment=false",
+            "--model.label_smoothing=0",
+            "--model.optimizer=AdamW",
+            "--model.optimizer.lr=3e-3",
+        ],
     },
     "datamodules.char_corpus.CharCorpusData": {
         "tiny": [
@@ -81,7 +91,7 @@ FAMILIES = {
             "--model.context_len=64",
         ],
         "predict": ['--data.prompts=["The little", ""]', "--model.generate_chars=20"],
-        "overfit": ["--data.jitter=false", "--data.batch_size=8", "--model.dropout=0", "--model.lr=1e-2"],
+        "overfit": ["--data.jitter=false", "--data.batch_size=8", "--model.dropout=0", "--model.optimizer.lr=1e-2"],
     },
     "datamodules.imdb.ImdbData": {
         "tiny": [
@@ -92,7 +102,7 @@ FAMILIES = {
             "--data.batch_size=16",
         ],
         "predict": ['--data.predict_texts=["A wonderful, moving film!", "Boring. A waste of time."]'],
-        "overfit": ["--model.init_args.weight_decay=0"],
+        "overfit": ["--model.optimizer.weight_decay=0"],
     },
 }
 FAMILIES["datamodules.spelling.SpellingData"] = {
@@ -116,7 +126,7 @@ FAMILIES["datamodules.spelling.SpellingData"] = {
         "--model.init_args.dropout=0",
         "--model.init_args.d_model=64",
         "--model.init_args.ffn_dim=128",
-        "--model.init_args.lr=3e-3",
+        "--model.optimizer.lr=3e-3",
         "--data.clean_fraction=1.0",
         "--data.max_chars=80",  # a batch of short segments
         "--trainer.max_epochs=600",  # post-norm BARTs from scratch need about 200 epochs of this batch
@@ -132,8 +142,8 @@ FAMILIES["datamodules.fruit_detection.FruitDetectionData"] = {
     "predict": [f"--data.predict_files=[{FIXTURES / 'colour.jpg'}, {FIXTURES / 'grey.png'}]"],
     "overfit": [
         "--model.init_args.dropout=0",
-        "--model.init_args.optimizer=adamw",
-        "--model.init_args.lr=1e-3",
+        "--model.optimizer=AdamW",
+        "--model.optimizer.lr=1e-3",
         "--data.batch_size=2",
         "--data.augment=false",
     ],

@@ -80,7 +80,7 @@ def test_negative_epochs(capfd):
     ("experiment", "arg", "expected"),
     [
         ("xor_mlp", "--data.init_args.batch_size=0", "--data.batch_size=0: must be > 0"),
-        ("xor_mlp", "--model.init_args.lr=-0.1", "--model.lr=-0.1: must be > 0"),
+        ("xor_mlp", "--model.lr_scheduler.warmup_fraction=2", "--model.lr_scheduler.warmup_fraction=2: must be in"),
         ("xor_mlp", "--data.num_workers=-1", "--data.num_workers=-1: must be >= 0"),
         ("fashion_cnn", "--model.init_args.net.init_args.dropout=1.5", "--model.net.dropout=1.5: must be in [0, 1]"),
         ("char_lstm_cpu", "--data.train_fraction=1", "--data.train_fraction=1: must be in (0, 1)"),
@@ -88,6 +88,11 @@ def test_negative_epochs(capfd):
 )
 def test_number_outside_its_domain_is_refused_where_parsed(capfd, experiment, arg, expected):
     fails_in_one_line(capfd, "fit", "--config", config(experiment), arg, "--trainer.logger=false", naming=expected)
+
+
+def test_optimizer_refusing_its_arguments_is_one_line(capfd):
+    args = ("fit", "--config", config("xor_mlp"), *XOR_TINY, "--model.optimizer.lr=-0.1", "--trainer.logger=false")
+    fails_in_one_line(capfd, *args, naming="--model.optimizer: Invalid learning rate: -0.1")
 
 
 def test_checkpoint_hyperparameters_are_builtins(xor_checkpoint):

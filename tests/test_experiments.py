@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from conftest import EXPERIMENTS, checkpoints, cli, config, debug_fit, family
 
 
@@ -15,10 +16,22 @@ def test_print_config_parses_back(experiment, tmp_path, capsys):
     assert exit_.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path" in printed and "trainer:" in printed
+    # the optimizer and its schedule, once each, as LightningCLI users know them
+    assert printed.count("\n    optimizer:\n      class_path: torch.optim.") == 1
+    assert printed.count("\n    lr_scheduler:") == 1
     (tmp_path / "printed.yaml").write_text(printed)
     with pytest.raises(SystemExit):
         cli("fit", "--config", tmp_path / "printed.yaml", "--print_config")
     assert capsys.readouterr().out == printed
+
+
+def test_any_torch_optimizer_from_the_command_line(capsys):
+    with pytest.raises(SystemExit):
+        cli("fit", "--config", config("fashion_cnn"), "--model.optimizer=SGD", "--model.optimizer.lr=0.05",
+            "--model.optimizer.momentum=0.9", "--model.lr_scheduler=null", "--print_config")  # fmt: skip
+    model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    assert model["optimizer"]["class_path"] == "torch.optim.SGD" and model["lr_scheduler"] is None
+    assert model["optimizer"]["init_args"]["lr"] == 0.05 and model["optimizer"]["init_args"]["momentum"] == 0.9
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -222,7 +222,7 @@ def test_pretrained_weights_load_for_fit_only(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", from_cache)
     quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
     tiny = [*CIFAR_TINY[:4], "--model.image_size=32", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
-    run = cli("fit", "--config", config("cifar10_resnet18_finetune"), *tiny, "--model.lr=0", *quiet)
+    run = cli("fit", "--config", config("cifar10_resnet18_finetune"), *tiny, "--model.optimizer.lr=0", *quiet)
     assert calls and calls[0].endswith(".pth")
     backbone = run.model.backbone.state_dict()
     assert torch.equal(backbone["conv1.weight"], reference["conv1.weight"])  # lr 0: exactly what was loaded
@@ -233,13 +233,15 @@ def test_pretrained_weights_load_for_fit_only(tmp_path, monkeypatch):
 
 
 def test_frozen_backbone_has_no_learning_rate_until_it_thaws():
+    from functools import partial
+
     from torch import nn
 
     from litlab.optim import configure_optimizers
 
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))  # [0] stands for the backbone, [1] for the head
-    setup = configure_optimizers(model, 100, "sgd", 0.1, weight_decay=1e-4, schedule="constant", frozen=model[0],
-                                 frozen_steps=10)  # fmt: skip
+    sgd = partial(torch.optim.SGD, lr=0.1, weight_decay=1e-4)
+    setup = configure_optimizers(model, sgd, None, 100, frozen=model[0], frozen_steps=10)  # constant rate
     optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
 
     def rates() -> dict[bool, set[float]]:

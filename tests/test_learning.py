@@ -27,8 +27,8 @@ def test_overfits_one_batch(experiment):
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_checkpointing=false",
         "--trainer.check_val_every_n_epoch=1000",
-        "--model.schedule=constant",
-        "--model.lr=3e-3",
+        "--model.lr_scheduler=null",
+        "--model.optimizer.lr=3e-3",
         # stop as soon as the batch is memorised
         "--trainer.callbacks+=EarlyStopping",
         "--trainer.callbacks.monitor=train/loss",
@@ -80,7 +80,7 @@ def test_review_models_learn_telling_words(experiment, lr):
         config(experiment),
         *family(experiment)["tiny"],
         "--trainer.max_epochs=12",
-        f"--model.init_args.lr={lr}",
+        f"--model.optimizer.lr={lr}",
         "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
     )
