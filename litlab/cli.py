@@ -78,15 +78,21 @@ class LitlabCLI(LightningCLI):
         args, self.checkpoint = with_checkpoint_config(args)
         self.ckpt_path = find_ckpt_path(args)
         self.config = parser.parse_args(args)
+        # Lightning re-applies a checkpoint's model hyperparameters over everything the user passed when it finds
+        # `ckpt_path` in the parsed config; litlab has already put them in place under the user's flags (see
+        # `checkpoints`), so the path is held back until `before_instantiate_classes`.
+        if self.ckpt_path is not None and self.config.get("subcommand"):
+            self.config[self.config.subcommand].ckpt_path = None
 
-    def _parse_ckpt_path(self) -> None:
-        # Lightning would re-apply the checkpoint's model hyperparameters over everything the user passed; ours are
-        # already in place under the user's config (see `checkpoints`), so only check that they belong together.
-        if self.checkpoint is not None:
-            check_matches(self.config[self.config.subcommand], self.checkpoint, self.ckpt_path)
+    def _section(self, config, key: str):
+        return config[self.subcommand][key] if self.subcommand else config[key]
 
     def before_instantiate_classes(self) -> None:
-        trainer = self._get(self.config, "trainer")
+        if self.ckpt_path is not None and self.subcommand:
+            self.config[self.subcommand].ckpt_path = self.ckpt_path
+            if self.checkpoint is not None:
+                check_matches(self.config[self.subcommand], self.checkpoint, self.ckpt_path)
+        trainer = self._section(self.config, "trainer")
         logger = trainer.logger
         if logger is False:  # no logger: a fresh directory per run, so nothing is written over
             trainer.default_root_dir = fresh_dir(trainer.default_root_dir or "runs", self.subcommand or "run")
@@ -97,7 +103,7 @@ class LitlabCLI(LightningCLI):
             rank_zero_info(notice)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
-        trainer = self._get(self.config_init, "trainer")
+        trainer = self._section(self.config_init, "trainer")
         callbacks = [ResumableRNG(), PredictionWriter()]
         if self.subcommand == "fit" and trainer.get("enable_checkpointing") is not False:
             callbacks += [BestCheckpoint(self.model.monitor, self.model.monitor_mode), last_checkpoint()]

@@ -95,6 +95,12 @@ def test_optimizer_refusing_its_arguments_is_one_line(capfd):
     fails_in_one_line(capfd, *args, naming="--model.optimizer: Invalid learning rate: -0.1")
 
 
+def test_flags_win_over_the_checkpoints_own_config(xor_checkpoint):
+    quiet = ("--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.limit_test_batches=1")
+    tested = cli("test", "--ckpt_path", xor_checkpoint[0], *XOR_TINY, "--model.init_args.loss=mse", *quiet)
+    assert tested.model.hparams.loss == "mse" and tested.model.hparams.hidden == [64, 64]  # the rest: the checkpoint's
+
+
 def test_checkpoint_hyperparameters_are_builtins(xor_checkpoint):
     # the parsed config holds jsonargparse's PositiveInt etc.; the model and data must receive plain numbers, or
     # `weights_only` loading would refuse the checkpoint
