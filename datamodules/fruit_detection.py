@@ -77,7 +77,11 @@ class FruitDetectionData(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.splits: dict[str, DetectionImages] = {}
         self._folder_contents: dict[Path, VocFolder] = {}
-        self.predict_sizes: list[tuple[int, int]] = []
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Object class names, label i+1 (0 is background): what the detector's records and W&B boxes show."""
+        return tuple(self.hparams.classes)
 
     @property
     def num_classes(self) -> int:
@@ -179,15 +183,16 @@ class FruitDetectionData(L.LightningDataModule):
         files = [Path(f) for f in self.hparams.predict_files or []]
         if not files:
             raise LitlabError("nothing to predict: pass --data.predict_files '[photo.jpg]'")
-        images, self.predict_sizes = [], []
+        images, sizes = [], []
         for path in files:
             with predict_file_errors(path):
                 image, original = read_image(path, self.hparams.image_size)
             images.append(image)
-            self.predict_sizes.append(original)
+            sizes.append(original)
         empty = [torch.zeros(0, 4)] * len(files)
         cache = self._cache() if self.hparams.proposals != "none" else None
         proposals = [cache.get(image) for image in images] if cache else None
         no_labels = [torch.zeros(0, dtype=torch.long)] * len(files)
-        dataset = DetectionImages(torch.stack(images), empty, no_labels, proposals)
+        names = [str(f) for f in files]
+        dataset = DetectionImages(torch.stack(images), empty, no_labels, proposals, names=names, sizes=sizes)
         return self._loader(dataset, train=False)

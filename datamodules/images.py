@@ -203,7 +203,7 @@ class ImageClassData(InMemoryDataModule):
             if not self.predict_files:
                 raise LitlabError("nothing to predict: pass --data.predict_files '[photo.png, shirt.jpg]'")
             images = read_images(self.predict_files, self.channels, self.size)
-            return {"x": images, "index": torch.arange(len(images))}
+            return {"x": images, "index": torch.arange(len(images)), "name": [str(p) for p in self.predict_files]}
         if split == "test":
             images, labels = self._official_set(train=False)
             return {"x": images, "y": labels}

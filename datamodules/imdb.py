@@ -128,7 +128,6 @@ class ImdbData(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.vocab: WordVocab | None = None
         self._train_words: list[list[str]] | None = None
-        self.predict_items: list[tuple[str, str]] = []
         self.texts: dict[str, list[str]] = {}
         self.targets: dict[str, Tensor] = {}
         self.datasets: dict[str, Sequences] = {}
@@ -282,10 +281,11 @@ class ImdbData(L.LightningDataModule):
         return inputs
 
     def predict_dataloader(self) -> DataLoader:
-        self.predict_items = self.predict_inputs()  # read once; predict_step labels its records from these
-        tokens, lengths = self.encode([text for _, text in self.predict_items])
-        for (given, text), length in zip(self.predict_items, lengths.tolist()):
+        items = self.predict_inputs()  # (the text or the file's name, the review)
+        tokens, lengths = self.encode([text for _, text in items])
+        for (given, text), length in zip(items, lengths.tolist()):
             if length == 0 or not text.strip():
                 raise LitlabError(f"predict input {given[:60]!r} is empty (no words to classify)")
-        dataset = Sequences(tokens, lengths, self.pad_id, self.hparams.pad_to_multiple)
+        names = [given for given, _ in items]  # what predictions are labelled with
+        dataset = Sequences(tokens, lengths, self.pad_id, self.hparams.pad_to_multiple, name=names)
         return length_batched_loader(dataset, lengths, 32, train=False, bucket=False)

@@ -14,7 +14,13 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-Columns = dict[str, Tensor]
+Columns = dict[str, Tensor | list]  # a list column holds what a model shows but never computes on (file names)
+
+
+def gather(column: Tensor | list, index: Tensor) -> Tensor | list:
+    """The rows `index` (B,) of a tensor or a list column."""
+    return column[index] if isinstance(column, Tensor) else [column[i] for i in index.tolist()]
+
 
 SPLITS_BY_STAGE = {
     "fit": ("train", "val"),
@@ -25,7 +31,7 @@ SPLITS_BY_STAGE = {
 
 
 class TensorColumns(Dataset):
-    """Equal-length tensors addressed by name; a batch is `{name: column[indices]}`."""
+    """Equal-length tensors (or lists) addressed by name; a batch is `{name: column[indices]}`."""
 
     def __init__(self, columns: Columns) -> None:
         lengths = {len(column) for column in columns.values()}
@@ -41,11 +47,15 @@ class TensorColumns(Dataset):
         return {name: column[index] for name, column in self.columns.items()}
 
     def __getitems__(self, indices: list[int]) -> Columns:
-        device = next(iter(self.columns.values())).device
-        indices = torch.as_tensor(indices)  # (B,)
+        device = next(c for c in self.columns.values() if isinstance(c, Tensor)).device
+        on_host = torch.as_tensor(indices)  # (B,)
+        index = on_host
         if device.type == "cuda":  # a copy from pinned memory does not wait for the GPU to catch up
-            indices = indices.pin_memory().to(device, non_blocking=True)
-        return {name: column[indices] for name, column in self.columns.items()}
+            index = on_host.pin_memory().to(device, non_blocking=True)
+        return {
+            name: column[index] if isinstance(column, Tensor) else gather(column, on_host)
+            for name, column in self.columns.items()
+        }
 
 
 def keep_batch(batch: Columns) -> Columns:
@@ -118,7 +128,8 @@ class InMemoryDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         for split in SPLITS_BY_STAGE[stage]:
             if split not in self.splits or split == "predict":
-                self.splits[split] = {k: v.to(self.device) for k, v in self.make_split(split).items()}
+                columns = self.make_split(split).items()
+                self.splits[split] = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in columns}
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         dataset = TensorColumns(self.splits[split])
@@ -126,7 +137,7 @@ class InMemoryDataModule(L.LightningDataModule):
             # full-batch gradient descent: every step is the whole set, whose order does not matter, so no indexing
             steps = [slice(None)] * self.full_batch_steps
             return batch_loader(dataset, batch_size=None, sampler=steps)
-        on_host = next(iter(dataset.columns.values())).device.type == "cpu"
+        on_host = all(c.device.type == "cpu" for c in dataset.columns.values() if isinstance(c, Tensor))
         return batch_loader(
             dataset,
             self.num_workers,

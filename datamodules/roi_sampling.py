@@ -39,7 +39,8 @@ def sample_rois(proposals: Tensor, boxes: Tensor, labels: Tensor, count: int, fg
 class DetectionImages(Dataset):
     """Images held as one uint8 tensor with their boxes and proposals. A batch is `{"images": (B, 3, S, S) uint8,
     "boxes", "labels": lists of (G, 4) / (G,), "rois": (R, 5) batch index + box, "roi_labels": (R,),
-    "roi_targets": (R, 4), "index": (B,)}`; training RoIs are sampled afresh at every access, evaluation RoIs are all
+    "roi_targets": (R, 4), "index": (B,)}`, for predict also "name" and "size" (the files' names and original
+    (width, height)); training RoIs are sampled afresh at every access, evaluation RoIs are all
     of an image's proposals. With `augment`, each image is flipped, zoomed and colour-jittered with its boxes and
     proposals (`detection_transforms`) before its RoIs are sampled and labelled."""
 
@@ -54,8 +55,11 @@ class DetectionImages(Dataset):
         augment: bool = False,
         scale_jitter: float = 0.0,
         colour_jitter: float = 0.0,
+        names: list[str] | None = None,
+        sizes: list[tuple[int, int]] | None = None,
     ) -> None:
         self.images, self.boxes, self.labels, self.proposals = images, boxes, labels, proposals
+        self.names, self.sizes = names, sizes  # predict: each file's name and original (width, height)
         self.rois_per_image, self.fg_fraction = rois_per_image, fg_fraction
         self.augment, self.scale_jitter, self.colour_jitter = augment, scale_jitter, colour_jitter
 
@@ -77,6 +81,8 @@ class DetectionImages(Dataset):
                 if all_proposals is not None:
                     all_proposals[b] = proposals
         batch = {"images": images, "boxes": all_boxes, "labels": all_labels, "index": index}
+        if self.names is not None:
+            batch.update(name=[self.names[i] for i in indices], size=[self.sizes[i] for i in indices])
         if all_proposals is None:  # detectors with their own proposals
             return batch
         rois, roi_labels, roi_targets = [], [], []

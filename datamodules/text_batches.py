@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from datamodules.in_memory import batch_loader
+from datamodules.in_memory import batch_loader, gather
 from litlab.errors import LitlabError
 
 
@@ -52,7 +52,9 @@ class Sequences(Dataset):
     """Token sequences with per-sequence columns (e.g. labels); a batch is
     `{"ids": (B, T) padded with pad_id, "lengths": (B,), "index": (B,), **columns}` (see `Ragged.batch`)."""
 
-    def __init__(self, tokens: Tensor, lengths: Tensor, pad_id: int, multiple: int = 8, **columns: Tensor) -> None:
+    def __init__(
+        self, tokens: Tensor, lengths: Tensor, pad_id: int, multiple: int = 8, **columns: Tensor | list
+    ) -> None:
         self.sequences = Ragged(tokens, lengths)
         if any(len(c) != len(lengths) for c in columns.values()):
             raise ValueError("every column must have one entry per sequence")
@@ -64,7 +66,12 @@ class Sequences(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
         index = torch.as_tensor(indices, dtype=torch.long)  # (B,)
         ids, lengths = self.sequences.batch(index, self.pad_id, self.multiple)
-        return {"ids": ids, "lengths": lengths, "index": index, **{k: v[index] for k, v in self.columns.items()}}
+        return {
+            "ids": ids,
+            "lengths": lengths,
+            "index": index,
+            **{k: gather(v, index) for k, v in self.columns.items()},
+        }
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}

@@ -125,8 +125,8 @@ class Detector(Experiment):
             return
         import wandb
 
-        classes = {i + 1: c for i, c in enumerate(self.trainer.datamodule.hparams.classes)}
-        size = self.trainer.datamodule.hparams.image_size
+        classes = {i + 1: c for i, c in enumerate(self.trainer.datamodule.classes)}
+        size = self._shown[0][0].shape[-1]  # the square the images were resized to
         shown = [(image.permute(1, 2, 0).cpu().numpy(), detected, truth) for image, detected, truth in self._shown]
         images = [
             wandb.Image(
@@ -144,12 +144,10 @@ class Detector(Experiment):
         self._log_map("test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        data = self.trainer.datamodule
-        classes, size = data.hparams.classes, data.hparams.image_size
+        classes, size = self.trainer.datamodule.classes, batch["images"].shape[-1]
         records = []
-        for i, found in zip(batch["index"].tolist(), self.detect(batch)):
-            path = Path(data.hparams.predict_files[i])
-            width, height = data.predict_sizes[i]
+        for name, (width, height), found in zip(batch["name"], batch["size"], self.detect(batch)):
+            path = Path(name)
             scale = torch.tensor([width / size, height / size] * 2)
             boxes = (found["boxes"].float().cpu() * scale).round(decimals=1)
             objects = [

@@ -75,8 +75,7 @@ class ClassifierSystem(Classifier):
         )
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
-        files = self.trainer.datamodule.predict_files
-        return self.class_records(self(batch["x"]), [str(files[i]) for i in batch["index"].tolist()])
+        return self.class_records(self(batch["x"]), batch["name"])  # the files' names travel in the batch
 
 
 class ImageClassifier(ClassifierSystem):

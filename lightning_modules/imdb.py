@@ -90,9 +90,8 @@ class ReviewClassifier(Classifier):
         run.log({"test/confident_errors": table})
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
-        items = self.trainer.datamodule.predict_items  # (the text or the file's name, the review)
         logits = self(batch["ids"], batch["lengths"])
-        return self.class_records(logits, [items[i][0] for i in batch["index"].tolist()])
+        return self.class_records(logits, batch["name"])  # the text or the file's name, from the batch
 
     def configure_model(self) -> None:
         if self.net is None:

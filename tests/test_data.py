@@ -97,3 +97,9 @@ def test_tensor_batches_shard_under_ddp():
     ]
     assert len(shards[0]) == len(shards[1]) == 5
     assert sorted(torch.cat(shards).tolist()) == list(range(10))
+
+
+def test_list_columns_travel_with_their_rows():
+    columns = TensorColumns({"x": torch.arange(5) * 10, "name": ["a", "b", "c", "d", "e"]})
+    batch = columns.__getitems__([3, 0])
+    assert batch["x"].tolist() == [30, 0] and batch["name"] == ["d", "a"]
