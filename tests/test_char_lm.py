@@ -8,7 +8,8 @@ import urllib.request
 
 import pytest
 import torch
-from conftest import FAMILIES, cli, config
+from conftest import cli, fails_in_one_line
+from registry import FAMILIES, config
 
 from lightning_modules.components.char_nets import CausalSelfAttention, CharGPT
 
@@ -59,7 +60,6 @@ def test_generation_length_temperature_and_top_k(lstm_checkpoint, capsys):
 
 
 def test_missing_text_file_and_failed_download_are_one_line(capfd, tmp_path, monkeypatch):
-    from test_errors import fails_in_one_line
 
     missing = tmp_path / "missing.txt"
     fit = ["fit", "--config", config("char_lstm"), "--trainer.logger=false"]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import FAMILIES, config, family, run_litlab
+from conftest import run_litlab
+from registry import FAMILIES, config, family
 
 DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
 CASES = {

@@ -9,10 +9,10 @@ import types
 
 import pytest
 import torch
-from conftest import FAMILIES, FIXTURES, cli, config, family
+from conftest import cli, fails_in_one_line
 from lightning import Trainer
 from PIL import Image
-from test_errors import fails_in_one_line
+from registry import FAMILIES, FIXTURES, config, family
 from torchvision.ops import FrozenBatchNorm2d
 
 import datamodules.proposals as proposals_module

@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES, checkpoints, cli, config, run_litlab
-
-from litlab.cli import main
+from conftest import checkpoints, cli, fails_in_one_line, run_litlab
+from registry import FAMILIES, config
 
 XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
 ADDER_TINY = FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"]
-
-
-def fails_in_one_line(capfd, *args: str, naming: str) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        main([str(a) for a in args])
-    assert exit_.value.code not in (0, None)
-    err = capfd.readouterr().err
-    assert "Traceback" not in err, err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("litlab: error:") and naming in last and len(last) < 500, err
-    return last
 
 
 @pytest.fixture

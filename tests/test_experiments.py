@@ -6,7 +6,8 @@ import json
 
 import pytest
 import yaml
-from conftest import EXPERIMENTS, checkpoints, cli, config, debug_fit, family
+from conftest import checkpoints, cli, debug_fit
+from registry import EXPERIMENTS, config, family
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -6,7 +6,8 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import cli, config, family, run_litlab
+from conftest import cli, run_litlab
+from registry import config, family
 
 from litlab.export import model_from_checkpoint
 

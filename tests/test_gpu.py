@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import EXPERIMENTS, cli, config, family
+from conftest import cli
+from registry import EXPERIMENTS, config, family
 
 from datamodules.in_memory import InMemoryDataModule
 

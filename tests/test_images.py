@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torchvision
-from conftest import FAMILIES, cli, config
+from conftest import cli, fails_in_one_line
 from image_fixtures import shapes
-from test_errors import fails_in_one_line
+from registry import FAMILIES, config
 from torchvision.datasets import FashionMNIST
 
 from datamodules.cifar10 import CIFAR10Data

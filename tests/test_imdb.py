@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from conftest import FAMILIES, FIXTURES, cli, config, debug_fit
-from test_errors import fails_in_one_line
+from conftest import cli, debug_fit, fails_in_one_line
+from registry import FAMILIES, FIXTURES, config
 from text_fixtures import write_aclimdb
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import EXPERIMENTS, FAMILIES, cli, config, family
+from conftest import cli
+from registry import EXPERIMENTS, FAMILIES, config, family
 
 # xor_seed reproduces the notebook's full-batch SGD as it was (hundreds of thousands of steps); xor_mlp stands
 # for the family here, and the README's Measuring section runs xor_seed in full.

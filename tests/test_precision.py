@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIG_DIR, cli, config
+from conftest import cli
+from registry import CONFIG_DIR, config
 
 from litlab import hardware
 from litlab.hardware import cpu_has_native_bf16, cpu_vector_unit, precision_notice

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EXPERIMENT_TINY, config, run_litlab
-from test_quality import extra_args, fit_then_test, logged, machine
+from conftest import run_litlab
+from quality_runs import extra_args, fit_then_test, logged, machine
+from registry import EXPERIMENT_TINY, config
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from conftest import FAMILIES, cli, config
+from conftest import cli
+from registry import FAMILIES, config
 
 ADDER_TINY = FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"]
 XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]

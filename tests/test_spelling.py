@@ -8,8 +8,8 @@ import random
 
 import pytest
 import torch
-from conftest import FAMILIES, FIXTURES, cli, config
-from test_errors import fails_in_one_line
+from conftest import cli, fails_in_one_line
+from registry import FAMILIES, FIXTURES, config
 
 from datamodules.spelling import SpellingData, add_noise, make_segments, sentences
 from lightning_modules.spell_bart import SpellCorrector, mark_changes, word_accuracy

@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 import torch
-from conftest import FAMILIES, cli, config, family, run_litlab
+from conftest import cli, run_litlab
+from registry import FAMILIES, config, family
 from wandb.proto import wandb_internal_pb2
 
 XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
