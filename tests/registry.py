@@ -16,6 +16,14 @@ EXPERIMENTS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 # Datasets in their real formats, written once per test process (see `fixture_data`), outside the repository.
 FIXTURES = Path(tempfile.gettempdir()) / f"litlab-fixtures-{os.getpid()}"
 
+# Memorising one batch of images: the same images every step, hard targets, AdamW at a constant rate.
+IMAGE_OVERFIT = [
+    "--data.augment=false",
+    "--model.label_smoothing=0",
+    "--model.optimizer=AdamW",
+    "--model.optimizer.lr=3e-3",
+]
+
 # Per data family: arguments that make a run take seconds, inputs for `predict`, and what memorising a batch needs.
 FAMILIES = {
     "datamodules.xor.XorData": {
@@ -40,13 +48,7 @@ FAMILIES = {
             "--data.batch_size=64",
         ],
         "predict": [f"--data.predict_files=[{FIXTURES / 'grey.png'}, {FIXTURES / 'colour.jpg'}]"],
-        # memorising one batch: the same images every step, hard targets
-        "overfit": [
-            "--data.augment=false",
-            "--model.label_smoothing=0",
-            "--model.optimizer=AdamW",
-            "--model.optimizer.lr=3e-3",
-        ],
+        "overfit": IMAGE_OVERFIT,
     },
     "datamodules.cifar10.CIFAR10Data": {
         "tiny": [
@@ -56,12 +58,7 @@ FAMILIES = {
             "--data.batch_size=32",
         ],
         "predict": [f"--data.predict_files=[{FIXTURES / 'grey.png'}, {FIXTURES / 'colour.jpg'}]"],
-        "overfit": [
-            "--data.augment=false",
-            "--model.label_smoothing=0",
-            "--model.optimizer=AdamW",
-            "--model.optimizer.lr=3e-3",
-        ],
+        "overfit": IMAGE_OVERFIT,
     },
     "datamodules.char_corpus.CharCorpusData": {
         "tiny": [
