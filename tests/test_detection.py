@@ -21,7 +21,8 @@ from datamodules.proposals import ProposalCache, extra_boxes
 from datamodules.roi_sampling import label_rois, sample_rois
 from datamodules.synthetic_fruit import voc_xml, write_dataset
 from datamodules.voc import parse_voc, read_image, valid_boxes
-from lightning_modules.fast_rcnn import FasterRCNN, FastRCNN, losses_without_updates
+from lightning_modules.components.detection import losses_without_updates
+from lightning_modules.fast_rcnn import FasterRCNN, FastRCNN
 from litlab.box_coding import decode_boxes, encode_boxes
 from litlab.errors import LitlabError
 

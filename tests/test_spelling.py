@@ -11,7 +11,8 @@ import torch
 from conftest import cli, fails_in_one_line
 from registry import FAMILIES, FIXTURES, config
 
-from datamodules.spelling import SpellingData, add_noise, make_segments, sentences
+from datamodules.spelling import SpellingData
+from datamodules.spelling_noise import add_noise, make_segments, sentences
 from lightning_modules.spell_bart import SpellCorrector, mark_changes, word_accuracy
 
 TINY = FAMILIES["datamodules.spelling.SpellingData"]["tiny"]
