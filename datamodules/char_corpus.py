@@ -89,7 +89,12 @@ def corpus_files(text_files: list[Path] | None, urls: list[str] | None, data_dir
     downloaded under `data_dir`."""
     if text_files:
         return [Path(f) for f in text_files]
-    return [Path(data_dir) / Path(urllib.parse.urlparse(url).path).name for url in urls or [JANE_EYRE]]
+    return [downloaded_file(url, Path(data_dir)) for url in urls or [JANE_EYRE]]
+
+
+def downloaded_file(url: str, folder: Path) -> Path:
+    """Where `download` puts `url`: its path's last part (no query) under `folder`."""
+    return folder / Path(urllib.parse.urlparse(url).path).name
 
 
 def fetch_corpus(text_files: list[Path] | None, urls: list[str] | None, data_dir: Path) -> None:
@@ -102,7 +107,7 @@ def fetch_corpus(text_files: list[Path] | None, urls: list[str] | None, data_dir
 
 def download(url: str, folder: Path) -> Path:
     """The file of `url` under `folder` (fetched once, written atomically)."""
-    (target,) = corpus_files(None, [url], folder)
+    target = downloaded_file(url, folder)
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)

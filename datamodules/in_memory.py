@@ -52,10 +52,8 @@ class TensorColumns(Dataset):
         index = on_host
         if device.type == "cuda":  # a copy from pinned memory does not wait for the GPU to catch up
             index = on_host.pin_memory().to(device, non_blocking=True)
-        return {
-            name: column[index] if isinstance(column, Tensor) else gather(column, on_host)
-            for name, column in self.columns.items()
-        }
+        # tensors by the (device) index, list columns by the host copy: no sync for either
+        return {name: gather(c, index if isinstance(c, Tensor) else on_host) for name, c in self.columns.items()}
 
 
 def keep_batch(batch: Columns) -> Columns:

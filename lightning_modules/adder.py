@@ -93,8 +93,7 @@ class AdderLSTM(AdderSystem):
         reverse_answer: the network writes the answer's digits last first, as one adds by hand (carries flow
             forward), after its sign; outputs and metrics are always in normal order.
         label_smoothing: for the cross-entropy over answer tokens.
-        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
-        `litlab.optim`.
+        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
     """
 
     def __init__(
@@ -123,8 +122,7 @@ class AdderTransformer(AdderSystem):
         reverse_answer: the network writes the answer's digits last first, as one adds by hand (carries flow
             forward), after its sign; outputs and metrics are always in normal order.
         label_smoothing: for the cross-entropy over answer tokens.
-        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
-        `litlab.optim`.
+        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
     """
 
     def __init__(

@@ -40,8 +40,7 @@ class CharLM(Experiment):
         positions: "learned" or "sinusoidal" (gpt).
         dropout: between layers and before the output (gpt: on the embeddings and each residual branch).
         attention_dropout: on the attention weights (gpt); 0 keeps the CPU on the fused attention kernels.
-        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
-        `litlab.optim`.
+        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         generate_chars, temperature, top_k: `litlab predict` continues each prompt by `generate_chars` characters
             sampled at `temperature` from the `top_k` likeliest (all when None); temperature 0 is greedy.
         vocab_size: set from the data at the first fit.

@@ -163,8 +163,7 @@ class FastRCNN(TorchvisionWeights, Detector):
         roi_size, fc_dim, dropout: the RoI head.
         background_weight: cross-entropy weight of the background class (the notebook used 0.2).
         score_threshold, nms_iou, detections_per_image: inference.
-        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
-        `litlab.optim`.
+        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
     """
 
     def __init__(
@@ -282,8 +281,7 @@ class FasterRCNN(TorchvisionWeights, Detector):
         num_classes: object classes (without background).
         image_size: the side images arrive at (the model's own resizing is set to keep it).
         trainable_backbone_layers: ResNet stages fine-tuned (0-5).
-        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
-        `litlab.optim`.
+        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
     """
 
     def __init__(

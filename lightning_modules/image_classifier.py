@@ -87,8 +87,7 @@ class ImageClassifier(ClassifierSystem):
     Args:
         net: the network (class path and arguments in the config); it must have a `num_classes` attribute.
         label_smoothing: cross-entropy label smoothing in training.
-        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
-            `litlab.optim`.
+        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         vector_lr_scale: learning-rate factor of biases and norms (which get no weight decay).
         channels_last: NHWC memory layout (faster convolutions on GPUs with tensor cores and on oneDNN CPUs).
         flip_tta: outside training, average the logits of each image and its mirror image.

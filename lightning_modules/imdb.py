@@ -120,8 +120,7 @@ class WordClassifier(ReviewClassifier):
         embeddings_from: a Hugging Face model (name or folder) whose input embeddings are copied; needs the same
             model's tokenizer as `--data.tokenizer` (notebook 15.9.8: bert-base-uncased).
         freeze_embeddings: keep pretrained vectors fixed.
-        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
-        `litlab.optim`.
+        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         vocab_size, pad_id, num_classes: set from the data at the first fit.
     """
 
@@ -259,8 +258,7 @@ class PretrainedClassifier(ReviewClassifier):
 
     Args:
         pretrained: model name on the hub, or a local folder.
-        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
-        `litlab.optim`.
+        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         num_classes, hf_config: set at the first fit.
     """
 

@@ -56,8 +56,7 @@ class SpellCorrector(Experiment):
             randomly initialised with the data's vocabulary (the offline `spell_bart_tiny` config).
         d_model, layers, heads, ffn_dim, dropout: the new BART's sizes (encoder and decoder alike).
         num_beams: beams of `generate()` for val/test/predict.
-        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
-        `litlab.optim`.
+        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         logged_examples: validation segments shown in W&B each epoch (input / output / target).
         hf_config: the model's config, recorded at the first fit.
     """

@@ -54,8 +54,7 @@ class XorMLP(Experiment):
         activation: hidden nonlinearity.
         loss: "bce" on the logit, or "mse" of the raw output towards +1 (same sign) / -1 (the notebook's).
         normal_init: N(0, 1) weights and zero biases, as the notebook drew them (default: PyTorch's init).
-        optimizer, lr_scheduler: a torch.optim class with its arguments, and the schedule (None: constant); see
-        `litlab.optim`.
+        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
     """
 
     monitor, monitor_mode = "val/acc", "max"
