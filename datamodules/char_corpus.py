@@ -174,11 +174,14 @@ class CharCorpusData(L.LightningDataModule):
         clean: the notebook's alphabet (letters, digits, `,.?`, single spaces); False keeps the raw text.
         context_len: characters a model sees per window.
         train_fraction: leading share of the text used for training; the rest is halved into val and test.
-        vocab: the vocabulary's characters. Built from the training text by `fit` and stored with the checkpoint, so
-            `predict` needs no text at all.
+        vocab: the vocabulary's characters; by default built from the training text by `fit` and stored in the
+            checkpoint (`state_dict`), so `predict` needs no text at all.
         jitter: training windows start at a random point of their stretch (False: fixed windows, e.g. to memorise).
         prompts: texts to continue with `litlab predict` (an empty prompt starts from a space).
         batch_size, eval_batch_size, num_workers: loader settings (eval default: batch_size).
+
+    What a model may read (`Experiment.from_data`): `vocab` (encode/decode), `vocab_size`, `prompts`; a predict batch
+    carries its prompt as given (`prompt`).
     """
 
     def __init__(
@@ -199,13 +202,31 @@ class CharCorpusData(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.vocab = CharVocab(vocab) if vocab is not None else None
-        self.splits: dict[str, Tensor] = {}
+        self.text: str | None = None
+        self._splits: dict[str, Tensor] = {}
 
     @property
     def vocab_size(self) -> int:
         if self.vocab is None:
             raise LitlabError("the vocabulary is built by `fit` from the training text: pass --ckpt_path")
         return len(self.vocab)
+
+    @property
+    def prompts(self) -> list[str]:
+        """Texts a model continues: the configured prompts, cleaned like the text (an empty one is a space), else
+        the validation text's opening."""
+        if self.hparams.prompts:
+            return [(clean_text(p) if self.hparams.clean else p) or " " for p in self.hparams.prompts]
+        return [self.vocab.decode(self.splits["val"][:24])]
+
+    @property
+    def splits(self) -> dict[str, Tensor]:
+        """The text's train/val/test ids, encoded on first use (after a checkpoint's vocabulary is restored)."""
+        if not self._splits:
+            if self.text is None:
+                raise LitlabError("no text read yet: the splits exist after setup('fit'|'validate'|'test')")
+            self._splits = contiguous_splits(self.vocab.encode(self.text), self.hparams.train_fraction)
+        return self._splits
 
     def _files(self) -> list[Path]:
         return corpus_files(self.hparams.text_files, self.hparams.urls, self.hparams.data_dir)
@@ -214,15 +235,20 @@ class CharCorpusData(L.LightningDataModule):
         fetch_corpus(self.hparams.text_files, self.hparams.urls, self.hparams.data_dir)
 
     def setup(self, stage: str) -> None:
-        if stage == "predict" or self.splits:  # the text is read and encoded once per process
+        if stage == "predict" or self.text is not None:  # the text is read once per process
             return
         text = read_corpus(self._files())
-        text = clean_text(text) if self.hparams.clean else text
-        train_end = int(len(text) * self.hparams.train_fraction)
+        self.text = clean_text(text) if self.hparams.clean else text
         if self.vocab is None:
-            self.vocab = CharVocab.from_text(text[:train_end])
-            self.hparams.vocab = self.vocab.chars  # saved with the checkpoint's data config
-        self.splits = contiguous_splits(self.vocab.encode(text), self.hparams.train_fraction)
+            self.vocab = CharVocab.from_text(self.text[: int(len(self.text) * self.hparams.train_fraction)])
+
+    # ----- the vocabulary travels with the checkpoint
+    def state_dict(self) -> dict:
+        return {"vocab": self.vocab.chars} if self.vocab is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "vocab" in state:
+            self.vocab, self._splits = CharVocab(state["vocab"]), {}
 
     def _loader(self, dataset, shuffle: bool, batch_size: int) -> DataLoader:
         pin = trains_on_gpu(self.trainer)
@@ -244,10 +270,9 @@ class CharCorpusData(L.LightningDataModule):
         return self._tiled("test")
 
     def predict_dataloader(self) -> DataLoader:
-        prompts = self.hparams.prompts
-        if not prompts:
+        given = self.hparams.prompts
+        if not given:
             raise LitlabError('nothing to predict: pass --data.prompts \'["It was", "Jane"]\'')
-        texts = [(clean_text(p) if self.hparams.clean else p) or " " for p in prompts]
         # one prompt per batch: prompts differ in length, and generation needs no padding then
-        items = [{"x": self.vocab.encode(t).unsqueeze(0), "index": torch.tensor([i])} for i, t in enumerate(texts)]
+        items = [{"x": self.vocab.encode(t).unsqueeze(0), "prompt": [p]} for t, p in zip(self.prompts, given)]
         return DataLoader(items, batch_size=None)

@@ -31,7 +31,9 @@ KAGGLE_DATASET = "mbkinaci/fruit-images-for-object-detection"
 
 
 class FruitDetectionData(L.LightningDataModule):
-    """The fruit dataset (or any VOC folder pair `train/`, `test/`) as batches of images with boxes and RoIs.
+    """The fruit dataset (or any VOC folder pair `train/`, `test/`) as batches of images with boxes and RoIs;
+    predict batches also carry the files' names and original sizes (`name`, `size`). What a model may read
+    (`Experiment.from_data`): `classes`, `num_classes`.
 
     Args:
         data_dir: the folder holding `train/` and `test/` (searched one and two levels down too, as Kaggle unpacks).

@@ -127,7 +127,8 @@ class ImageClassData(InMemoryDataModule):
     keyword arguments of `augment_batch`) and implement `load(train)`.
 
     Splits: val is `val_size` images of the official training set drawn with a seeded generator, train the rest; test
-    is the official test set. Batches are `{"x": (B, C, H, W) float in [0, 1], "y": (B,)}`.
+    is the official test set. Batches are `{"x": (B, C, H, W) float in [0, 1], "y": (B,)}`; predict batches also
+    carry the files' names (`name`). What a model may read (`Experiment.from_data`): `classes`, `num_classes`.
     """
 
     classes: ClassVar[tuple[str, ...]]

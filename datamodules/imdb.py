@@ -85,7 +85,9 @@ def read_reviews(folder: Path, labels: str) -> tuple[list[str], Tensor]:
 
 
 class ImdbData(L.LightningDataModule):
-    """IMDB reviews as padded token batches `{"ids", "lengths", "index", "y"}`.
+    """IMDB reviews as padded token batches `{"ids", "lengths", "index", "y"}`, with the reviews' `text` in validation
+    and test batches and the inputs' `name` in predict batches. What a model may read (`Experiment.from_data`):
+    `classes`, `num_classes`, `vocab_size`, `pad_id`, `words_vocab` (the word vocabulary, for GloVe vectors).
 
     Args:
         data_dir: a folder holding `aclImdb/` (or the `aclImdb` folder itself); the archive is extracted there.
@@ -249,8 +251,9 @@ class ImdbData(L.LightningDataModule):
             tokens, lengths = self.encode(self.texts[split], tokenised)
             if split == "train":
                 self._train_words = None
+            texts = {} if split == "train" else {"text": self.texts[split]}  # what evaluation may show
             self.datasets[split] = Sequences(
-                tokens, lengths, self.pad_id, self.hparams.pad_to_multiple, y=self.targets[split]
+                tokens, lengths, self.pad_id, self.hparams.pad_to_multiple, y=self.targets[split], **texts
             )
         return self.datasets[split]
 

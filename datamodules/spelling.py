@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.char_corpus import corpus_files, fetch_corpus, read_corpus
-from datamodules.in_memory import trains_on_gpu
+from datamodules.in_memory import gather, trains_on_gpu
 from datamodules.spelling_noise import add_noise, make_segments
 from datamodules.text_batches import Ragged, length_batched_loader, read_predict_file
 from litlab.errors import LitlabError
@@ -68,10 +68,11 @@ def wrap_tokenizer(serialised: str):
 
 class Pairs(Dataset):
     """(noisy input, clean target) token pairs; a batch is `{"ids", "lengths", "labels" (padded with -100),
-    "index"}`, each padded to its longest sequence (a multiple of 8)."""
+    "index", **texts}`, each padded to its longest sequence (a multiple of 8); `texts`: list columns (the input and
+    target segments as text) that travel with each batch."""
 
-    def __init__(self, inputs: Ragged, targets: Ragged, pad_id: int) -> None:
-        self.inputs, self.targets, self.pad_id = inputs, targets, pad_id
+    def __init__(self, inputs: Ragged, targets: Ragged, pad_id: int, **texts: list[str]) -> None:
+        self.inputs, self.targets, self.pad_id, self.texts = inputs, targets, pad_id, texts
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -80,7 +81,13 @@ class Pairs(Dataset):
         index = torch.as_tensor(indices, dtype=torch.long)
         ids, lengths = self.inputs.batch(index, self.pad_id, multiple=8)
         labels, _ = self.targets.batch(index, -100, multiple=8)
-        return {"ids": ids, "lengths": lengths, "labels": labels, "index": index}
+        return {
+            "ids": ids,
+            "lengths": lengths,
+            "labels": labels,
+            "index": index,
+            **{k: gather(v, index) for k, v in self.texts.items()},
+        }
 
 
 class SpellingData(L.LightningDataModule):
@@ -100,6 +107,9 @@ class SpellingData(L.LightningDataModule):
         max_len: tokens kept per sequence.
         batch_size, eval_batch_size, num_workers: loader settings (eval default: batch_size).
         predict_texts, predict_files: text to correct with `litlab predict` (strings, or files with one per line).
+
+    What a model may read (`Experiment.from_data`): `tokenizer`, `vocab_size`. Validation and test batches carry
+    their segments as text (`source`: noisy, `target`: clean), predict batches the inputs as given (`source`).
     """
 
     def __init__(
@@ -135,7 +145,6 @@ class SpellingData(L.LightningDataModule):
         self._tokenizer = None
         self._trained: str | None = None  # a trained tokenizer, serialised (kept in the checkpoint)
         self._fixed: dict[str, Pairs] = {}
-        self.predict_items: list[str] = []
 
     @property
     def rates(self) -> dict[str, float]:
@@ -207,8 +216,8 @@ class SpellingData(L.LightningDataModule):
     def encode(self, texts: list[str]) -> Ragged:
         return Ragged.from_lists(self.tokenizer(texts, truncation=True, max_length=self.hparams.max_len)["input_ids"])
 
-    def pairs(self, noisy: list[str], clean: list[str]) -> Pairs:
-        return Pairs(self.encode(noisy), self.encode(clean), self.tokenizer.pad_token_id)
+    def pairs(self, noisy: list[str], clean: list[str], **texts: list[str]) -> Pairs:
+        return Pairs(self.encode(noisy), self.encode(clean), self.tokenizer.pad_token_id, **texts)
 
     def _loader(self, dataset: Pairs, train: bool) -> DataLoader:
         hp = self.hparams
@@ -224,7 +233,8 @@ class SpellingData(L.LightningDataModule):
 
     def _evaluation(self, split: str) -> DataLoader:
         if split not in self._fixed:
-            self._fixed[split] = self.pairs(self.noisy[split], self.segments[split])
+            noisy, clean = self.noisy[split], self.segments[split]
+            self._fixed[split] = self.pairs(noisy, clean, source=noisy, target=clean)  # texts to score against
         return self._loader(self._fixed[split], train=False)
 
     def val_dataloader(self) -> DataLoader:
@@ -247,7 +257,7 @@ class SpellingData(L.LightningDataModule):
         return texts
 
     def predict_dataloader(self) -> DataLoader:
-        self.predict_items = self.predict_inputs()  # read once; predict_step labels its records from these
-        inputs = self.encode(self.predict_items)
-        dataset = Pairs(inputs, inputs, self.tokenizer.pad_token_id)
+        texts = self.predict_inputs()
+        inputs = self.encode(texts)
+        dataset = Pairs(inputs, inputs, self.tokenizer.pad_token_id, source=texts)
         return length_batched_loader(dataset, inputs.lengths, 16, train=False, bucket=False)

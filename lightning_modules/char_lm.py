@@ -28,7 +28,8 @@ NOTEBOOK_CONTEXT = 40  # the notebook predicted the 41st character from 40
 
 
 class CharLM(Experiment):
-    """A next-character model; the vocabulary size comes from the data (`vocab_size`, recorded in the checkpoint).
+    """A next-character model; the vocabulary size comes from the data (`vocab_size`, recorded in the checkpoint), and
+    so do the vocabulary that encodes prompts and decodes samples (`vocab`) and the W&B sample prompts (`prompts`).
 
     Args:
         arch: "rnn_scratch" (the notebook's hand-written tanh RNN), "lstm", "gru" or "gpt".
@@ -43,10 +44,11 @@ class CharLM(Experiment):
         optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         generate_chars, temperature, top_k: `litlab predict` continues each prompt by `generate_chars` characters
             sampled at `temperature` from the `top_k` likeliest (all when None); temperature 0 is greedy.
-        vocab_size: set from the data at the first fit.
+        vocab_size: the data's at the first fit.
     """
 
     monitor, monitor_mode = "val/loss", "min"
+    data_arguments = ("vocab_size",)
     prediction_format = "{input!r} -> {output!r}"
 
     def __init__(
@@ -73,23 +75,18 @@ class CharLM(Experiment):
         self.net = None
         self.acc = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.acc_last = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
-        if vocab_size is not None:
+        if self.sized():
             self.configure_model()
 
-    def configure_model(self) -> None:
-        """Build the network once its vocabulary size is known (from the checkpoint, or the data at the first fit)."""
-        if self.net is not None:
-            return
-        hp = self.hparams
-        if hp.vocab_size is None:
-            hp.vocab_size = self.trainer.datamodule.vocab_size
+    def build(self) -> None:
+        hp, vocab_size = self.hparams, self.data_argument("vocab_size")
         if hp.arch == "gpt":
             self.net = CharGPT(
-                hp.vocab_size, hp.embed_dim, hp.heads, hp.layers, hp.context_len, hp.dropout, hp.positions,
+                vocab_size, hp.embed_dim, hp.heads, hp.layers, hp.context_len, hp.dropout, hp.positions,
                 hp.attention_dropout,
             )  # fmt: skip
         else:
-            self.net = RecurrentLM(hp.arch, hp.vocab_size, hp.embed_dim, hp.hidden, hp.layers, hp.dropout)
+            self.net = RecurrentLM(hp.arch, vocab_size, hp.embed_dim, hp.hidden, hp.layers, hp.dropout)
 
     def forward(self, ids: Tensor, state=None):
         return self.net(ids, state)  # logits (B, T, V), state
@@ -135,19 +132,18 @@ class CharLM(Experiment):
         return torch.cat(out, dim=1)
 
     def on_validation_epoch_end(self) -> None:
-        """W&B: a table of texts generated from prompts (the configured ones, else the validation text's opening)."""
+        """W&B: a table of texts generated from the data's prompts."""
         run = self.wandb_run()
         if run is None or self.trainer.sanity_checking:
             return
         import wandb
 
-        data = self.trainer.datamodule
-        prompts = data.hparams.prompts or [data.vocab.decode(data.splits["val"][:24])]
+        vocab = self.from_data("vocab")
         table = wandb.Table(columns=["epoch", "prompt", "temperature", "text"])
-        for prompt in prompts[:4]:
-            ids = data.vocab.encode(prompt or " ").unsqueeze(0).to(self.device)
+        for prompt in self.from_data("prompts")[:4]:
+            ids = vocab.encode(prompt).unsqueeze(0).to(self.device)
             for temperature in (0.5, 1.0):
-                text = data.vocab.decode(self.generate(ids, 120, temperature, None)[0])
+                text = vocab.decode(self.generate(ids, 120, temperature, None)[0])
                 table.add_data(self.current_epoch, prompt, temperature, text)
         run.log({"val/samples": table, "trainer/global_step": self.global_step})
 
@@ -163,12 +159,12 @@ class CharLM(Experiment):
         centred = weights - weights.mean(0)
         _, _, v = torch.linalg.svd(centred, full_matrices=False)
         xy = centred @ v[:2].T  # (V-1, 2)
-        chars = self.trainer.datamodule.vocab.chars
+        chars = self.from_data("vocab").chars
         table = wandb.Table(columns=["x", "y", "char"], data=[[x, y, repr(c)] for (x, y), c in zip(xy.tolist(), chars)])
         run.log({"embeddings/pca": wandb.plot.scatter(table, "x", "y", title="character embeddings (PCA)")})
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
-        hp, data = self.hparams, self.trainer.datamodule
+        hp = self.hparams
         ids = self.generate(batch["x"], hp.generate_chars, hp.temperature, hp.top_k)
-        prompt = data.hparams.prompts[int(batch["index"])]
-        return [{"input": prompt, "output": data.vocab.decode(ids[0]), "temperature": hp.temperature}]
+        output = self.from_data("vocab").decode(ids[0])
+        return [{"input": batch["prompt"][0], "output": output, "temperature": hp.temperature}]

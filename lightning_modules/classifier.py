@@ -42,11 +42,11 @@ class Classifier(Experiment):
         self.confusion.reset()
         run = self.wandb_run()
         if run is not None:
-            log_confusion(run, matrix, self.trainer.datamodule.classes)
+            log_confusion(run, matrix, self.from_data("classes"))
 
     def class_records(self, logits: Tensor, inputs: list[str]) -> list[dict]:
         """One prediction record per row of `logits`: its input (as the user gave it), class name and probability."""
-        classes = self.trainer.datamodule.classes
+        classes = self.from_data("classes")
         probability, predicted = logits.softmax(1).max(1)
         return [
             {"input": given, "output": classes[c], "probability": round(p, 6)}

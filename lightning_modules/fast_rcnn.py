@@ -14,14 +14,11 @@ beside it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models import get_model
 from torchvision.ops import batched_nms, roi_align
 
@@ -33,121 +30,11 @@ from lightning_modules.components.detection import (
     freeze_resnet_stages,
     losses_without_updates,
 )
+from lightning_modules.detector import Detector
 from litlab.box_coding import decode_boxes
 from litlab.errors import LitlabError
-from litlab.experiment import Experiment
 from litlab.optim import LRSchedulerCallable, OptimizerCallable
 from litlab.pretrained import TorchvisionWeights
-
-
-def wandb_boxes(found: dict[str, Tensor], caption: str, size: int, classes: dict[int, str]) -> dict:
-    """Boxes (pixels of a `size` square image) as a `wandb.Image` box group."""
-    data = [
-        {
-            "position": dict(zip(("minX", "minY", "maxX", "maxY"), (box / size).tolist())),
-            "class_id": int(label),
-            "box_caption": caption,
-        }
-        for box, label in zip(found["boxes"].float().cpu(), found["labels"].cpu())
-    ]
-    return {"box_data": data, "class_labels": classes}
-
-
-class Detector(Experiment):
-    """What both detectors share: mAP metrics, W&B box overlays, predictions in original pixels with a drawn PNG.
-    Subclasses implement `detect(batch) -> list of {"boxes", "scores", "labels"}` in resized-image pixels."""
-
-    monitor, monitor_mode = "val/map_50", "max"
-    prediction_format = "{input}: {summary}"
-    shown_score = 0.5  # detections printed per image (all above score_threshold are written)
-
-    def _metrics(self) -> None:
-        self.map = nn.ModuleDict({s: MeanAveragePrecision(box_format="xyxy", iou_type="bbox") for s in ("val", "test")})
-
-    def detect(self, batch: dict) -> list[dict[str, Tensor]]:
-        raise NotImplementedError
-
-    def _evaluate(self, batch: dict, stage: str, detections: list[dict[str, Tensor]]) -> None:
-        truth = [{"boxes": b, "labels": lab} for b, lab in zip(batch["boxes"], batch["labels"])]
-        self.map[stage].update(detections, truth)
-        if stage == "val" and not self._shown:
-            self._shown = [(image, d, t) for image, d, t in zip(batch["images"][:4], detections, truth)]
-
-    def on_validation_epoch_start(self) -> None:
-        self._shown = []
-
-    def _log_map(self, stage: str) -> None:
-        scores = self.map[stage].compute()  # COCO evaluation once per epoch, summed over DDP ranks
-        self.map[stage].reset()
-        self.log(f"{stage}/map_50", scores["map_50"], prog_bar=True, sync_dist=False)
-        if stage == "test":
-            self.log("test/map", scores["map"])
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_map("val")
-        run = self.wandb_run()
-        if run is None or self.trainer.sanity_checking or not self._shown:
-            return
-        import wandb
-
-        classes = {i + 1: c for i, c in enumerate(self.trainer.datamodule.classes)}
-        size = self._shown[0][0].shape[-1]  # the square the images were resized to
-        shown = [(image.permute(1, 2, 0).cpu().numpy(), detected, truth) for image, detected, truth in self._shown]
-        images = [
-            wandb.Image(
-                picture,
-                boxes={
-                    "predictions": wandb_boxes(detected, "pred", size, classes),
-                    "ground_truth": wandb_boxes(truth, "true", size, classes),
-                },
-            )
-            for picture, detected, truth in shown
-        ]
-        run.log({"val/detections": images, "trainer/global_step": self.global_step})
-
-    def on_test_epoch_end(self) -> None:
-        self._log_map("test")
-
-    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        classes, size = self.trainer.datamodule.classes, batch["images"].shape[-1]
-        records = []
-        for name, (width, height), found in zip(batch["name"], batch["size"], self.detect(batch)):
-            path = Path(name)
-            scale = torch.tensor([width / size, height / size] * 2)
-            boxes = (found["boxes"].float().cpu() * scale).round(decimals=1)
-            objects = [
-                {"class": classes[int(c) - 1], "score": round(float(s), 4), "box": b.tolist()}
-                for b, s, c in zip(boxes, found["scores"].cpu(), found["labels"].cpu())
-            ]
-            confident = [o for o in objects if o["score"] >= self.shown_score]
-            summary = "; ".join(f"{o['class']} {o['score']:.2f} at {[round(v) for v in o['box']]}" for o in confident)
-            records.append(
-                {
-                    "input": str(path),
-                    "output": objects,
-                    "drawn": str(self._draw(path, confident)),
-                    "summary": summary or f"nothing above {self.shown_score}",
-                }
-            )
-        return records
-
-    def _draw(self, path: Path, objects: list[dict]) -> Path:
-        """The image with its boxes drawn, as a PNG beside the run's predictions.jsonl."""
-        from PIL import Image, ImageDraw
-
-        from litlab.tracking import run_dir
-
-        folder = run_dir(self.trainer) / "detections"
-        folder.mkdir(parents=True, exist_ok=True)
-        with Image.open(path) as image:
-            picture = image.convert("RGB")
-        draw = ImageDraw.Draw(picture)
-        for obj in objects:
-            draw.rectangle(obj["box"], outline=(255, 0, 0), width=3)
-            draw.text((obj["box"][0] + 3, obj["box"][1] + 2), f"{obj['class']} {obj['score']:.2f}", fill=(255, 0, 0))
-        target = folder / f"{path.stem}.png"
-        picture.save(target)
-        return target
 
 
 class FastRCNN(TorchvisionWeights, Detector):
@@ -159,7 +46,7 @@ class FastRCNN(TorchvisionWeights, Detector):
     Args:
         arch, weights: torchvision ResNet and its ImageNet weights (None: from scratch); fetched for `fit` only.
         feature_stage: the last ResNet stage used ("layer3": stride 16, "layer4": stride 32).
-        num_classes: object classes (without background).
+        num_classes: object classes (without background); the data's at the first fit.
         roi_size, fc_dim, dropout: the RoI head.
         background_weight: cross-entropy weight of the background class (the notebook used 0.2).
         score_threshold, nms_iou, detections_per_image: inference.
@@ -171,7 +58,7 @@ class FastRCNN(TorchvisionWeights, Detector):
         arch: str = "resnet50",
         weights: str | None = "IMAGENET1K_V2",
         feature_stage: str = "layer3",
-        num_classes: PositiveInt = 3,
+        num_classes: PositiveInt | None = None,
         roi_size: PositiveInt = 7,
         fc_dim: PositiveInt = 1024,
         dropout: ClosedUnitInterval = 0.3,
@@ -207,15 +94,20 @@ class FastRCNN(TorchvisionWeights, Detector):
             nn.ReLU(),
             nn.Dropout(dropout),
         )
+        self.roi_acc = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self._metrics()
+        if self.sized():
+            self.configure_model()
+
+    def add_class_layers(self, num_classes: int) -> None:
+        fc_dim = self.hparams.fc_dim
         self.classify = nn.Linear(fc_dim, num_classes + 1)
         self.regress = nn.Linear(fc_dim, 4 * (num_classes + 1))
         nn.init.normal_(self.regress.weight, std=0.001)
         nn.init.zeros_(self.regress.bias)
         class_weights = torch.ones(num_classes + 1)
-        class_weights[0] = background_weight
+        class_weights[0] = self.hparams.background_weight
         self.register_buffer("class_weights", class_weights, persistent=False)
-        self.roi_acc = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
-        self._metrics()
 
     def load_pretrained(self, state: dict[str, Tensor]) -> None:
         resnet = get_model(self.hparams.arch, weights=None)
@@ -278,7 +170,7 @@ class FasterRCNN(TorchvisionWeights, Detector):
 
     Args:
         weights: torchvision detection weights ("COCO_V1") or None; fetched for `fit` only.
-        num_classes: object classes (without background).
+        num_classes: object classes (without background); the data's at the first fit.
         image_size: the side images arrive at (the model's own resizing is set to keep it).
         trainable_backbone_layers: ResNet stages fine-tuned (0-5).
         optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
@@ -287,7 +179,7 @@ class FasterRCNN(TorchvisionWeights, Detector):
     def __init__(
         self,
         weights: str | None = "COCO_V1",
-        num_classes: PositiveInt = 3,
+        num_classes: PositiveInt | None = None,
         image_size: PositiveInt = 320,
         trainable_backbone_layers: NonNegativeInt = 3,
         optimizer: OptimizerCallable = torch.optim.AdamW,
@@ -297,7 +189,6 @@ class FasterRCNN(TorchvisionWeights, Detector):
         self.save_hyperparameters()
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
-        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
         self.choose_weights("fasterrcnn_resnet50_fpn_v2", weights, name="Faster R-CNN")
         if not 0 <= trainable_backbone_layers <= len(TRAINABLE_ORDER):
@@ -308,9 +199,15 @@ class FasterRCNN(TorchvisionWeights, Detector):
         if self.weights is not None:  # torchvision freezes nothing for a model built without weights: done here
             freeze_batchnorm(self.net)
             freeze_resnet_stages(self.net.backbone.body, trainable_backbone_layers)
+        self._metrics()
+        if self.sized():
+            self.configure_model()
+
+    def add_class_layers(self, num_classes: int) -> None:
+        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+
         in_features = self.net.roi_heads.box_predictor.cls_score.in_features
         self.net.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes + 1)
-        self._metrics()
 
     def load_pretrained(self, state: dict[str, Tensor]) -> None:
         self.net.load_state_dict({k: v for k, v in state.items() if "box_predictor" not in k}, strict=False)

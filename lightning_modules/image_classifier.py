@@ -11,6 +11,8 @@ head). Targets (GPU workstation): FashionMNIST `fashion_cnn` >= 92.5 %, `fashion
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat, PositiveInt
@@ -28,20 +30,27 @@ class ClassifierSystem(Classifier):
 
     Logs `val/acc`, `test/acc`; with a W&B logger, a grid of validation images titled with their true and predicted
     classes each validation epoch (from outputs already computed, rank 0 only) and `test/confusion` at test end.
-    Class names come from the DataModule (`classes`).
+    Class names and their number come from the DataModule (`classes`, `num_classes`); subclasses create the layers
+    the class count sizes in `add_class_layers`.
     """
 
     prediction_format = "{input}: {output} ({probability:.1%})"
+    data_arguments = ("num_classes",)
     net: nn.Module
 
-    def __init__(
-        self, num_classes: PositiveInt, label_smoothing: ClosedUnitInterval, logged_images: NonNegativeInt
-    ) -> None:
+    def __init__(self, label_smoothing: ClosedUnitInterval, logged_images: NonNegativeInt) -> None:
         super().__init__()
-        self.add_class_metrics(num_classes)
         self.label_smoothing = label_smoothing
         self.logged_images = logged_images
         self._shown: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def add_class_layers(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def build(self) -> None:
+        num_classes = self.data_argument("num_classes")
+        self.add_class_layers(num_classes)
+        self.add_class_metrics(num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (B, C, H, W) in [0, 1] -> logits (B, classes)
@@ -61,7 +70,7 @@ class ClassifierSystem(Classifier):
             return
         import wandb
 
-        classes = self.trainer.datamodule.classes
+        classes = self.from_data("classes")
         images, truth, predicted = (t.cpu() for t in shown)  # one copy per epoch
         pixels = images.mul(255).round().byte().permute(0, 2, 3, 1).squeeze(-1)  # (N, H, W[, 3]) uint8
         run.log(
@@ -85,18 +94,20 @@ class ImageClassifier(ClassifierSystem):
     rank 0, then broadcast), so its first layer starts from the data's statistics.
 
     Args:
-        net: the network (class path and arguments in the config); it must have a `num_classes` attribute.
+        net: the network: its class path and every argument but the class count, which it takes first (as the
+            networks of `components.convnets` do) and which comes from the data.
         label_smoothing: cross-entropy label smoothing in training.
         optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         vector_lr_scale: learning-rate factor of biases and norms (which get no weight decay).
         channels_last: NHWC memory layout (faster convolutions on GPUs with tensor cores and on oneDNN CPUs).
         flip_tta: outside training, average the logits of each image and its mirror image.
         logged_images: validation images shown in W&B each epoch (0: none).
+        num_classes: the data's at the first fit.
     """
 
     def __init__(
         self,
-        net: nn.Module,
+        net: Callable[[int], nn.Module],
         label_smoothing: ClosedUnitInterval = 0.0,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -104,11 +115,18 @@ class ImageClassifier(ClassifierSystem):
         channels_last: bool = False,
         flip_tta: bool = False,
         logged_images: NonNegativeInt = 20,
+        num_classes: PositiveInt | None = None,
     ) -> None:
-        super().__init__(net.num_classes, label_smoothing, logged_images)
+        super().__init__(label_smoothing, logged_images)
         self.save_hyperparameters()  # LightningCLI records `net` as its config (class path and arguments)
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
-        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.make_net = net
+        if self.sized():
+            self.configure_model()
+
+    def add_class_layers(self, num_classes: int) -> None:
+        net = self.make_net(num_classes)
+        self.net = net.to(memory_format=torch.channels_last) if self.hparams.channels_last else net
 
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last:
@@ -138,7 +156,7 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
         arch: a torchvision classification model name ("resnet18", "resnet50", ...).
         weights: its weights enum name ("IMAGENET1K_V1", ...), or None to train from scratch. Downloaded once into
             torch's hub cache ($TORCH_HOME/hub/checkpoints).
-        num_classes: classes of the new head.
+        num_classes: classes of the new head; the data's at the first fit.
         image_size: side the inputs are resized to (ImageNet networks see 224 px; CIFAR images are 32 px).
         freeze_backbone_epochs: epochs in which only the new head learns (the backbone's learning rate is 0).
         label_smoothing, optimizer, lr_scheduler, channels_last, logged_images: as in `ImageClassifier`; a frozen
@@ -149,7 +167,7 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
         self,
         arch: str = "resnet18",
         weights: str | None = "IMAGENET1K_V1",
-        num_classes: PositiveInt = 10,
+        num_classes: PositiveInt | None = None,
         image_size: PositiveInt = 224,
         freeze_backbone_epochs: NonNegativeInt = 0,
         label_smoothing: ClosedUnitInterval = 0.0,
@@ -158,17 +176,22 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
         channels_last: bool = True,
         logged_images: NonNegativeInt = 20,
     ) -> None:
-        super().__init__(num_classes, label_smoothing, logged_images)
+        super().__init__(label_smoothing, logged_images)
         self.save_hyperparameters()
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.choose_weights(arch, weights)
         self.backbone = get_model(arch, weights=None)  # the weights arrive in `setup`
-        self.head = nn.Linear(self.backbone.fc.in_features, num_classes)
+        self.features = self.backbone.fc.in_features
         self.backbone.fc = nn.Identity()
         transforms = (self.weights or get_model_weights(arch).DEFAULT).transforms()
         self.standardize = Standardize(transforms.mean, transforms.std)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+        if self.sized():
+            self.configure_model()
+
+    def add_class_layers(self, num_classes: int) -> None:
+        self.head = nn.Linear(self.features, num_classes)
 
     def load_pretrained(self, state: dict[str, Tensor]) -> None:
         self.backbone.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})

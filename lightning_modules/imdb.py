@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from jsonargparse.typing import ClosedUnitInterval, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassF1Score
 
@@ -33,19 +33,26 @@ from litlab.optim import LRSchedulerCallable, OptimizerCallable
 
 
 class ReviewClassifier(Classifier):
-    """Training, metrics, W&B figures and predictions shared by the review classifiers; subclasses build `self.net`
-    (a module mapping `(ids, lengths)` to logits) in `build`. Class names come from the data."""
+    """Training, metrics, W&B figures and predictions shared by the review classifiers; subclasses create `self.net`
+    (a module mapping `(ids, lengths)` to logits) in `build_net`, sized by `data_argument` (see `Experiment`). Class
+    names come from the data; test batches carry the reviews' `text` for the W&B table of confident errors."""
 
     prediction_format = "{output} ({probability:.1%}): {input:.70}"
+    data_arguments = ("num_classes",)
 
     def __init__(self) -> None:
         super().__init__()
         self.net: nn.Module | None = None
-        self._errors: list[tuple[Tensor, ...]] = []
+        self._errors: list[Tensor] = []
+        self._error_texts: list[list[str]] = []
+
+    def build_net(self) -> None:
+        """Create `self.net` (sizes from `data_argument`)."""
+        raise NotImplementedError
 
     def build(self) -> None:
-        """Create `self.net` from the hyperparameters (sizes already known)."""
-        raise NotImplementedError
+        self.build_net()
+        self._metrics(self.data_argument("num_classes"))
 
     def _metrics(self, classes: int) -> None:
         self.add_class_metrics(classes)
@@ -60,43 +67,41 @@ class ReviewClassifier(Classifier):
         if stage == "test":
             self.f1(predicted, y)
             self.log("test/f1", self.f1)
-            self._keep_confident_errors(logits, y, batch["index"])
+            self._keep_confident_errors(logits, y, batch["text"])
         return loss
 
-    def _keep_confident_errors(self, logits: Tensor, y: Tensor, index: Tensor, keep: int = 20) -> None:
-        """The batch's most confident wrong predictions, kept on the device (no sync until test end)."""
+    def _keep_confident_errors(self, logits: Tensor, y: Tensor, texts: list[str], keep: int = 20) -> None:
+        """The batch's most confident wrong predictions, kept on the device (no sync until test end), and a
+        reference to the batch's review texts."""
         confidence, predicted = logits.detach().float().softmax(1).max(1)
         wrongness = torch.where(predicted != y, confidence, -1.0)
         top = wrongness.topk(min(keep, len(y))).indices
-        self._errors.append(torch.stack([wrongness[top], index[top].float(), predicted[top].float(), y[top].float()]))
+        batch = torch.full_like(top, len(self._error_texts))
+        self._errors.append(
+            torch.stack([wrongness[top], batch.float(), top.float(), predicted[top].float(), y[top].float()])
+        )
+        self._error_texts.append(texts)
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()  # the confusion matrix
-        errors, self._errors = self._errors, []
+        (errors, self._errors), (texts, self._error_texts) = (self._errors, []), (self._error_texts, [])
         run = self.wandb_run()
         if run is None:
             return
         import wandb
 
-        data = self.trainer.datamodule
-        rows = torch.cat(errors, dim=1)  # (4, N): confidence, review index, predicted, true (this rank's reviews)
+        classes = self.from_data("classes")
+        rows = torch.cat(errors, dim=1)  # (5, N): confidence, batch, row in it, predicted, true (this rank's reviews)
         rows = rows[:, rows[0].topk(min(20, rows.size(1))).indices].cpu()
         table = wandb.Table(columns=["confidence", "predicted", "true", "review"])
-        for confidence, i, predicted, true in rows.T.tolist():
+        for confidence, b, i, predicted, true in rows.T.tolist():
             if confidence >= 0:
-                table.add_data(
-                    confidence, data.classes[int(predicted)], data.classes[int(true)], data.texts["test"][int(i)]
-                )
+                table.add_data(confidence, classes[int(predicted)], classes[int(true)], texts[int(b)][int(i)])
         run.log({"test/confident_errors": table})
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         logits = self(batch["ids"], batch["lengths"])
         return self.class_records(logits, batch["name"])  # the text or the file's name, from the batch
-
-    def configure_model(self) -> None:
-        if self.net is None:
-            self.build()
-            self._metrics(self.hparams.num_classes)
 
 
 class WordClassifier(ReviewClassifier):
@@ -121,8 +126,10 @@ class WordClassifier(ReviewClassifier):
             model's tokenizer as `--data.tokenizer` (notebook 15.9.8: bert-base-uncased).
         freeze_embeddings: keep pretrained vectors fixed.
         optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
-        vocab_size, pad_id, num_classes: set from the data at the first fit.
+        vocab_size, pad_id, num_classes: the data's at the first fit.
     """
+
+    data_arguments = ("vocab_size", "pad_id", "num_classes")
 
     def __init__(
         self,
@@ -143,7 +150,7 @@ class WordClassifier(ReviewClassifier):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         vocab_size: PositiveInt | None = None,
-        pad_id: int = 0,
+        pad_id: NonNegativeInt | None = None,
         num_classes: PositiveInt | None = None,
     ) -> None:
         super().__init__()
@@ -151,7 +158,7 @@ class WordClassifier(ReviewClassifier):
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         if glove_path is not None and embeddings_from is not None:
             raise LitlabError("pass either --model.init_args.glove_path or --model.init_args.embeddings_from, not both")
-        if vocab_size is not None:  # from a checkpoint: its weights arrive when it is restored
+        if self.sized():  # from a checkpoint: its weights arrive when it is restored
             self.configure_model()
 
     def prepare_data(self) -> None:
@@ -160,28 +167,36 @@ class WordClassifier(ReviewClassifier):
 
             load_hf(AutoModel, self.hparams.embeddings_from)  # rank 0 fills the cache
 
-    def build(self, vectors: Tensor | None = None) -> None:
+    def build_net(self) -> None:
         hp = self.hparams
+        vocab_size, pad_id, classes = (self.data_argument(n) for n in self.data_arguments)
+        vectors = None
+        if hp.vocab_size is None:  # the first fit: pretrained vectors from files; their width is the embedding's
+            if hp.glove_path is not None:
+                vectors = glove_vectors(Path(hp.glove_path), self.from_data("words_vocab").words, vocab_size)
+            elif hp.embeddings_from is not None:
+                vectors = pretrained_embeddings(hp.embeddings_from, vocab_size)
+            if vectors is not None:
+                self.learned["embed_dim"] = vectors.size(1)
+        embed_dim = self.learned.get("embed_dim", hp.embed_dim)
         if hp.arch == "bilstm":
             self.net = BiLSTMClassifier(
-                hp.vocab_size, hp.embed_dim, hp.hidden, hp.layers, hp.num_classes, hp.dropout, hp.pad_id, hp.pooling
+                vocab_size, embed_dim, hp.hidden, hp.layers, classes, hp.dropout, pad_id, hp.pooling
             )
         elif hp.arch == "bag":
-            self.net = BagOfNgramsClassifier(
-                hp.vocab_size, hp.embed_dim, hp.num_classes, hp.ngrams, hp.buckets, hp.dropout, hp.pad_id
-            )
+            self.net = BagOfNgramsClassifier(vocab_size, embed_dim, classes, hp.ngrams, hp.buckets, hp.dropout, pad_id)
         else:
             self.net = AttentionClassifier(
-                hp.vocab_size,
-                hp.embed_dim,
+                vocab_size,
+                embed_dim,
                 hp.heads,
                 hp.layers,
                 hp.hidden,
-                hp.num_classes,
+                classes,
                 hp.dropout,
                 hp.positions,
                 hp.attention_dropout,
-                pad_id=hp.pad_id,
+                pad_id=pad_id,
             )
         pretrained = hp.glove_path is not None or hp.embeddings_from is not None
         if vectors is not None:
@@ -192,22 +207,6 @@ class WordClassifier(ReviewClassifier):
                 self.net.scale_positions_to_embedding()
         if pretrained and hp.freeze_embeddings:
             self.net.embed.weight.requires_grad_(False)
-
-    def configure_model(self) -> None:
-        if self.net is not None:
-            return
-        hp, vectors = self.hparams, None
-        if hp.vocab_size is None:  # the first fit: sizes from the data, vectors from files
-            data = self.trainer.datamodule
-            hp.vocab_size, hp.pad_id, hp.num_classes = data.vocab_size, data.pad_id, data.num_classes
-            if hp.glove_path is not None:
-                vectors = glove_vectors(Path(hp.glove_path), data.words_vocab.words, hp.vocab_size)
-            elif hp.embeddings_from is not None:
-                vectors = pretrained_embeddings(hp.embeddings_from, hp.vocab_size)
-            if vectors is not None:
-                hp.embed_dim = vectors.size(1)
-        self.build(vectors)
-        self._metrics(hp.num_classes)
 
 
 def glove_vectors(path: Path, words: list[str], vocab_size: int) -> Tensor:
@@ -259,7 +258,7 @@ class PretrainedClassifier(ReviewClassifier):
     Args:
         pretrained: model name on the hub, or a local folder.
         optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
-        num_classes, hf_config: set at the first fit.
+        num_classes, hf_config: the data's class count and the model's config, recorded at the first fit.
     """
 
     def __init__(
@@ -282,16 +281,15 @@ class PretrainedClassifier(ReviewClassifier):
 
             load_hf(AutoModelForSequenceClassification, self.hparams.pretrained)  # rank 0 fills the cache
 
-    def build(self) -> None:
+    def build_net(self) -> None:
         from transformers import AutoModelForSequenceClassification
 
         hp = self.hparams
         if hp.hf_config is None:  # the first fit
-            classes = self.trainer.datamodule.classes
-            hp.num_classes = len(classes)
+            classes = self.from_data("classes")
             labels = {"id2label": dict(enumerate(classes)), "label2id": {c: i for i, c in enumerate(classes)}}
             self.net = load_hf(AutoModelForSequenceClassification, hp.pretrained, num_labels=len(classes), **labels)
-            hp.hf_config = self.net.config.to_diff_dict()
+            self.learned["hf_config"] = self.net.config.to_diff_dict()
         else:
             self.net = from_recorded_config(AutoModelForSequenceClassification, hp.hf_config)
 

@@ -92,16 +92,14 @@ class SpellCorrector(Experiment):
         if hf_config is not None:
             self.configure_model()
 
-    def configure_model(self) -> None:
-        if self.net is not None:
-            return
+    def build(self) -> None:
         from transformers import BartConfig, BartForConditionalGeneration
 
         hp = self.hparams
         if hp.hf_config is not None:  # from a checkpoint: its weights arrive when it is restored
             self.net = from_recorded_config(BartForConditionalGeneration, hp.hf_config)
             return
-        tokenizer = self.trainer.datamodule.tokenizer
+        tokenizer = self.from_data("tokenizer")
         if hp.pretrained is not None:
             self.net = load_hf(BartForConditionalGeneration, hp.pretrained)
         else:
@@ -125,7 +123,7 @@ class SpellCorrector(Experiment):
                 forced_eos_token_id=ids["eos"],
             )
             self.net = BartForConditionalGeneration(config)
-        hp.hf_config = self.net.config.to_diff_dict()
+        self.learned["hf_config"] = self.net.config.to_diff_dict()
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         """Generated token ids (B, T') for padded inputs (B, T)."""
@@ -138,6 +136,10 @@ class SpellCorrector(Experiment):
             do_sample=False,
         )
 
+    def decode(self, ids: Tensor) -> list[str]:
+        """Generated ids (B, T') as text, with the data's tokenizer."""
+        return [text.strip() for text in self.from_data("tokenizer").batch_decode(ids, skip_special_tokens=True)]
+
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         ids, lengths, labels = batch["ids"], batch["lengths"], batch["labels"]
         mask = real_tokens(ids, lengths)
@@ -149,25 +151,21 @@ class SpellCorrector(Experiment):
 
     def _score(self, batch: dict[str, Tensor], stage: str) -> None:
         """Metrics on generated text against the clean segment, and the copy-the-input baseline beside them."""
-        data = self.trainer.datamodule
-        index = batch["index"].tolist()
-        inputs = [data.noisy[stage][i] for i in index]
-        targets = [data.segments[stage][i] for i in index]
-        outputs = data.tokenizer.batch_decode(self(batch["ids"], batch["lengths"]), skip_special_tokens=True)
-        outputs = [o.strip() for o in outputs]
+        inputs, targets = batch["source"], batch["target"]
+        outputs = self.decode(self(batch["ids"], batch["lengths"]))
         self.exact[stage](torch.tensor([o == t for o, t in zip(outputs, targets)], dtype=torch.float))
         self.copy_exact[stage](torch.tensor([i == t for i, t in zip(inputs, targets)], dtype=torch.float))
-        self.log(f"{stage}/exact_match", self.exact[stage], prog_bar=True, batch_size=len(index))
-        self.log(f"{stage}/copy_exact_match", self.copy_exact[stage], batch_size=len(index))
+        self.log(f"{stage}/exact_match", self.exact[stage], prog_bar=True, batch_size=len(targets))
+        self.log(f"{stage}/copy_exact_match", self.copy_exact[stage], batch_size=len(targets))
         self.cer[stage](outputs, targets)
         self.copy_cer[stage](inputs, targets)
-        self.log(f"{stage}/cer", self.cer[stage], batch_size=len(index))
-        self.log(f"{stage}/copy_cer", self.copy_cer[stage], batch_size=len(index))
+        self.log(f"{stage}/cer", self.cer[stage], batch_size=len(targets))
+        self.log(f"{stage}/copy_cer", self.copy_cer[stage], batch_size=len(targets))
         if stage == "test":
             self.word_acc(torch.tensor([word_accuracy(o, t) for o, t in zip(outputs, targets)]))
             self.copy_word_acc(torch.tensor([word_accuracy(i, t) for i, t in zip(inputs, targets)]))
-            self.log("test/word_acc", self.word_acc, batch_size=len(index))
-            self.log("test/copy_word_acc", self.copy_word_acc, batch_size=len(index))
+            self.log("test/word_acc", self.word_acc, batch_size=len(targets))
+            self.log("test/copy_word_acc", self.copy_word_acc, batch_size=len(targets))
         elif len(self._examples) < self.hparams.logged_examples:
             self._examples += list(zip(inputs, outputs, targets))[: self.hparams.logged_examples - len(self._examples)]
 
@@ -184,18 +182,10 @@ class SpellCorrector(Experiment):
         run.log({"val/examples": table, "trainer/global_step": self.global_step})
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
-        data = self.trainer.datamodule
-        texts = data.predict_items
-        outputs = data.tokenizer.batch_decode(self(batch["ids"], batch["lengths"]), skip_special_tokens=True)
         records = []
-        for i, output in zip(batch["index"].tolist(), outputs):
-            marked, changes = mark_changes(texts[i], output.strip())
+        for given, output in zip(batch["source"], self.decode(self(batch["ids"], batch["lengths"]))):
+            marked, changes = mark_changes(given, output)
             records.append(
-                {
-                    "input": texts[i],
-                    "output": output.strip(),
-                    "marked": marked,
-                    "changes": ", ".join(changes) or "no change",
-                }
+                {"input": given, "output": output, "marked": marked, "changes": ", ".join(changes) or "no change"}
             )
         return records

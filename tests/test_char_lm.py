@@ -40,7 +40,7 @@ def predict(ckpt, capsys, *args: str) -> list[dict]:
 
 def test_vocabulary_travels_in_the_checkpoint(lstm_checkpoint):
     checkpoint = torch.load(lstm_checkpoint, weights_only=True)
-    vocab = checkpoint["datamodule_hyper_parameters"]["vocab"]
+    vocab = checkpoint["CharCorpusData"]["vocab"]  # the DataModule's state_dict
     assert set(vocab) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789,.? ") and "e" in vocab
     assert checkpoint["hyper_parameters"]["vocab_size"] == len(vocab) + 1
 

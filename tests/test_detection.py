@@ -103,7 +103,7 @@ def test_sampled_rois_hold_ground_truth_and_the_foreground_share():
 
 @pytest.mark.parametrize(("stage", "stride"), [("layer3", 16), ("layer4", 32)])
 def test_roi_align_uses_the_measured_stride(stage, stride):
-    model = FastRCNN(arch="resnet18", weights=None, feature_stage=stage, fc_dim=32)
+    model = FastRCNN(arch="resnet18", weights=None, num_classes=3, feature_stage=stage, fc_dim=32)
     assert model.stride == stride
     image = torch.zeros(1, 3, 128, 128, dtype=torch.uint8)
     image[..., 64:96, 64:96] = 255  # a white square: its RoI's features differ from a dark RoI's
@@ -112,7 +112,7 @@ def test_roi_align_uses_the_measured_stride(stage, stride):
 
 
 def test_nms_keeps_one_box_per_object_and_class():
-    model = FastRCNN(arch="resnet18", weights=None, fc_dim=32, score_threshold=0.1, nms_iou=0.3)
+    model = FastRCNN(arch="resnet18", weights=None, num_classes=3, fc_dim=32, score_threshold=0.1, nms_iou=0.3)
     rois = torch.tensor([[0.0, 10, 10, 50, 50], [0.0, 12, 12, 52, 52], [1.0, 10, 10, 50, 50], [0.0, 60, 60, 90, 90]])
     logits = torch.full((4, 4), -10.0)
     logits[0, 1], logits[1, 1], logits[2, 1], logits[3, 3] = 5.0, 4.0, 5.0, 3.0  # apple, apple (overlap), apple, orange
@@ -171,7 +171,7 @@ def batchnorm_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_faster_rcnn_validation_changes_no_statistics():
     torch.manual_seed(0)
-    model = FasterRCNN(weights=None, image_size=128)  # from scratch: live BatchNorm everywhere
+    model = FasterRCNN(weights=None, num_classes=3, image_size=128)  # from scratch: live BatchNorm everywhere
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     data = FruitDetectionData(FIXTURES / "fruit", val_size=4, image_size=128, proposals="none", batch_size=2)
     before = batchnorm_state(model)
@@ -188,7 +188,9 @@ def test_faster_rcnn_validation_changes_no_statistics():
 
 
 def test_faster_rcnn_with_coco_weights_freezes_batchnorm_and_early_stages():
-    model = FasterRCNN(weights="COCO_V1", trainable_backbone_layers=2)  # the weights are fetched in fit only
+    model = FasterRCNN(
+        weights="COCO_V1", num_classes=3, trainable_backbone_layers=2
+    )  # the weights are fetched in fit only
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert any(isinstance(m, FrozenBatchNorm2d) for m in model.net.roi_heads.modules())
     body = model.net.backbone.body
@@ -196,7 +198,7 @@ def test_faster_rcnn_with_coco_weights_freezes_batchnorm_and_early_stages():
     assert learning == {"layer3", "layer4"}
     assert all(p.requires_grad for p in model.net.backbone.fpn.parameters())
     with pytest.raises(LitlabError, match="trainable_backbone_layers"):
-        FasterRCNN(weights="COCO_V1", trainable_backbone_layers=6)
+        FasterRCNN(weights="COCO_V1", num_classes=3, trainable_backbone_layers=6)
 
 
 def test_kaggle_download_lands_where_every_rank_looks(tmp_path, monkeypatch):

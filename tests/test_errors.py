@@ -157,3 +157,10 @@ def test_console_script_prints_one_line(tmp_path):
     result = run_litlab("test", "--config", config("xor_mlp"), "--ckpt_path", "missing.ckpt")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["litlab: error: --ckpt_path missing.ckpt: no such file"]
+
+
+def test_data_without_what_the_model_needs_is_one_line(capfd):
+    """A model reads its data only through documented attributes; data that lacks one is named in one line."""
+    args = ("fit", "--config", config("char_rnn_scratch"), "--data=datamodules.xor.XorData", "--trainer.logger=false")
+    line = fails_in_one_line(capfd, *args, naming="vocab_size")
+    assert "CharLM" in line and "XorData" in line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 from conftest import checkpoints, cli, debug_fit
 from registry import EXPERIMENTS, config, family
@@ -45,7 +46,7 @@ def test_debug_preset_runs_one_batch_per_stage(experiment):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_fit_then_test_and_predict_from_checkpoint(experiment, tmp_path, capsys):
     tiny = family(experiment)["tiny"]
-    cli(
+    run = cli(
         "fit",
         "--config",
         config(experiment),
@@ -58,6 +59,10 @@ def test_fit_then_test_and_predict_from_checkpoint(experiment, tmp_path, capsys)
     )
     best, last = checkpoints(tmp_path)
     assert capsys.readouterr().out.strip().endswith(f"best checkpoint: {best.relative_to(tmp_path)}")
+    # sizes the data decided: recorded in the checkpoint, never written into the live hyperparameters
+    recorded = torch.load(best, weights_only=True)["hyper_parameters"]
+    for name in run.model.data_arguments:
+        assert run.model.hparams[name] is None and recorded[name] == getattr(run.datamodule, name), name
 
     # no model arguments: the checkpoint's own config is used
     tested = cli("test", "--ckpt_path", best, *tiny, "--trainer.logger=false", "--trainer.limit_test_batches=2")

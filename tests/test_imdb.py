@@ -139,7 +139,8 @@ def test_glove_vectors_start_the_embeddings_and_stay_frozen(tmp_path):
         *QUIET,
     )
     model, vocab = run.model, run.datamodule.vocab
-    assert model.hparams.embed_dim == 8 and not model.net.embed.weight.requires_grad
+    assert model.hparams.embed_dim == 128 and model.learned["embed_dim"] == 8  # the vectors' width, for checkpoints
+    assert model.net.embed.weight.shape[1] == 8 and not model.net.embed.weight.requires_grad
     assert torch.equal(model.net.embed.weight[vocab.ids["wonderful"]], torch.full((8,), 0.5))
     assert torch.equal(model.net.embed.weight[vocab.ids["awful"]], torch.full((8,), -0.5))
 

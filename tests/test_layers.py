@@ -40,3 +40,25 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
     file = tmp_path / "late.py"
     file.write_text("def f():\n    from datamodules.imdb import ImdbData\n    import lightning_modules.xor\n")
     assert {"datamodules", "lightning_modules"} <= imported_packages(file)
+
+
+def datamodule_reads(file: Path) -> list[str]:
+    """Where a file reads an object's `datamodule` (an experiment reaching into its data)."""
+    tree = ast.parse(file.read_text(), filename=str(file))
+    return [
+        f"{file.name}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr == "datamodule"
+    ]
+
+
+def test_experiments_read_their_data_only_through_from_data():
+    """`Experiment.from_data` (in litlab) is the one place a model reads its DataModule."""
+    reads = [read for file in sorted((ROOT / "lightning_modules").rglob("*.py")) for read in datamodule_reads(file)]
+    assert not reads, reads
+
+
+def test_the_check_sees_datamodule_reads(tmp_path):
+    file = tmp_path / "model.py"
+    file.write_text("def f(self):\n    return self.trainer.datamodule.texts['test']\n")
+    assert datamodule_reads(file) == ["model.py:2"]

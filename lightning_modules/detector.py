@@ -1,0 +1,131 @@
+"""What both detectors share (`fast_rcnn.FastRCNN`, `fast_rcnn.FasterRCNN`): COCO-style mAP, W&B box overlays,
+predictions in the original image's pixels with a drawn PNG, and the class layers sized by the data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.detection import MeanAveragePrecision
+
+from litlab.experiment import Experiment
+
+
+def wandb_boxes(found: dict[str, Tensor], caption: str, size: int, classes: dict[int, str]) -> dict:
+    """Boxes (pixels of a `size` square image) as a `wandb.Image` box group."""
+    data = [
+        {
+            "position": dict(zip(("minX", "minY", "maxX", "maxY"), (box / size).tolist())),
+            "class_id": int(label),
+            "box_caption": caption,
+        }
+        for box, label in zip(found["boxes"].float().cpu(), found["labels"].cpu())
+    ]
+    return {"box_data": data, "class_labels": classes}
+
+
+class Detector(Experiment):
+    """What both detectors share: mAP metrics, W&B box overlays, predictions in original pixels with a drawn PNG.
+    Subclasses implement `detect(batch) -> list of {"boxes", "scores", "labels"}` in resized-image pixels and
+    `add_class_layers(num_classes)`, the layers sized by the data's class count (built at once from a checkpoint's
+    recorded count, or at the first fit in `configure_model`)."""
+
+    monitor, monitor_mode = "val/map_50", "max"
+    prediction_format = "{input}: {summary}"
+    shown_score = 0.5  # detections printed per image (all above score_threshold are written)
+    data_arguments = ("num_classes",)
+
+    def add_class_layers(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def build(self) -> None:
+        self.add_class_layers(self.data_argument("num_classes"))
+
+    def _metrics(self) -> None:
+        self.map = nn.ModuleDict({s: MeanAveragePrecision(box_format="xyxy", iou_type="bbox") for s in ("val", "test")})
+
+    def detect(self, batch: dict) -> list[dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def _evaluate(self, batch: dict, stage: str, detections: list[dict[str, Tensor]]) -> None:
+        truth = [{"boxes": b, "labels": lab} for b, lab in zip(batch["boxes"], batch["labels"])]
+        self.map[stage].update(detections, truth)
+        if stage == "val" and not self._shown:
+            self._shown = [(image, d, t) for image, d, t in zip(batch["images"][:4], detections, truth)]
+
+    def on_validation_epoch_start(self) -> None:
+        self._shown = []
+
+    def _log_map(self, stage: str) -> None:
+        scores = self.map[stage].compute()  # COCO evaluation once per epoch, summed over DDP ranks
+        self.map[stage].reset()
+        self.log(f"{stage}/map_50", scores["map_50"], prog_bar=True, sync_dist=False)
+        if stage == "test":
+            self.log("test/map", scores["map"])
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_map("val")
+        run = self.wandb_run()
+        if run is None or self.trainer.sanity_checking or not self._shown:
+            return
+        import wandb
+
+        classes = {i + 1: c for i, c in enumerate(self.from_data("classes"))}
+        size = self._shown[0][0].shape[-1]  # the square the images were resized to
+        shown = [(image.permute(1, 2, 0).cpu().numpy(), detected, truth) for image, detected, truth in self._shown]
+        images = [
+            wandb.Image(
+                picture,
+                boxes={
+                    "predictions": wandb_boxes(detected, "pred", size, classes),
+                    "ground_truth": wandb_boxes(truth, "true", size, classes),
+                },
+            )
+            for picture, detected, truth in shown
+        ]
+        run.log({"val/detections": images, "trainer/global_step": self.global_step})
+
+    def on_test_epoch_end(self) -> None:
+        self._log_map("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        classes, size = self.from_data("classes"), batch["images"].shape[-1]
+        records = []
+        for name, (width, height), found in zip(batch["name"], batch["size"], self.detect(batch)):
+            path = Path(name)
+            scale = torch.tensor([width / size, height / size] * 2)
+            boxes = (found["boxes"].float().cpu() * scale).round(decimals=1)
+            objects = [
+                {"class": classes[int(c) - 1], "score": round(float(s), 4), "box": b.tolist()}
+                for b, s, c in zip(boxes, found["scores"].cpu(), found["labels"].cpu())
+            ]
+            confident = [o for o in objects if o["score"] >= self.shown_score]
+            summary = "; ".join(f"{o['class']} {o['score']:.2f} at {[round(v) for v in o['box']]}" for o in confident)
+            records.append(
+                {
+                    "input": str(path),
+                    "output": objects,
+                    "drawn": str(self._draw(path, confident)),
+                    "summary": summary or f"nothing above {self.shown_score}",
+                }
+            )
+        return records
+
+    def _draw(self, path: Path, objects: list[dict]) -> Path:
+        """The image with its boxes drawn, as a PNG beside the run's predictions.jsonl."""
+        from PIL import Image, ImageDraw
+
+        from litlab.tracking import run_dir
+
+        folder = run_dir(self.trainer) / "detections"
+        folder.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            picture = image.convert("RGB")
+        draw = ImageDraw.Draw(picture)
+        for obj in objects:
+            draw.rectangle(obj["box"], outline=(255, 0, 0), width=3)
+            draw.text((obj["box"][0] + 3, obj["box"][1] + 2), f"{obj['class']} {obj['score']:.2f}", fill=(255, 0, 0))
+        target = folder / f"{path.stem}.png"
+        picture.save(target)
+        return target

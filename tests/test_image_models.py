@@ -1,0 +1,133 @@
+"""Image models: torchvision weights (loaded for fit only, one line offline), a frozen backbone's schedule,
+airbench's whitening stem and groups, and mirrored test-time augmentation."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import torch
+import torchvision
+from conftest import cli, fails_in_one_line
+from registry import FAMILIES, config
+
+CIFAR_TINY = FAMILIES["datamodules.cifar10.CIFAR10Data"]["tiny"]
+
+
+def batch(n: int = 16) -> torch.Tensor:
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+
+def test_unavailable_weights_say_how_to_proceed(capfd, tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)  # what torchvision meets offline
+    last = fails_in_one_line(
+        capfd,
+        "fit",
+        "--config",
+        config("cifar10_resnet18_finetune"),
+        *CIFAR_TINY[:4],
+        "--trainer.logger=false",
+        naming="could not load resnet18 weights IMAGENET1K_V1",
+    )
+    assert "--model.init_args.weights=null" in last and str(tmp_path / "torch") in last
+
+
+def test_pretrained_weights_load_for_fit_only(tmp_path, monkeypatch):
+    reference = torchvision.models.resnet18(num_classes=1000).state_dict()  # stands in for the ImageNet file
+    calls = []
+
+    def from_cache(url, *args, **kwargs):
+        calls.append(url)
+        return reference
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", from_cache)
+    quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    tiny = [*CIFAR_TINY[:4], "--model.image_size=32", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
+    run = cli("fit", "--config", config("cifar10_resnet18_finetune"), *tiny, "--model.optimizer.lr=0", *quiet)
+    assert calls and calls[0].endswith(".pth")
+    backbone = run.model.backbone.state_dict()
+    assert torch.equal(backbone["conv1.weight"], reference["conv1.weight"])  # lr 0: exactly what was loaded
+    calls.clear()
+    best = next(tmp_path.glob("runs/**/best.ckpt"))
+    cli("test", "--ckpt_path", best, *CIFAR_TINY[:4], "--trainer.limit_test_batches=1", *quiet)
+    assert not calls  # the checkpoint has the weights: no download for test
+
+
+def test_frozen_backbone_has_no_learning_rate_until_it_thaws():
+    from functools import partial
+
+    from torch import nn
+
+    from litlab.optim import configure_optimizers
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))  # [0] stands for the backbone, [1] for the head
+    sgd = partial(torch.optim.SGD, lr=0.1, weight_decay=1e-4)
+    setup = configure_optimizers(model, sgd, None, 100, frozen=model[0], frozen_steps=10)  # constant rate
+    optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+
+    def rates() -> dict[bool, set[float]]:
+        return {held: {g["lr"] for g in optimizer.param_groups if g["held"] == held} for held in (True, False)}
+
+    backbone = {id(p) for g in optimizer.param_groups if g["held"] for p in g["params"]}
+    assert backbone == {id(p) for p in model[0].parameters()}
+    assert rates() == {True: {0.0}, False: {0.1}}
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+    assert rates() == {True: {0.1}, False: {0.1}}
+
+
+def test_whitening_filters_decorrelate_image_patches():
+    from lightning_modules.components.convnets import AirbenchNet
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(64, 3, 8, 8, generator=g).cumsum(-1).cumsum(-2) / 40  # neighbouring pixels correlated
+    net = AirbenchNet(widths=(8, 8, 8))
+    net.whiten_from(images, eps=1e-8)
+    out = net.whiten(net.standardize(images))[:, :12]  # (B, 12, 7, 7): one channel per eigenvector
+    flat = out.permute(1, 0, 2, 3).reshape(12, -1)
+    covariance = flat @ flat.T / flat.size(1)
+    torch.testing.assert_close(covariance, torch.eye(12), atol=5e-3, rtol=0)
+    torch.testing.assert_close(net.whiten.weight[12:], -net.whiten.weight[:12])
+
+
+def test_airbench_groups_add_their_second_convolution_only_when_residual():
+    from lightning_modules.components.convnets import ConvGroup
+
+    x = torch.randn(2, 4, 8, 8)
+    for residual in (False, True):
+        group = ConvGroup(4, 8, bn_momentum=0.1, residual=residual).eval()
+        first = group.first(x)
+        expected = first + group.second(first) if residual else group.second(first)
+        torch.testing.assert_close(group(x), expected)
+        assert group(x).shape == (2, 8, 4, 4)
+    # the plain second convolution starts as the identity on its first channels; the residual branch does not need to
+    assert torch.equal(ConvGroup(4, 8, 0.1).second[0].weight[:, :, 1, 1].diagonal(), torch.ones(8))
+    assert not torch.equal(ConvGroup(4, 8, 0.1, residual=True).second[0].weight[:, :, 1, 1].diagonal(), torch.ones(8))
+
+
+def test_flip_tta_predicts_the_same_for_an_image_and_its_mirror():
+    from lightning_modules.components.convnets import SmallCNN
+    from lightning_modules.image_classifier import ImageClassifier
+
+    x = batch(4)
+    plain, tta = (ImageClassifier(SmallCNN, flip_tta=flag, num_classes=10).eval() for flag in (False, True))
+    tta.load_state_dict(plain.state_dict())
+    assert not torch.allclose(plain(x), plain(x.flip(-1)), atol=1e-4)
+    torch.testing.assert_close(tta(x), tta(x.flip(-1)))
+    torch.testing.assert_close(tta(x), (plain(x) + plain(x.flip(-1))) / 2)
+
+
+def test_fast_cifar_whitens_from_its_first_training_batch():
+    quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false"]
+    steps = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0"]
+    sized = "--model.init_args.num_classes=10"  # the network exists before fit (else the data sizes it in fit)
+    run = cli("--config", config("cifar10_fast"), *CIFAR_TINY, *steps, *quiet, sized, run=False)
+    initial = run.model.net.whiten.weight.clone()
+    run.trainer.fit(run.model, run.datamodule)
+    weight = run.model.net.whiten.weight
+    assert not weight.requires_grad and not torch.allclose(weight, initial)
+    assert torch.linalg.matrix_rank(weight.flatten(1)[:12]) == 12  # 12 independent filters (and their negatives)
