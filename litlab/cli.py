@@ -17,6 +17,7 @@ What every run gets, whatever its config:
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from litlab.callbacks import BestCheckpoint, PredictionWriter, ResumableRNG, last_checkpoint
+from litlab.catalogue import import_experiments, listing, uses_short_class_name
 from litlab.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config
 from litlab.errors import LitlabError, fail, quiet_known_noise
 from litlab.experiment import Experiment
@@ -36,6 +38,11 @@ from litlab.hardware import precision_notice
 from litlab.tracking import RunRecord, choose_wandb_mode, fresh_dir
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+DESCRIPTION = (
+    "litlab: classic deep-learning experiments as Lightning code. `litlab list` shows the experiments; "
+    "`litlab fit --config configs/<experiment>.yaml` trains one; `litlab test|validate|predict --ckpt_path <ckpt>` "
+    "uses a checkpoint."
+)
 DEFAULT_CONFIGS = {
     "fit": ("trainer/default.yaml", "logger/wandb.yaml"),
     "validate": ("trainer/default.yaml", "logger/wandb.yaml"),
@@ -60,6 +67,7 @@ class LitlabCLI(LightningCLI):
             save_config_callback=RunRecord,
             auto_configure_optimizers=False,  # each LightningModule sizes its own schedule
             parser_kwargs={
+                "description": DESCRIPTION,
                 "exit_on_error": False,
                 **{
                     subcommand: {
@@ -160,7 +168,16 @@ def _out_of_domain(message: str) -> str | None:
 
 def main(args: list[str] | None = None) -> None:
     quiet_known_noise()
+    args = list(sys.argv[1:] if args is None else args)
+    if args[:1] in (["list"], ["experiments"]):
+        try:
+            print(listing(CONFIG_DIR, CONFIG_DIR.parent / "README.md"), flush=True)
+        except BrokenPipeError:  # `litlab list | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
     try:
+        if uses_short_class_name(args):
+            import_experiments()
         LitlabCLI(args=args)
     except ArgumentError as err:
         message = _out_of_domain(str(err)) or _one_line(err)
