@@ -23,8 +23,8 @@ class BestCheckpoint(ModelCheckpoint):
     it, not the model further along its schedule.
     """
 
-    def __init__(self, monitor: str, mode: str) -> None:
-        super().__init__(filename="best", monitor=monitor, mode=mode, save_top_k=1)
+    def __init__(self, monitor: str, mode: str, dirpath: str | None = None) -> None:
+        super().__init__(dirpath=dirpath, filename="best", monitor=monitor, mode=mode, save_top_k=1)
 
     def check_monitor_top_k(self, trainer: L.Trainer, current: Tensor | None = None) -> bool:
         if current is None or not self.best_k_models:
@@ -34,10 +34,12 @@ class BestCheckpoint(ModelCheckpoint):
         return trainer.strategy.reduce_boolean_decision(bool(at_least_as_good))  # all ranks decide alike
 
 
-def last_checkpoint() -> ModelCheckpoint:
+def last_checkpoint(dirpath: str | None = None) -> ModelCheckpoint:
     """`last.ckpt`, replaced after every training epoch, whether or not it validated (Lightning's `save_last` only
     follows the saves of improvements)."""
-    return ModelCheckpoint(filename="last", save_top_k=1, save_on_train_epoch_end=True)  # also when val is rarer
+    return ModelCheckpoint(
+        dirpath=dirpath, filename="last", save_top_k=1, save_on_train_epoch_end=True
+    )  # also when val is rarer
 
 
 class PredictionWriter(BasePredictionWriter):

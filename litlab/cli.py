@@ -27,6 +27,7 @@ from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from litlab.callbacks import BestCheckpoint, PredictionWriter, ResumableRNG, last_checkpoint
@@ -35,7 +36,7 @@ from litlab.checkpoints import check_matches, find_ckpt_path, with_checkpoint_co
 from litlab.errors import LitlabError, fail, quiet_known_noise
 from litlab.experiment import Experiment
 from litlab.hardware import precision_notice
-from litlab.tracking import RunRecord, choose_wandb_mode, fresh_dir
+from litlab.tracking import RunRecord, checkpoint_run_dir, choose_wandb_mode, fresh_dir, new_run_id
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DESCRIPTION = (
@@ -49,6 +50,26 @@ DEFAULT_CONFIGS = {
     "test": ("trainer/default.yaml", "logger/wandb.yaml"),
     "predict": ("trainer/default.yaml", "logger/none.yaml"),
 }
+
+
+def shown_path(path: str) -> str:
+    """A path as printed: relative to the working directory when it lies below it."""
+    return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else path
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+def experiment_name(args: list[str]) -> str | None:
+    """The experiment a command line runs: the last `--config` file that chooses a model (its name without .yaml)."""
+    name = None
+    for i, arg in enumerate(args[:-1]):
+        if arg in ("--config", "-c") and args[i + 1].endswith((".yaml", ".yml")):
+            path = Path(args[i + 1])
+            if path.is_file() and re.search(r"^model:", path.read_text(encoding="utf-8"), re.M):
+                name = path.stem
+    return name
 
 
 class LitlabCLI(LightningCLI):
@@ -83,6 +104,7 @@ class LitlabCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         args = list(sys.argv[1:] if args is None else args)
+        self.experiment = experiment_name(args)
         args, self.checkpoint = with_checkpoint_config(args)
         self.ckpt_path = find_ckpt_path(args)
         self.config = parser.parse_args(args)
@@ -101,20 +123,57 @@ class LitlabCLI(LightningCLI):
             if self.checkpoint is not None:
                 check_matches(self.config[self.subcommand], self.checkpoint, self.ckpt_path)
         trainer = self._section(self.config, "trainer")
+        self.run_directory, self.joins_run = None, False
         logger = trainer.logger
-        if logger is False:  # no logger: a fresh directory per run, so nothing is written over
-            trainer.default_root_dir = fresh_dir(trainer.default_root_dir or "runs", self.subcommand or "run")
-        elif str(getattr(logger, "class_path", "")).endswith("WandbLogger"):
-            choose_wandb_mode(str(logger.init_args.get("save_dir") or trainer.default_root_dir))
+        wandb = str(getattr(logger, "class_path", "")).endswith("WandbLogger")
+        if logger is False or wandb:  # else another logger's own directory
+            root = (logger.init_args.get("save_dir") if wandb else None) or trainer.default_root_dir or "runs"
+            self.run_directory, run_id = self._place_run(Path(root))
+            if wandb:
+                self._name_wandb_run(logger.init_args, run_id)
+                choose_wandb_mode(str(self.run_directory))
+            else:
+                trainer.default_root_dir = str(self.run_directory)
         notice = precision_notice(trainer.precision, trainer.accelerator)
         if notice:
             rank_zero_info(notice)
 
+    def _place_run(self, root: Path) -> tuple[Path, str | None]:
+        """The run's directory and W&B id: a checkpoint's own run for test, validate and a resumed fit (predict: a fresh
+        folder inside it), else a new `<root>/<experiment>/<run id>`."""
+        record = (self.checkpoint or {}).get("litlab") or {}
+        origin = checkpoint_run_dir(self.ckpt_path) if self.ckpt_path and record else None
+        if self.experiment is None:
+            model = self._section(self.config, "model")
+            self.experiment = record.get("experiment") or snake_case(str(model.class_path).rsplit(".", 1)[-1])
+        if origin is not None and self.subcommand == "predict":
+            return Path(fresh_dir(str(origin), "predict")), None
+        if origin is not None:
+            self.joins_run = self.subcommand != "fit" and bool(record.get("wandb_run_id"))
+            return origin, record.get("wandb_run_id") or new_run_id()
+        run_id = new_run_id()
+        return root / self.experiment / run_id, run_id
+
+    def _name_wandb_run(self, init_args, run_id: str) -> None:
+        """The W&B run: its id (a checkpoint's for test/validate/resume), a readable name, the experiment as group and
+        tag, the model's family as tag, the subcommand as job type; its files in the run directory."""
+        model = str(self._section(self.config, "model").class_path)
+        family = model.rsplit(".", 2)[-2] if model.count(".") >= 2 else model
+        init_args.save_dir = str(self.run_directory)
+        init_args.id = run_id
+        extra = {"name": f"{self.experiment} {run_id[:15].replace('_', ' ')}", "group": self.experiment}
+        extra |= {"tags": [self.experiment, family], "job_type": self.subcommand or "fit", "resume": "allow"}
+        for key, value in extra.items():
+            init_args[key] = value
+
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = self._section(self.config_init, "trainer")
+        self.save_config_kwargs.update(experiment=self.experiment, joins_run=self.joins_run)
         callbacks = [ResumableRNG(), PredictionWriter()]
         if self.subcommand == "fit" and trainer.get("enable_checkpointing") is not False:
-            callbacks += [BestCheckpoint(self.model.monitor, self.model.monitor_mode), last_checkpoint()]
+            folder = str(self.run_directory / "checkpoints") if self.run_directory else None
+            best = BestCheckpoint(self.model.monitor, self.model.monitor_mode, dirpath=folder)
+            callbacks += [best, last_checkpoint(dirpath=folder)]
         configured = trainer.get("callbacks") or []
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
             callbacks.append(RichProgressBar())
@@ -130,9 +189,11 @@ class LitlabCLI(LightningCLI):
         if not self.trainer.is_global_zero or best is None or not best.best_model_path:
             return
         print(f"best {best.monitor}: {best.best_model_score:.6g}")
+        if isinstance(self.trainer.logger, WandbLogger):  # the run's summary: its best validation value
+            self.trainer.logger.experiment.summary[f"best/{best.monitor}"] = float(best.best_model_score)
         if last is not None:
-            print(f"last checkpoint: {last.best_model_path}")
-        print(f"best checkpoint: {best.best_model_path}")
+            print(f"last checkpoint: {shown_path(last.best_model_path)}")
+        print(f"best checkpoint: {shown_path(best.best_model_path)}")
 
 
 def _one_line(err: BaseException) -> str:

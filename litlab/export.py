@@ -1,6 +1,6 @@
 """Export an image classifier checkpoint to ONNX, and check the export against PyTorch with onnxruntime.
 
-    litlab-export --ckpt_path runs/litlab/<run>/checkpoints/best.ckpt            # -> best.onnx beside it
+    litlab-export --ckpt_path runs/<experiment>/<run>/checkpoints/best.ckpt            # -> best.onnx beside it
     litlab-export --ckpt_path <best.ckpt> --output model.onnx --opset 17
 
 The ONNX model takes `image`: float (batch, C, H, W) in [0, 1] at the dataset's size (any batch size) and returns

@@ -1,16 +1,18 @@
 """Run directories and Weights & Biases: online with a key, offline without one, never a prompt.
 
-Every run has one directory (`run_dir`): `runs/<project>/<run id>/` with the W&B logger (the same place Lightning puts
-its checkpoints), the logger's own directory with another logger, or a fresh `runs/<subcommand>-<time>/` without a
-logger. `RunRecord` keeps the resolved config with the run: `config.yaml` there, the W&B run's config (the nested config
-itself, not a flattened copy), and the trainer config plus W&B run id inside every checkpoint so that
-`fit --ckpt_path last.ckpt` continues the same run.
+Every run has one directory (`run_dir`), named for its experiment and start: `runs/<experiment>/<run id>/` with the
+W&B logger or none, where the run id (`new_run_id`, e.g. `2026-12-02_0652-3fa9c1`) is also the W&B run's id; with
+another logger, that logger's own directory. `test`, `validate` and a resumed `fit` from a checkpoint of such a run use
+its directory and W&B run again; `predict` writes into a fresh `predict-<time>/` inside it. `RunRecord` keeps the
+resolved config with the run: `config.yaml` there, the W&B run's config (the nested config itself, not a flattened
+copy), and the experiment, trainer config and W&B run id inside every checkpoint.
 """
 
 from __future__ import annotations
 
 import netrc
 import os
+import secrets
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -53,11 +55,24 @@ def fresh_dir(root: str, prefix: str) -> str:
     return str(path)
 
 
+def new_run_id() -> str:
+    """The run's start (minutes) and six random hex digits: readable, sortable, and unique without the seeded RNG."""
+    return f"{time.strftime('%Y-%m-%d_%H%M')}-{secrets.token_hex(3)}"
+
+
+def checkpoint_run_dir(ckpt_path: str | Path) -> Path | None:
+    """The run directory a checkpoint was written in (`<run>/checkpoints/<name>.ckpt`), if it sits in one."""
+    path = Path(ckpt_path)
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
 def run_dir(trainer: L.Trainer) -> Path:
     """This run's directory, the same on every rank (rank 0 decides)."""
     logger = trainer.logger
     if logger is None:
         path = Path(trainer.default_root_dir)
+    elif isinstance(logger, WandbLogger):  # litlab points its save_dir at the run directory
+        path = Path(logger.save_dir)
     else:  # mirrors ModelCheckpoint's choice of <save_dir>/<name>/<version>/checkpoints
         version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
         path = Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
@@ -65,7 +80,12 @@ def run_dir(trainer: L.Trainer) -> Path:
 
 
 class RunRecord(SaveConfigCallback):
-    """Saves the resolved config to the run directory and W&B, and records it in every checkpoint."""
+    """Saves the resolved config to the run directory and W&B, and records it in every checkpoint. `experiment`: the
+    experiment's name; `joins_run`: `test`/`validate` logging into a fit's W&B run, whose config stays the fit's."""
+
+    def __init__(self, *args, experiment: str | None = None, joins_run: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.experiment, self.joins_run = experiment, joins_run
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.already_saved:
@@ -77,7 +97,7 @@ class RunRecord(SaveConfigCallback):
             while path.exists():  # a resumed run keeps the config it started with
                 path, n = directory / f"config-{n}.yaml", n + 1
             self.parser.save(self.config, path, skip_none=False)
-            if isinstance(trainer.logger, WandbLogger):
+            if isinstance(trainer.logger, WandbLogger) and not self.joins_run:
                 trainer.logger.experiment.config.update(self.as_dict(), allow_val_change=True)
         self.already_saved = True
 
@@ -88,6 +108,7 @@ class RunRecord(SaveConfigCallback):
         config = self.as_dict()
         wandb_id = trainer.logger.version if isinstance(trainer.logger, WandbLogger) else None
         checkpoint["litlab"] = {
+            "experiment": self.experiment,
             "trainer": config.get("trainer"),
             "seed_everything": config.get("seed_everything"),
             "wandb_run_id": wandb_id,

@@ -33,7 +33,7 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
     whole = cli("fit", *args, "--trainer.default_root_dir=whole").model.state_dict()
 
     cli("fit", *args, "--trainer.callbacks+=test_resume.StopAfterFirstEpoch")
-    (last,) = tmp_path.glob("runs/fit-*/checkpoints/last.ckpt")
+    (last,) = tmp_path.glob("runs/adder_transformer/*/checkpoints/last.ckpt")
     assert torch.load(last, weights_only=True)["epoch"] == 0
     resumed = cli("fit", *args, "--ckpt_path", last)
 

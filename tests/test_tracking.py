@@ -6,6 +6,7 @@ W&B keeps process-wide state, so its runs are launched as separate `litlab` proc
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -48,7 +49,12 @@ def logged_keys(*runs: Path) -> set[str]:
 
 
 def offline_runs(root: Path) -> list[Path]:
-    return sorted(root.glob("runs/wandb/offline-run-*"))
+    """The offline W&B runs under root/runs, oldest first."""
+    return sorted(root.glob("runs/*/*/wandb/offline-run-*"), key=lambda run: run.name.split("-")[2])
+
+
+def run_id(offline_run: Path) -> str:
+    return offline_run.name.split("-", 3)[3]  # offline-run-<time>-<id>
 
 
 def fit(*args: str, **kwargs):
@@ -71,10 +77,15 @@ def test_offline_run_has_config_metrics_and_checkpoints(tmp_path):
     logged = {item.key or "/".join(item.nested_key) for item in history}
     assert {"train/loss", "val/acc", "val/loss"} <= logged
     assert any(r.HasField("artifact") and r.artifact.type == "model" for r in records)
-    # the run's directory holds its config and checkpoints
-    run_id = run.name.rsplit("-", 1)[-1]
-    assert (tmp_path / "runs/litlab" / run_id / "config.yaml").is_file()
-    assert (tmp_path / "runs/litlab" / run_id / "checkpoints/best.ckpt").is_file()
+    # one directory, named for the experiment and the run's start, holds its config, checkpoints and W&B files
+    folder = tmp_path / "runs/xor_mlp" / run_id(run)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d{4}-[0-9a-f]{6}", run_id(run)) and run.parent.parent == folder
+    assert (folder / "config.yaml").is_file() and (folder / "checkpoints/best.ckpt").is_file()
+    (settings,) = [r.run for r in records if r.HasField("run")][:1]
+    assert settings.run_group == "xor_mlp" and set(settings.tags) == {"xor_mlp", "xor"} and settings.job_type == "fit"
+    assert settings.display_name.startswith("xor_mlp 20")
+    summary = {item.key: item.value_json for r in records if r.HasField("summary") for item in r.summary.update}
+    assert float(summary["best/val/acc"]) > 0.9  # the run's best validation value, in its summary
 
 
 def test_no_api_key_goes_offline_without_prompt(tmp_path):
@@ -97,16 +108,31 @@ def test_no_api_key_goes_offline_without_prompt(tmp_path):
 def test_resume_reattaches_to_the_same_wandb_run(tmp_path):
     fit("--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1")
     (first,) = offline_runs(tmp_path)
-    run_id = first.name.rsplit("-", 1)[-1]
-    last = tmp_path / "runs/litlab" / run_id / "checkpoints/last.ckpt"
+    last = first.parents[1] / "checkpoints/last.ckpt"
     fit("--ckpt_path", last, "--trainer.max_epochs=2")
     assert torch.load(last, weights_only=True)["global_step"] == 2 * 8  # written by the resumed run, same place
-    assert [run.name.rsplit("-", 1)[-1] for run in offline_runs(tmp_path)] == [run_id, run_id]
+    assert [run_id(run) for run in offline_runs(tmp_path)] == [run_id(first), run_id(first)]
+
+
+def test_test_from_a_checkpoint_joins_its_run_and_predict_writes_inside_it(tmp_path):
+    fit("--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1")
+    (fitted,) = offline_runs(tmp_path)
+    folder = fitted.parents[1]
+    tested = run_litlab("test", "--ckpt_path", folder / "checkpoints/best.ckpt", *QUIET)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    runs = offline_runs(tmp_path)
+    assert [run_id(run) for run in runs] == [run_id(fitted)] * 2 and {run.parents[1] for run in runs} == {folder}
+    (test_settings,) = [r.run for r in wandb_records(runs[1]) if r.HasField("run")][:1]
+    assert test_settings.job_type == "test" and test_settings.run_group == "xor_mlp"
+    assert "test/acc" in logged_keys(runs[1])
+    predicted = run_litlab("predict", "--ckpt_path", folder / "checkpoints/best.ckpt", "--data.predict_points=[[0, 1]]")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert len(list(folder.glob("predict-*/predictions.jsonl"))) == 1
 
 
 def test_logger_false_and_csv_logger(tmp_path):
     cli("fit", "--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1", "--trainer.logger=false", *QUIET)
-    assert not offline_runs(tmp_path) and len(list(tmp_path.glob("runs/fit-*/checkpoints/last.ckpt"))) == 1
+    assert not offline_runs(tmp_path) and len(list(tmp_path.glob("runs/xor_mlp/*/checkpoints/last.ckpt"))) == 1
     cli("fit", "--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1", "--trainer.logger=CSVLogger", *QUIET)
     (metrics,) = tmp_path.glob("runs/version_0/metrics.csv")
     assert "val/acc" in metrics.read_text().splitlines()[0]
@@ -117,7 +143,7 @@ def test_logger_false_and_csv_logger(tmp_path):
 def test_image_classifier_logs_examples_and_confusion_matrix(tmp_path):
     tiny = FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"]
     fit("--config", config("fashion_fcn"), *tiny, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
-    best = next(tmp_path.glob("runs/litlab/*/checkpoints/best.ckpt"))
+    best = next(tmp_path.glob("runs/fashion_fcn/*/checkpoints/best.ckpt"))
     tested = run_litlab("test", "--ckpt_path", best, *tiny, *QUIET)
     assert tested.returncode == 0, tested.stderr[-3000:]
     first, second = offline_runs(tmp_path)
@@ -140,7 +166,7 @@ def test_char_model_logs_samples_and_embedding_projection(tmp_path):
 def test_review_classifier_logs_confusion_and_confident_errors(tmp_path):
     tiny = family("imdb_self_attention")["tiny"]
     fit("--config", config("imdb_self_attention"), *tiny, "--trainer.max_epochs=1")
-    best = next(tmp_path.glob("runs/litlab/*/checkpoints/best.ckpt"))
+    best = next(tmp_path.glob("runs/imdb_self_attention/*/checkpoints/best.ckpt"))
     tested = run_litlab("test", "--ckpt_path", best, *tiny, *QUIET)
     assert tested.returncode == 0, tested.stderr[-3000:]
     _, second = offline_runs(tmp_path)
