@@ -227,6 +227,13 @@ def _out_of_domain(message: str) -> str | None:
     return f"--{'.'.join(keys)}={match['value']}: must be {rule} ({match['type']}{''.join(owner)})"
 
 
+def _missing_package(err: BaseException | None) -> ModuleNotFoundError | None:
+    """The ModuleNotFoundError behind an error (jsonargparse wraps the one a class raises while it is instantiated)."""
+    while err is not None and not isinstance(err, ModuleNotFoundError):
+        err = err.__cause__ or err.__context__
+    return err
+
+
 def main(args: list[str] | None = None) -> None:
     quiet_known_noise()
     args = list(sys.argv[1:] if args is None else args)
@@ -250,6 +257,11 @@ def main(args: list[str] | None = None) -> None:
         if "state_dict" not in str(err):
             raise
         fail(f"the checkpoint does not fit the configured model: {_one_line(err)}")
+    except (ValueError, TypeError, ImportError) as err:  # a logger or model whose package is not installed
+        missing = _missing_package(err)
+        if missing is None:
+            raise
+        fail(f"a package is not installed: {_one_line(missing)} (install it into the environment litlab runs in)")
 
 
 if __name__ == "__main__":

@@ -164,3 +164,13 @@ def test_data_without_what_the_model_needs_is_one_line(capfd):
     args = ("fit", "--config", config("char_rnn_scratch"), "--data=datamodules.xor.XorData", "--trainer.logger=false")
     line = fails_in_one_line(capfd, *args, naming="vocab_size")
     assert "CharLM" in line and "XorData" in line
+
+
+def test_a_logger_whose_package_is_missing_is_one_line(capfd):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        pytest.skip("TensorBoard is installed here")
+    args = ("fit", "--config", config("xor_mlp"), "--trainer.logger=TensorBoardLogger", "--trainer.max_epochs=1")
+    line = fails_in_one_line(capfd, *args, naming="tensorboard")
+    assert "not installed" in line
