@@ -13,9 +13,19 @@ from litlab.tracking import log_confusion
 
 
 class Classifier(Experiment):
-    """Subclasses call `add_class_metrics` once the number of classes is known and `classify` in `_shared_step`."""
+    """Subclasses create the layers the class count sizes in `add_class_layers` (the count is the data's, see
+    `Experiment.data_argument`; `build` adds the class metrics beside them) and call `classify` in `_shared_step`."""
 
     monitor, monitor_mode = "val/acc", "max"
+    data_arguments = ("num_classes",)
+
+    def add_class_layers(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def build(self) -> None:
+        num_classes = self.data_argument("num_classes")
+        self.add_class_layers(num_classes)
+        self.add_class_metrics(num_classes)
 
     def add_class_metrics(self, num_classes: int) -> None:
         self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, validate_args=False) for s in ("val", "test")})

@@ -30,12 +30,10 @@ class ClassifierSystem(Classifier):
 
     Logs `val/acc`, `test/acc`; with a W&B logger, a grid of validation images titled with their true and predicted
     classes each validation epoch (from outputs already computed, rank 0 only) and `test/confusion` at test end.
-    Class names and their number come from the DataModule (`classes`, `num_classes`); subclasses create the layers
-    the class count sizes in `add_class_layers`.
+    Class names and their number come from the DataModule (`classes`, `num_classes`).
     """
 
     prediction_format = "{input}: {output} ({probability:.1%})"
-    data_arguments = ("num_classes",)
     net: nn.Module
 
     def __init__(self, label_smoothing: ClosedUnitInterval, logged_images: NonNegativeInt) -> None:
@@ -43,14 +41,6 @@ class ClassifierSystem(Classifier):
         self.label_smoothing = label_smoothing
         self.logged_images = logged_images
         self._shown: tuple[Tensor, Tensor, Tensor] | None = None
-
-    def add_class_layers(self, num_classes: int) -> None:
-        raise NotImplementedError
-
-    def build(self) -> None:
-        num_classes = self.data_argument("num_classes")
-        self.add_class_layers(num_classes)
-        self.add_class_metrics(num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (B, C, H, W) in [0, 1] -> logits (B, classes)

@@ -34,11 +34,10 @@ from litlab.optim import LRSchedulerCallable, OptimizerCallable
 
 class ReviewClassifier(Classifier):
     """Training, metrics, W&B figures and predictions shared by the review classifiers; subclasses create `self.net`
-    (a module mapping `(ids, lengths)` to logits) in `build_net`, sized by `data_argument` (see `Experiment`). Class
-    names come from the data; test batches carry the reviews' `text` for the W&B table of confident errors."""
+    (a module mapping `(ids, lengths)` to logits) in `add_class_layers`, sized by `data_argument` (see `Experiment`).
+    Class names come from the data; test batches carry the reviews' `text` for the W&B table of confident errors."""
 
     prediction_format = "{output} ({probability:.1%}): {input:.70}"
-    data_arguments = ("num_classes",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,17 +45,9 @@ class ReviewClassifier(Classifier):
         self._errors: list[Tensor] = []
         self._error_texts: list[list[str]] = []
 
-    def build_net(self) -> None:
-        """Create `self.net` (sizes from `data_argument`)."""
-        raise NotImplementedError
-
-    def build(self) -> None:
-        self.build_net()
-        self._metrics(self.data_argument("num_classes"))
-
-    def _metrics(self, classes: int) -> None:
-        self.add_class_metrics(classes)
-        self.f1 = MulticlassF1Score(classes, average="macro", validate_args=False)
+    def add_class_metrics(self, num_classes: int) -> None:
+        super().add_class_metrics(num_classes)
+        self.f1 = MulticlassF1Score(num_classes, average="macro", validate_args=False)
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         return self.net(ids, lengths)  # (B, classes)
@@ -167,9 +158,9 @@ class WordClassifier(ReviewClassifier):
 
             load_hf(AutoModel, self.hparams.embeddings_from)  # rank 0 fills the cache
 
-    def build_net(self) -> None:
+    def add_class_layers(self, classes: int) -> None:
         hp = self.hparams
-        vocab_size, pad_id, classes = (self.data_argument(n) for n in self.data_arguments)
+        vocab_size, pad_id = self.data_argument("vocab_size"), self.data_argument("pad_id")
         vectors = None
         if hp.vocab_size is None:  # the first fit: pretrained vectors from files; their width is the embedding's
             if hp.glove_path is not None:
@@ -281,7 +272,7 @@ class PretrainedClassifier(ReviewClassifier):
 
             load_hf(AutoModelForSequenceClassification, self.hparams.pretrained)  # rank 0 fills the cache
 
-    def build_net(self) -> None:
+    def add_class_layers(self, num_classes: int) -> None:
         from transformers import AutoModelForSequenceClassification
 
         hp = self.hparams

@@ -39,6 +39,11 @@ def readme_rows(readme: Path) -> dict[str, dict[str, str]]:
     return rows
 
 
+def family(class_path: str) -> str:
+    """An experiment's family: the module its LightningModule is defined in (`lightning_modules.adder.X` -> adder)."""
+    return class_path.rsplit(".", 2)[-2] if class_path.count(".") >= 2 else class_path
+
+
 def first_sentence(config: Path) -> str:
     comment = []
     for line in config.read_text(encoding="utf-8").splitlines():
@@ -60,7 +65,7 @@ def experiments(config_dir: Path, readme: Path) -> list[dict[str, str]]:
         records.append(
             {
                 "config": path.stem,
-                "family": class_path.rsplit(".", 2)[-2] if class_path.count(".") >= 2 else "",
+                "family": family(class_path),
                 "what": row.get("what") or first_sentence(path),
                 "metric": row.get("metric", ""),
                 "measured": row.get("measured", "not measured"),

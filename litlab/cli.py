@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from litlab.callbacks import BestCheckpoint, PredictionWriter, ResumableRNG, last_checkpoint
-from litlab.catalogue import import_experiments, listing, uses_short_class_name
+from litlab.catalogue import family, import_experiments, listing, uses_short_class_name
 from litlab.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config
 from litlab.errors import LitlabError, fail, quiet_known_noise
 from litlab.experiment import Experiment
@@ -158,11 +158,10 @@ class LitlabCLI(LightningCLI):
         """The W&B run: its id (a checkpoint's for test/validate/resume), a readable name, the experiment as group and
         tag, the model's family as tag, the subcommand as job type; its files in the run directory."""
         model = str(self._section(self.config, "model").class_path)
-        family = model.rsplit(".", 2)[-2] if model.count(".") >= 2 else model
         init_args.save_dir = str(self.run_directory)
         init_args.id = run_id
         extra = {"name": f"{self.experiment} {run_id[:15].replace('_', ' ')}", "group": self.experiment}
-        extra |= {"tags": [self.experiment, family], "job_type": self.subcommand or "fit", "resume": "allow"}
+        extra |= {"tags": [self.experiment, family(model)], "job_type": self.subcommand or "fit", "resume": "allow"}
         for key, value in extra.items():
             init_args[key] = value
 
