@@ -8,6 +8,7 @@ config. Bugs stay ordinary exceptions, with their tracebacks.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import warnings
 
@@ -20,6 +21,40 @@ def fail(message: str) -> None:
     """Print the one line and exit with code 2."""
     print(f"litlab: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+# The optional packages litlab uses and the extra that installs each (pyproject's optional-dependencies).
+EXTRAS = {
+    "cv2": "detection",
+    "pycocotools": "detection",
+    "kagglehub": "detection",
+    "onnx": "export",
+    "onnxruntime": "export",
+    "onnxscript": "export",
+    "matplotlib": "plots",
+    "tensorboard": "tensorboard",
+    "tensorboardX": "tensorboard",
+}
+
+
+def missing_package(err: BaseException | None) -> ModuleNotFoundError | None:
+    """The ModuleNotFoundError behind an error (jsonargparse wraps the one a class raises while it is instantiated)."""
+    while err is not None and not isinstance(err, ModuleNotFoundError):
+        err = err.__cause__ or err.__context__
+    return err
+
+
+def install_hint(err: ModuleNotFoundError) -> str:
+    """One line naming what is missing and how to install it: the litlab extra when one provides it (Lightning and
+    torchmetrics name the package in their message, not in `err.name`)."""
+    names = [err.name.split(".")[0]] if err.name else []
+    names += re.findall(r"\w+", str(err))
+    package = next((name for name in names if name in EXTRAS), None)
+    if package is not None:
+        extra = EXTRAS[package]
+        return f"`{package}` is not installed: pip install 'litlab[{extra}]' (in a clone: pip install -e '.[{extra}]')"
+    what = f"`{err.name}`" if err.name else str(err).strip().splitlines()[0][:200]
+    return f"a package is not installed: {what} (install it into the environment litlab runs in)"
 
 
 class _DropTips(logging.Filter):

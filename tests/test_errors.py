@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from conftest import checkpoints, cli, fails_in_one_line, run_litlab
@@ -166,11 +168,45 @@ def test_data_without_what_the_model_needs_is_one_line(capfd):
     assert "CharLM" in line and "XorData" in line
 
 
-def test_a_logger_whose_package_is_missing_is_one_line(capfd):
-    import importlib.util
+def test_a_logger_whose_package_is_missing_names_its_extra(capfd, monkeypatch):
+    """TensorBoard is an extra: without it, `--trainer.logger=TensorBoardLogger` is one line naming the extra."""
+    import lightning.fabric.loggers.tensorboard as tb
 
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        pytest.skip("TensorBoard is installed here")
+    # how Lightning decides that neither tensorboard nor tensorboardX is installed
+    monkeypatch.setattr(tb, "_TENSORBOARD_AVAILABLE", False)
+    monkeypatch.setattr(tb, "_TENSORBOARDX_AVAILABLE", False)
     args = ("fit", "--config", config("xor_mlp"), "--trainer.logger=TensorBoardLogger", "--trainer.max_epochs=1")
-    line = fails_in_one_line(capfd, *args, naming="tensorboard")
+    line = fails_in_one_line(capfd, *args, naming="litlab[tensorboard]")
     assert "not installed" in line
+
+
+def test_a_detector_without_opencv_names_the_detection_extra(capfd, monkeypatch, tmp_path):
+    from datamodules.synthetic_fruit import write_dataset
+
+    write_dataset(tmp_path / "fruit", train=2, test=1)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # what `import cv2` meets when opencv is not installed
+    args = ("fit", "--config", config("fruit_fast_rcnn_scratch"), f"--data.data_dir={tmp_path / 'fruit'}")
+    args += ("--data.proposals=fast", "--data.val_size=1", "--trainer.logger=false", "--trainer.max_epochs=1")
+    line = fails_in_one_line(capfd, *args, naming="litlab[detection]")
+    assert "`cv2` is not installed" in line
+
+
+@pytest.mark.parametrize(
+    ("message", "name", "extra"),
+    [
+        ("`MAP` metric requires that `pycocotools` or `faster-coco-eval` installed.", None, "detection"),
+        ("No module named 'onnxscript'", "onnxscript", "export"),
+        ("No module named 'matplotlib.pyplot'", "matplotlib.pyplot", "plots"),
+    ],
+)
+def test_a_missing_package_names_the_extra_that_installs_it(message, name, extra):
+    from litlab.errors import install_hint
+
+    assert f"pip install 'litlab[{extra}]'" in install_hint(ModuleNotFoundError(message, name=name))
+
+
+def test_a_missing_package_of_no_extra_is_named_as_it_is():
+    from litlab.errors import install_hint
+
+    line = install_hint(ModuleNotFoundError("No module named 'somewhere'", name="somewhere"))
+    assert "`somewhere`" in line and "litlab[" not in line
