@@ -132,20 +132,15 @@ class CharLM(Experiment):
         return torch.cat(out, dim=1)
 
     def on_validation_epoch_end(self) -> None:
-        """W&B: a table of texts generated from the data's prompts."""
-        run = self.wandb_run()
-        if run is None or self.trainer.sanity_checking:
+        """A table of texts generated from the data's prompts (`figures/val_samples.txt`, W&B)."""
+        if not self.reporting():
             return
-        import wandb
-
-        vocab = self.from_data("vocab")
-        table = wandb.Table(columns=["epoch", "prompt", "temperature", "text"])
+        vocab, rows = self.from_data("vocab"), []
         for prompt in self.from_data("prompts")[:4]:
             ids = vocab.encode(prompt).unsqueeze(0).to(self.device)
             for temperature in (0.5, 1.0):
-                text = vocab.decode(self.generate(ids, 120, temperature, None)[0])
-                table.add_data(self.current_epoch, prompt, temperature, text)
-        run.log({"val/samples": table, "trainer/global_step": self.global_step})
+                rows.append([prompt, temperature, vocab.decode(self.generate(ids, 120, temperature, None)[0])])
+        self.report_table("val/samples", ["prompt", "temperature", "text"], rows)
 
     def on_fit_end(self) -> None:
         """W&B: the character embeddings projected on their first two principal components (the notebook's figure

@@ -9,7 +9,6 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from litlab.experiment import Experiment
-from litlab.tracking import log_confusion
 
 
 class Classifier(Experiment):
@@ -50,9 +49,7 @@ class Classifier(Experiment):
     def on_test_epoch_end(self) -> None:
         matrix = self.confusion.compute().cpu()  # (true, predicted) counts, summed over DDP ranks
         self.confusion.reset()
-        run = self.wandb_run()
-        if run is not None:
-            log_confusion(run, matrix, self.from_data("classes"))
+        self.report_confusion("test/confusion", matrix, self.from_data("classes"))
 
     def class_records(self, logits: Tensor, inputs: list[str]) -> list[dict]:
         """One prediction record per row of `logits`: its input (as the user gave it), class name and probability."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image, ImageDraw
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
@@ -23,6 +25,25 @@ def wandb_boxes(found: dict[str, Tensor], caption: str, size: int, classes: dict
         for box, label in zip(found["boxes"].float().cpu(), found["labels"].cpu())
     ]
     return {"box_data": data, "class_labels": classes}
+
+
+def draw_boxes(
+    picture: Image.Image,
+    boxes: Tensor,
+    labels: Tensor,
+    names: list[str],
+    colour: tuple[int, int, int],
+    scores: Tensor | None = None,
+    width: int = 2,
+) -> Image.Image:
+    """The picture with each box outlined and captioned by its class name (label 1 is names[0]) and score."""
+    draw = ImageDraw.Draw(picture)
+    scores = [None] * len(boxes) if scores is None else scores.tolist()
+    for box, label, score in zip(boxes.float().cpu().tolist(), labels.cpu().tolist(), scores):
+        draw.rectangle(box, outline=colour, width=width)
+        caption = names[int(label) - 1] + ("" if score is None else f" {score:.2f}")
+        draw.text((box[0] + 3, box[1] + 2), caption, fill=colour)
+    return picture
 
 
 class Detector(Experiment):
@@ -66,25 +87,35 @@ class Detector(Experiment):
 
     def on_validation_epoch_end(self) -> None:
         self._log_map("val")
-        run = self.wandb_run()
-        if run is None or self.trainer.sanity_checking or not self._shown:
+        shown, self._shown = self._shown, []
+        if not self.reporting() or not shown:
             return
-        import wandb
+        names = self.from_data("classes")
+        classes = {i + 1: c for i, c in enumerate(names)}
+        size = shown[0][0].shape[-1]  # the square the images were resized to
+        pictures = [(image.permute(1, 2, 0).cpu().numpy(), detected, truth) for image, detected, truth in shown]
+        drawn = []  # the file's picture: ground truth in green, detections above shown_score in red
+        for picture, detected, truth in pictures:
+            confident = detected["scores"] >= self.shown_score
+            image = draw_boxes(Image.fromarray(picture), truth["boxes"], truth["labels"], names, (40, 200, 40))
+            boxes, labels, scores = (detected[k][confident] for k in ("boxes", "labels", "scores"))
+            drawn.append(np.asarray(draw_boxes(image, boxes, labels, names, (230, 30, 30), scores)))
+        wandb_images = None
+        if self.wandb_run() is not None:
+            import wandb
 
-        classes = {i + 1: c for i, c in enumerate(self.from_data("classes"))}
-        size = self._shown[0][0].shape[-1]  # the square the images were resized to
-        shown = [(image.permute(1, 2, 0).cpu().numpy(), detected, truth) for image, detected, truth in self._shown]
-        images = [
-            wandb.Image(
-                picture,
-                boxes={
-                    "predictions": wandb_boxes(detected, "pred", size, classes),
-                    "ground_truth": wandb_boxes(truth, "true", size, classes),
-                },
-            )
-            for picture, detected, truth in shown
-        ]
-        run.log({"val/detections": images, "trainer/global_step": self.global_step})
+            wandb_images = [
+                wandb.Image(
+                    picture,
+                    boxes={
+                        "predictions": wandb_boxes(detected, "pred", size, classes),
+                        "ground_truth": wandb_boxes(truth, "true", size, classes),
+                    },
+                )
+                for picture, detected, truth in pictures
+            ]
+        captions = ["green: true, red: detected"] * len(drawn)
+        self.report_images("val/detections", drawn, captions, wandb_images)
 
     def on_test_epoch_end(self) -> None:
         self._log_map("test")
@@ -114,18 +145,16 @@ class Detector(Experiment):
 
     def _draw(self, path: Path, objects: list[dict]) -> Path:
         """The image with its boxes drawn, as a PNG beside the run's predictions.jsonl."""
-        from PIL import Image, ImageDraw
-
         from litlab.tracking import run_dir
 
         folder = run_dir(self.trainer) / "detections"
         folder.mkdir(parents=True, exist_ok=True)
         with Image.open(path) as image:
             picture = image.convert("RGB")
-        draw = ImageDraw.Draw(picture)
-        for obj in objects:
-            draw.rectangle(obj["box"], outline=(255, 0, 0), width=3)
-            draw.text((obj["box"][0] + 3, obj["box"][1] + 2), f"{obj['class']} {obj['score']:.2f}", fill=(255, 0, 0))
+        boxes = torch.tensor([o["box"] for o in objects]).reshape(-1, 4)
+        scores = torch.tensor([o["score"] for o in objects])
+        names = [o["class"] for o in objects]
+        picture = draw_boxes(picture, boxes, torch.arange(1, len(objects) + 1), names, (255, 0, 0), scores, width=3)
         target = folder / f"{path.stem}.png"
         picture.save(target)
         return target

@@ -55,23 +55,13 @@ class ClassifierSystem(Classifier):
 
     def on_validation_epoch_end(self) -> None:
         shown, self._shown = self._shown, None
-        run = self.wandb_run()
-        if run is None or shown is None or self.trainer.sanity_checking:
+        if shown is None or not self.reporting():
             return
-        import wandb
-
         classes = self.from_data("classes")
         images, truth, predicted = (t.cpu() for t in shown)  # one copy per epoch
         pixels = images.mul(255).round().byte().permute(0, 2, 3, 1).squeeze(-1)  # (N, H, W[, 3]) uint8
-        run.log(
-            {
-                "val/examples": [
-                    wandb.Image(picture, caption=f"true: {classes[t]} | pred: {classes[p]}")
-                    for picture, t, p in zip(pixels.numpy(), truth.tolist(), predicted.tolist())
-                ],
-                "trainer/global_step": self.global_step,
-            }
-        )
+        captions = [f"true: {classes[t]} | pred: {classes[p]}" for t, p in zip(truth.tolist(), predicted.tolist())]
+        self.report_images("val/examples", list(pixels.numpy()), captions)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         return self.class_records(self(batch["x"]), batch["name"])  # the files' names travel in the batch

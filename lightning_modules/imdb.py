@@ -76,19 +76,17 @@ class ReviewClassifier(Classifier):
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()  # the confusion matrix
         (errors, self._errors), (texts, self._error_texts) = (self._errors, []), (self._error_texts, [])
-        run = self.wandb_run()
-        if run is None:
+        if not self.reporting() or not errors:
             return
-        import wandb
-
         classes = self.from_data("classes")
         rows = torch.cat(errors, dim=1)  # (5, N): confidence, batch, row in it, predicted, true (this rank's reviews)
         rows = rows[:, rows[0].topk(min(20, rows.size(1))).indices].cpu()
-        table = wandb.Table(columns=["confidence", "predicted", "true", "review"])
-        for confidence, b, i, predicted, true in rows.T.tolist():
-            if confidence >= 0:
-                table.add_data(confidence, classes[int(predicted)], classes[int(true)], texts[int(b)][int(i)])
-        run.log({"test/confident_errors": table})
+        table = [
+            [round(confidence, 4), classes[int(predicted)], classes[int(true)], texts[int(b)][int(i)]]
+            for confidence, b, i, predicted, true in rows.T.tolist()
+            if confidence >= 0
+        ]
+        self.report_table("test/confident_errors", ["confidence", "predicted", "true", "review"], table)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         logits = self(batch["ids"], batch["lengths"])

@@ -171,15 +171,7 @@ class SpellCorrector(Experiment):
 
     def on_validation_epoch_end(self) -> None:
         examples, self._examples = self._examples, []
-        run = self.wandb_run()
-        if run is None or self.trainer.sanity_checking or not examples:
-            return
-        import wandb
-
-        table = wandb.Table(columns=["epoch", "input", "output", "target"])
-        for example in examples:
-            table.add_data(self.current_epoch, *example)
-        run.log({"val/examples": table, "trainer/global_step": self.global_step})
+        self.report_table("val/examples", ["input", "output", "target"], examples)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         records = []

@@ -11,6 +11,7 @@ What every run gets, whatever its config:
 - `predict` prints a line per input and writes `predictions.jsonl` (`callbacks.PredictionWriter`);
 - a rich progress bar (unless another progress bar is configured or `enable_progress_bar` is false);
 - a learning-rate monitor whenever a logger is active;
+- figures in the run's `figures/` folder, with or without W&B: learning curves and each experiment's own (`figures`);
 - a one-line notice when the precision asks for bf16 on hardware without it (`hardware`);
 - user errors (bad config, data, checkpoint or predict input) as one line and exit code 2, never a traceback.
 """
@@ -21,6 +22,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 from jsonargparse import ArgumentError
@@ -33,8 +35,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from litlab.callbacks import BestCheckpoint, PredictionWriter, ResumableRNG, last_checkpoint
 from litlab.catalogue import family, import_experiments, listing, uses_short_class_name
 from litlab.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config
-from litlab.errors import LitlabError, fail, quiet_known_noise
+from litlab.errors import LitlabError, fail, install_hint, missing_package, quiet_known_noise
 from litlab.experiment import Experiment
+from litlab.figures import LearningCurves
 from litlab.hardware import precision_notice
 from litlab.tracking import RunRecord, checkpoint_run_dir, choose_wandb_mode, fresh_dir, new_run_id
 
@@ -44,6 +47,7 @@ DESCRIPTION = (
     "`litlab fit --config configs/<experiment>.yaml` trains one; `litlab test|validate|predict --ckpt_path <ckpt>` "
     "uses a checkpoint."
 )
+FOLDER_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers writing into <save_dir>/<name>/<version>
 DEFAULT_CONFIGS = {
     "fit": ("trainer/default.yaml", "logger/wandb.yaml"),
     "validate": ("trainer/default.yaml", "logger/wandb.yaml"),
@@ -102,6 +106,15 @@ class LitlabCLI(LightningCLI):
             run=run,
         )
 
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--compile",
+            type=bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+            default=False,
+            help="torch.compile the experiment's networks (true: the default mode, or a torch.compile mode); "
+            "checkpoints are the same as without",
+        )
+
     def parse_arguments(self, parser, args) -> None:
         args = list(sys.argv[1:] if args is None else args)
         self.experiment = experiment_name(args)
@@ -125,13 +138,19 @@ class LitlabCLI(LightningCLI):
         trainer = self._section(self.config, "trainer")
         self.run_directory, self.joins_run = None, False
         logger = trainer.logger
-        wandb = str(getattr(logger, "class_path", "")).endswith("WandbLogger")
-        if logger is False or wandb:  # else another logger's own directory
-            root = (logger.init_args.get("save_dir") if wandb else None) or trainer.default_root_dir or "runs"
+        kind = str(getattr(logger, "class_path", "")).rsplit(".", 1)[-1]
+        init = logger.init_args if kind else {}
+        # TensorBoard and CSV keep <save_dir>/<name>/<version>; litlab names both unless the user did
+        files = kind in FOLDER_LOGGERS and init.get("name") in (None, "lightning_logs") and init.get("version") is None
+        if logger is False or kind == "WandbLogger" or files:
+            root = (init.get("save_dir") if kind else None) or trainer.default_root_dir or "runs"
             self.run_directory, run_id = self._place_run(Path(root))
-            if wandb:
-                self._name_wandb_run(logger.init_args, run_id)
+            if kind == "WandbLogger":
+                self._name_wandb_run(init, run_id)
                 choose_wandb_mode(str(self.run_directory))
+            elif files:
+                run = self.run_directory
+                init.save_dir, init.name, init.version = str(run.parent.parent), run.parent.name, run.name
             else:
                 trainer.default_root_dir = str(self.run_directory)
         notice = precision_notice(trainer.precision, trainer.accelerator)
@@ -168,11 +187,15 @@ class LitlabCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = self._section(self.config_init, "trainer")
         self.save_config_kwargs.update(experiment=self.experiment, joins_run=self.joins_run)
+        compile_mode = self._section(self.config, "compile")
+        self.model.compile_mode = "default" if compile_mode is True else (compile_mode or None)
         callbacks = [ResumableRNG(), PredictionWriter()]
         if self.subcommand == "fit" and trainer.get("enable_checkpointing") is not False:
             folder = str(self.run_directory / "checkpoints") if self.run_directory else None
             best = BestCheckpoint(self.model.monitor, self.model.monitor_mode, dirpath=folder)
             callbacks += [best, last_checkpoint(dirpath=folder)]
+        if self.subcommand == "fit":
+            callbacks.append(LearningCurves())
         configured = trainer.get("callbacks") or []
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
             callbacks.append(RichProgressBar())
@@ -226,13 +249,6 @@ def _out_of_domain(message: str) -> str | None:
     return f"--{'.'.join(keys)}={match['value']}: must be {rule} ({match['type']}{''.join(owner)})"
 
 
-def _missing_package(err: BaseException | None) -> ModuleNotFoundError | None:
-    """The ModuleNotFoundError behind an error (jsonargparse wraps the one a class raises while it is instantiated)."""
-    while err is not None and not isinstance(err, ModuleNotFoundError):
-        err = err.__cause__ or err.__context__
-    return err
-
-
 def main(args: list[str] | None = None) -> None:
     quiet_known_noise()
     args = list(sys.argv[1:] if args is None else args)
@@ -257,10 +273,10 @@ def main(args: list[str] | None = None) -> None:
             raise
         fail(f"the checkpoint does not fit the configured model: {_one_line(err)}")
     except (ValueError, TypeError, ImportError) as err:  # a logger or model whose package is not installed
-        missing = _missing_package(err)
+        missing = missing_package(err)
         if missing is None:
             raise
-        fail(f"a package is not installed: {_one_line(missing)} (install it into the environment litlab runs in)")
+        fail(install_hint(missing))
 
 
 if __name__ == "__main__":

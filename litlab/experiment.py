@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import lightning as L
-from torch import Tensor
+import numpy as np
+from torch import Tensor, nn
+from torchmetrics import Metric
 
+from litlab import figures
 from litlab.errors import LitlabError
 from litlab.optim import LRSchedulerCallable, OptimizerCallable, configure_optimizers
 
@@ -42,6 +46,7 @@ class Experiment(L.LightningModule):
     optimizer: OptimizerCallable
     lr_scheduler: LRSchedulerCallable | None = None
     data_arguments: ClassVar[tuple[str, ...]] = ()
+    compile_mode: str | None = None  # `litlab fit --compile=true` (or a torch.compile mode) sets it for the run
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,6 +60,19 @@ class Experiment(L.LightningModule):
         if not self._built:
             self.build()
             self._built = True
+            if self.compile_mode:
+                for module in self.compiled_modules():
+                    module.compile(mode=None if self.compile_mode == "default" else self.compile_mode)
+
+    def compiled_modules(self) -> list[nn.Module]:
+        """What `--compile` compiles (in place: parameter names and checkpoints stay as they are): by default each
+        child module holding parameters, which leaves out the metrics and the loss."""
+        containers = (Metric, nn.ModuleDict, nn.ModuleList)
+        return [
+            child
+            for child in self.children()
+            if not isinstance(child, containers) and next(child.parameters(), None) is not None
+        ]
 
     def sized(self) -> bool:
         """Whether every `data_arguments` value is known without the data (configured, or from a checkpoint)."""
@@ -100,11 +118,46 @@ class Experiment(L.LightningModule):
         return configure_optimizers(self, self.optimizer, self.lr_scheduler, steps, **self.parameter_groups())
 
     def wandb_run(self):
-        """The W&B run on rank 0 when a WandbLogger is active (for tables, images and plots), else None."""
-        from lightning.pytorch.loggers import WandbLogger
+        """The W&B run on rank 0 when a WandbLogger is active (for what only W&B shows), else None."""
+        return figures.wandb_run(self.trainer) if self.trainer.is_global_zero else None
 
-        loggers = [logger for logger in self.loggers if isinstance(logger, WandbLogger)]
-        return loggers[0].experiment if loggers and self.trainer.is_global_zero else None
+    def reporting(self) -> bool:
+        """Whether figures are made now: on rank 0 of a trainer's run, outside Lightning's sanity check."""
+        return self._trainer is not None and self.trainer.is_global_zero and not self.trainer.sanity_checking
+
+    def report_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+        """A table into the run's `figures/<key>.txt` (a block per epoch) and, with W&B, as a W&B table."""
+        if not self.reporting() or not rows:
+            return
+        path = figures.figures_dir(self.trainer) / f"{figures.file_name(key)}.txt"
+        figures.write_table(path, f"{key}, epoch {self.current_epoch}", columns, rows)
+        if (run := figures.wandb_run(self.trainer)) is not None:
+            import wandb
+
+            table = wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+            run.log({key: table, "trainer/global_step": self.global_step})
+
+    def report_images(self, key: str, images: Sequence[np.ndarray], captions: Sequence[str], wandb_images=None) -> None:
+        """Images (H, W[, 3] uint8) with captions as a grid in `figures/<key>.png` (the latest epoch's) and, with
+        W&B, as W&B images (`wandb_images` when given: overlays W&B draws itself)."""
+        if not self.reporting() or not len(images):
+            return
+        figures.save_grid(figures.figures_dir(self.trainer) / f"{figures.file_name(key)}.png", images, captions)
+        if (run := figures.wandb_run(self.trainer)) is not None:
+            import wandb
+
+            shown = wandb_images or [wandb.Image(image, caption=c) for image, c in zip(images, captions)]
+            run.log({key: shown, "trainer/global_step": self.global_step})
+
+    def report_confusion(self, key: str, matrix: Tensor, class_names: Sequence[str]) -> None:
+        """A (true, predicted) count matrix as `figures/<key>.png` and, with W&B, as W&B's confusion-matrix plot."""
+        if not self.reporting():
+            return
+        figures.save_confusion(figures.figures_dir(self.trainer) / f"{figures.file_name(key)}.png", matrix, class_names)
+        if (run := figures.wandb_run(self.trainer)) is not None:
+            from litlab.tracking import log_confusion
+
+            log_confusion(run, matrix, class_names, key)
 
     def log_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
         """`train/loss` per step (the logger samples it every `log_every_n_steps`, no host sync in between);

@@ -66,17 +66,21 @@ def checkpoint_run_dir(ckpt_path: str | Path) -> Path | None:
     return path.parent.parent if path.parent.name == "checkpoints" else None
 
 
-def run_dir(trainer: L.Trainer) -> Path:
-    """This run's directory, the same on every rank (rank 0 decides)."""
+def local_run_dir(trainer: L.Trainer) -> Path:
+    """This run's directory as this process sees it (rank 0's is the run's: see `run_dir`)."""
     logger = trainer.logger
     if logger is None:
-        path = Path(trainer.default_root_dir)
-    elif isinstance(logger, WandbLogger):  # litlab points its save_dir at the run directory
-        path = Path(logger.save_dir)
-    else:  # mirrors ModelCheckpoint's choice of <save_dir>/<name>/<version>/checkpoints
-        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-        path = Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
-    return Path(trainer.strategy.broadcast(str(path)))
+        return Path(trainer.default_root_dir)
+    if isinstance(logger, WandbLogger):  # litlab points its save_dir at the run directory
+        return Path(logger.save_dir)
+    # mirrors ModelCheckpoint's choice of <save_dir>/<name>/<version>/checkpoints
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """This run's directory, the same on every rank (rank 0 decides; a collective: call it on every rank)."""
+    return Path(trainer.strategy.broadcast(str(local_run_dir(trainer))))
 
 
 class RunRecord(SaveConfigCallback):

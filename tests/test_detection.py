@@ -135,6 +135,8 @@ def test_predictions_are_in_original_pixels_with_a_drawn_image(tmp_path, capsys)
         "--trainer.enable_progress_bar=false",
     )
     best = next(tmp_path.glob("runs/**/best.ckpt"))
+    with Image.open(best.parent.parent / "figures/val_detections.png") as drawn:  # boxes drawn without W&B
+        assert drawn.format == "PNG"
     photo = tmp_path / "photo.png"
     Image.new("RGB", (640, 200), (30, 120, 40)).save(photo)
     cli("predict", "--ckpt_path", best, f"--data.predict_files=[{photo}]", "--model.init_args.score_threshold=0.0")

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 from conftest import cli, run_litlab
 from registry import FAMILIES, config, family
 from wandb.proto import wandb_internal_pb2
@@ -134,7 +136,7 @@ def test_logger_false_and_csv_logger(tmp_path):
     cli("fit", "--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1", "--trainer.logger=false", *QUIET)
     assert not offline_runs(tmp_path) and len(list(tmp_path.glob("runs/xor_mlp/*/checkpoints/last.ckpt"))) == 1
     cli("fit", "--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1", "--trainer.logger=CSVLogger", *QUIET)
-    (metrics,) = tmp_path.glob("runs/version_0/metrics.csv")
+    (metrics,) = tmp_path.glob("runs/xor_mlp/*/metrics.csv")  # CSV and TensorBoard: the same run folder as W&B
     assert "val/acc" in metrics.read_text().splitlines()[0]
     assert (metrics.parent / "checkpoints/best.ckpt").is_file() and (metrics.parent / "config.yaml").is_file()
     assert not offline_runs(tmp_path)
@@ -200,3 +202,34 @@ def test_detector_logs_box_overlays_and_spell_checker_logs_examples(tmp_path):
         if (item.key or "/".join(item.nested_key)).startswith("val/detections")
     ]
     assert any("boxes2D" in value and "predictions" in value and "ground_truth" in value for value in overlays)
+
+
+def test_figures_are_written_into_the_run_folder_without_wandb(tmp_path):
+    tiny = FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"]
+    off = ("--trainer.logger=false", *QUIET)
+    cli("fit", "--config", config("fashion_fcn"), *tiny, "--trainer.max_epochs=2", "--trainer.limit_train_batches=2", *off)
+    (folder,) = tmp_path.glob("runs/fashion_fcn/*")
+    cli("test", "--ckpt_path", folder / "checkpoints/best.ckpt", *tiny, *off)
+    for name in ("learning_curves.png", "val_examples.png", "test_confusion.png"):
+        with Image.open(folder / "figures" / name) as picture:  # a real PNG, small enough for a README
+            assert picture.format == "PNG" and 200 < picture.width < 2000
+    assert not offline_runs(tmp_path)
+
+    tiny = FAMILIES["datamodules.char_corpus.CharCorpusData"]["tiny"]
+    cli("fit", "--config", config("char_gru"), *tiny, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", *off)
+    (samples,) = tmp_path.glob("runs/char_gru/*/figures/val_samples.txt")
+    assert "== val/samples, epoch 0" in samples.read_text() and samples.read_text().count("temperature: ") >= 2
+
+
+def test_without_matplotlib_tables_are_still_written_and_one_line_says_so(tmp_path, monkeypatch, caplog):
+    import litlab.figures
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr(litlab.figures, "_warned", False)
+    tiny = FAMILIES["datamodules.char_corpus.CharCorpusData"]["tiny"]
+    with caplog.at_level("INFO"):
+        cli("fit", "--config", config("char_gru"), *tiny, "--trainer.max_epochs=1", "--trainer.logger=false", *QUIET)
+    (folder,) = tmp_path.glob("runs/char_gru/*")
+    assert (folder / "figures/val_samples.txt").is_file() and not list(folder.glob("figures/*.png"))
+    notices = [r.getMessage() for r in caplog.records if "matplotlib is not installed" in r.getMessage()]
+    assert len(notices) == 1 and "litlab[plots]" in notices[0]
