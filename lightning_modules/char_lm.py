@@ -27,6 +27,17 @@ from litlab.optim import LRSchedulerCallable, OptimizerCallable
 NOTEBOOK_CONTEXT = 40  # the notebook predicted the 41st character from 40
 
 
+class _Logits(torch.nn.Module):
+    """A language model's logits alone (its recurrent state is not an ONNX output)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.net(ids)[0]
+
+
 class CharLM(Experiment):
     """A next-character model; the vocabulary size comes from the data (`vocab_size`, recorded in the checkpoint), and
     so do the vocabulary that encodes prompts and decodes samples (`vocab`) and the W&B sample prompts (`prompts`).
@@ -90,6 +101,12 @@ class CharLM(Experiment):
 
     def forward(self, ids: Tensor, state=None):
         return self.net(ids, state)  # logits (B, T, V), state
+
+    def onnx_example(self, data_class: type) -> tuple[torch.nn.Module, dict[str, Tensor], list[str]]:
+        """int64 character ids (batch, time) in the checkpoint's vocabulary -> next-character logits (batch, time,
+        vocab); the text is encoded outside (`vocab` in the checkpoint's DataModule state)."""
+        ids = torch.randint(0, self.hparams.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+        return _Logits(self.net), {"ids": ids}, ["logits"]
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         x, y = batch["x"], batch["y"]  # (B, T) each; y is x shifted by one character

@@ -45,6 +45,11 @@ class ClassifierSystem(Classifier):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (B, C, H, W) in [0, 1] -> logits (B, classes)
 
+    def onnx_example(self, data_class: type) -> tuple[nn.Module, dict[str, Tensor], list[str]]:
+        """float (batch, C, H, W) images in [0, 1] at the data's size -> logits (batch, classes)."""
+        images = torch.rand(4, data_class.channels, *data_class.size, generator=torch.Generator().manual_seed(0))
+        return self, {"image": images}, ["logits"]
+
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         x, y = batch["x"], batch["y"]
         loss, predicted = self.classify(self(x), y, stage, self.label_smoothing if stage == "train" else 0.0)

@@ -108,6 +108,12 @@ class Experiment(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
+    def onnx_example(self, data_class: type) -> tuple[nn.Module, dict[str, Tensor], list[str]] | None:
+        """What `litlab-export` writes to ONNX: the module to trace, its example inputs by name (the batch dimension
+        dynamic, and every dimension of integer inputs such as token ids) and its output names; None when the
+        experiment has no ONNX export."""
+        return None
+
     def parameter_groups(self) -> dict[str, Any]:
         """How `optim.configure_optimizers` groups this experiment's parameters: `vector_lr_scale`, `frozen`,
         `frozen_steps` (none by default)."""

@@ -1,23 +1,29 @@
-"""Export an image classifier checkpoint to ONNX, and check the export against PyTorch with onnxruntime.
+"""Export a checkpoint to ONNX with torch's current (dynamo) exporter, and check it against PyTorch in onnxruntime.
 
     litlab-export --ckpt_path runs/<experiment>/<run>/checkpoints/best.ckpt            # -> best.onnx beside it
-    litlab-export --ckpt_path <best.ckpt> --output model.onnx --opset 17
+    litlab-export --ckpt_path <best.ckpt> --output model.onnx --opset 18
+    litlab-export --ckpt_path <best.ckpt> --exporter torchscript                       # the older exporter
 
-The ONNX model takes `image`: float (batch, C, H, W) in [0, 1] at the dataset's size (any batch size) and returns
-`logits` (batch, classes); standardisation (and, for the torchvision networks, resizing) is inside it.
+What exports (each experiment's `onnx_example`): the image classifiers take `image`, float (batch, C, H, W) in [0, 1]
+at the dataset's size, and return `logits` (batch, classes), standardisation (and for the torchvision networks,
+resizing) inside; the character models take `ids`, int64 (batch, time), and return `logits` (batch, time, vocab).
+Batch and time are dynamic. Needs the `export` extra (onnx, onnxruntime, onnxscript).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
+import warnings
 from pathlib import Path
 
 import torch
 from jsonargparse import ArgumentParser
 
 from litlab.checkpoints import checkpoint_config, load_checkpoint
-from litlab.errors import LitlabError, fail, quiet_known_noise
+from litlab.errors import LitlabError, fail, install_hint, missing_package, quiet_known_noise
 from litlab.experiment import Experiment
 
 
@@ -35,30 +41,36 @@ def model_from_checkpoint(ckpt_path: str) -> tuple[Experiment, type]:
     return model.eval(), getattr(importlib.import_module(module), name)
 
 
-def export(ckpt_path: str, output: Path, opset: int = 17) -> float:
-    """Write the ONNX file; return the largest difference between its logits and PyTorch's on a random batch."""
+def export(ckpt_path: str, output: Path, opset: int = 18, exporter: str = "dynamo") -> float:
+    """Write the ONNX file; return the largest difference between its outputs and PyTorch's on example inputs of
+    another batch size than the export's."""
     model, data_class = model_from_checkpoint(ckpt_path)
-    if not hasattr(data_class, "channels"):
-        raise LitlabError(
-            f"--ckpt_path {ckpt_path}: ONNX export covers the image classifiers, not {data_class.__name__}"
-        )
-    images = torch.rand(4, data_class.channels, *data_class.size, generator=torch.Generator().manual_seed(0))
-    torch.onnx.export(
-        model,
-        (images,),
-        str(output),
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=opset,
-        dynamo=False,  # the TorchScript exporter: no onnxscript needed, dynamic batch by name
-    )
+    example = model.onnx_example(data_class)
+    if example is None:
+        raise LitlabError(f"--ckpt_path {ckpt_path}: {type(model).__name__} has no ONNX export (see litlab-export -h)")
+    module, inputs, outputs = example
+    module.eval()
+    names = list(inputs)
+    if exporter == "dynamo":
+        # the batch dimension is dynamic, and every dimension of token ids (batch, time)
+        dims = [(0,) if t.is_floating_point() else range(t.dim()) for t in inputs.values()]
+        dynamic = [{d: torch.export.Dim.DYNAMIC for d in dims_of_one} for dims_of_one in dims]
+        options = {"dynamo": True, "dynamic_shapes": tuple(dynamic)}
+    else:  # the TorchScript exporter: no onnxscript needed
+        options = {"dynamo": False, "dynamic_axes": {n: {0: "batch"} for n in [*names, *outputs]}}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, tuple(inputs.values()), str(output), input_names=names, output_names=outputs, opset_version=opset,
+            **options,
+        )  # fmt: skip
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
-    (exported,) = session.run(["logits"], {"image": images.numpy()})
+    other = {name: torch.cat([t, t[:1]]) for name, t in inputs.items()}  # one more row than the export saw
+    exported = session.run(outputs[:1], {name: t.numpy() for name, t in other.items()})[0]
     with torch.no_grad():
-        expected = model(images)
+        expected = module(*other.values())
     return float((torch.from_numpy(exported) - expected).abs().max())
 
 
@@ -66,14 +78,20 @@ def main(args: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="litlab-export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument("--output", type=Path, help="default: the checkpoint's path with .onnx")
-    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo")
     options = parser.parse_args(args)
     quiet_known_noise()
     output = options.output or Path(options.ckpt_path).with_suffix(".onnx")
     try:
-        difference = export(options.ckpt_path, output, options.opset)
+        difference = export(options.ckpt_path, output, options.opset, options.exporter)
     except LitlabError as err:
         fail(str(err))
+    except ImportError as err:
+        missing = missing_package(err)
+        if missing is None:
+            raise
+        fail(install_hint(missing))
     print(f"exported {output} (largest logit difference from PyTorch in onnxruntime: {difference:.2e})")
 
 

@@ -1,4 +1,5 @@
-"""ONNX export of the image classifiers: the file loads in onnxruntime and gives PyTorch's logits, at any batch size."""
+"""ONNX export (the dynamo exporter) of the image classifiers and the character models: the file loads in onnxruntime
+and gives PyTorch's logits at other batch sizes (and text lengths) than the export's."""
 
 from __future__ import annotations
 
@@ -38,3 +39,50 @@ def test_onnx_export_matches_pytorch(experiment, tmp_path):
         expected = model(images).numpy()
     assert logits.shape == expected.shape
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("experiment", ["char_lstm", "char_gpt"])
+def test_character_model_exports_with_dynamic_batch_and_length(experiment, tmp_path):
+    cli(
+        "fit",
+        "--config",
+        config(experiment),
+        *family(experiment)["tiny"],
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    )
+    best = next(tmp_path.glob("runs/**/best.ckpt"))
+    result = run_litlab("--ckpt_path", best, "--output", tmp_path / "model.onnx", program="litlab-export")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    model, _ = model_from_checkpoint(str(best))
+    ids = torch.randint(0, model.hparams.vocab_size, (3, 29))  # the export saw (2, 16)
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(["logits"], {"ids": ids.numpy()})
+    with torch.no_grad():
+        expected = model(ids)[0].numpy()
+    assert logits.shape == expected.shape == (3, 29, model.hparams.vocab_size)
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_torchscript_exporter_stays_as_a_fallback_and_unexportable_models_say_so(tmp_path):
+    tiny = ["--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    cli(
+        "fit",
+        "--config",
+        config("fashion_fcn"),
+        *family("fashion_fcn")["tiny"],
+        "--trainer.limit_train_batches=2",
+        *tiny,
+    )
+    best = next(tmp_path.glob("runs/**/best.ckpt"))
+    args = ("--ckpt_path", best, "--output", tmp_path / "old.onnx", "--exporter", "torchscript")
+    result = run_litlab(*args, program="litlab-export")
+    assert result.returncode == 0 and "exported" in result.stdout, result.stderr[-3000:]
+    cli("fit", "--config", config("xor_mlp"), *family("xor_mlp")["tiny"], *tiny)
+    xor = next(tmp_path.glob("runs/xor_mlp/**/best.ckpt"))
+    result = run_litlab("--ckpt_path", xor, program="litlab-export")
+    assert result.returncode == 2 and "XorMLP has no ONNX export" in result.stderr.strip().splitlines()[-1]

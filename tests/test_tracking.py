@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
 from conftest import cli, run_litlab
+from PIL import Image
 from registry import FAMILIES, config, family
 from wandb.proto import wandb_internal_pb2
 
@@ -207,7 +207,8 @@ def test_detector_logs_box_overlays_and_spell_checker_logs_examples(tmp_path):
 def test_figures_are_written_into_the_run_folder_without_wandb(tmp_path):
     tiny = FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"]
     off = ("--trainer.logger=false", *QUIET)
-    cli("fit", "--config", config("fashion_fcn"), *tiny, "--trainer.max_epochs=2", "--trainer.limit_train_batches=2", *off)
+    short = ("--trainer.max_epochs=2", "--trainer.limit_train_batches=2")
+    cli("fit", "--config", config("fashion_fcn"), *tiny, *short, *off)
     (folder,) = tmp_path.glob("runs/fashion_fcn/*")
     cli("test", "--ckpt_path", folder / "checkpoints/best.ckpt", *tiny, *off)
     for name in ("learning_curves.png", "val_examples.png", "test_confusion.png"):
