@@ -4,9 +4,12 @@ single-process run, and only rank 0 creates a W&B run."""
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
 
 import pytest
-from conftest import run_litlab
+from conftest import LITLAB, run_litlab
 from registry import FAMILIES, config, family
 
 DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
@@ -62,3 +65,44 @@ def test_ddp_two_processes_match_one(tmp_path, experiment):
     one, two = test_metric(single, metric), test_metric(double, metric)
     assert abs(one - two) <= tolerance * max(1.0, abs(one)), (one, two)
     assert len(list((tmp_path / "world2").glob("runs/*/*/wandb/offline-run-*"))) == 1  # rank 0 only
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_node_launch_trains_as_two_processes_on_one_node(tmp_path):
+    """The README's multi-node recipe as it runs: two `torchrun --nnodes=2 --node_rank=0/1` launches (one process
+    each, a localhost rendezvous, gloo) train XOR to the result of the two-process single-node run, with one W&B run
+    and one set of checkpoints in the shared working directory."""
+    args, metric, tolerance = CASES["xor_mlp"]
+    _, one_node = fit_and_test(tmp_path, "xor_mlp", args, batch_size=32, devices=DDP)
+    nodes = tmp_path / "nodes"
+    nodes.mkdir()
+    quiet = "--trainer.enable_progress_bar=false"
+    common = ["fit", "--config", config("xor_mlp"), *args, "--data.batch_size=32", quiet]
+    common += ["--trainer.accelerator=cpu", "--trainer.strategy=ddp", "--trainer.num_nodes=2", "--trainer.devices=1"]
+    rendezvous = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    launches = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--node_rank={rank}", LITLAB, *common],
+            cwd=nodes,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    logs = [launch.communicate(timeout=300)[0] for launch in launches]
+    assert [launch.returncode for launch in launches] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert "distributed_backend=gloo" in logs[0] and "All distributed processes registered" in logs[0]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1]  # the second node is rank 1
+    (best,) = nodes.glob("runs/xor_mlp/*/checkpoints/best.ckpt")  # one set of checkpoints
+    assert len(list(nodes.glob("runs/*/*/wandb/offline-run-*"))) == 1  # rank 0's W&B run only
+    tested = run_litlab("test", "--ckpt_path", best, *args, "--trainer.logger=false", cwd=nodes)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    one, two = test_metric(one_node, metric), test_metric(tested.stdout, metric)
+    assert abs(one - two) <= tolerance, (one, two)
