@@ -3,6 +3,8 @@ and gives PyTorch's logits at other batch sizes (and text lengths) than the expo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime
 import pytest
@@ -13,23 +15,20 @@ from registry import config, family
 from litlab.export import model_from_checkpoint
 
 
-@pytest.mark.parametrize("experiment", ["fashion_cnn", "cifar10_resnet18_finetune"])
-def test_onnx_export_matches_pytorch(experiment, tmp_path):
-    cli(
-        "fit",
-        "--config",
-        config(experiment),
-        *family(experiment)["tiny"],
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
-        "--trainer.limit_val_batches=1",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-    )
+def export_a_short_fit(experiment: str, tmp_path) -> Path:
+    """Fit the experiment for two batches, export its best checkpoint to tmp_path/model.onnx; the checkpoint."""
+    quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    cli("fit", "--config", config(experiment), *family(experiment)["tiny"], *short, *quiet)
     best = next(tmp_path.glob("runs/**/best.ckpt"))
     result = run_litlab("--ckpt_path", best, "--output", tmp_path / "model.onnx", program="litlab-export")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "exported" in result.stdout
+    assert result.returncode == 0 and "exported" in result.stdout, result.stderr[-3000:]
+    return best
+
+
+@pytest.mark.parametrize("experiment", ["fashion_cnn", "cifar10_resnet18_finetune"])
+def test_onnx_export_matches_pytorch(experiment, tmp_path):
+    best = export_a_short_fit(experiment, tmp_path)
 
     model, data_class = model_from_checkpoint(str(best))
     images = torch.rand(7, data_class.channels, *data_class.size)  # another batch size than the export's
@@ -43,20 +42,7 @@ def test_onnx_export_matches_pytorch(experiment, tmp_path):
 
 @pytest.mark.parametrize("experiment", ["char_lstm", "char_gpt"])
 def test_character_model_exports_with_dynamic_batch_and_length(experiment, tmp_path):
-    cli(
-        "fit",
-        "--config",
-        config(experiment),
-        *family(experiment)["tiny"],
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
-        "--trainer.limit_val_batches=1",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-    )
-    best = next(tmp_path.glob("runs/**/best.ckpt"))
-    result = run_litlab("--ckpt_path", best, "--output", tmp_path / "model.onnx", program="litlab-export")
-    assert result.returncode == 0, result.stderr[-3000:]
+    best = export_a_short_fit(experiment, tmp_path)
 
     model, _ = model_from_checkpoint(str(best))
     ids = torch.randint(0, model.hparams.vocab_size, (3, 29))  # the export saw (2, 16)
