@@ -10,6 +10,7 @@ training batch is flipped and shifted by up to 4 px (reflected borders) on the t
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILES = ["test_batch"]
+NUMPY_CORE = "numpy._core" if int(np.__version__.split(".")[0]) >= 2 else "numpy.core"  # renamed in numpy 2
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -35,8 +37,8 @@ class _BatchUnpickler(pickle.Unpickler):
     ARRAYS.add(("_codecs", "encode"))  # how protocol 2 spells bytes when Python 3 wrote the file
 
     def find_class(self, module: str, name: str):
-        if (module, name) in self.ARRAYS:
-            return super().find_class(module.replace("numpy.core.", "numpy._core.", 1), name)
+        if (module, name) in self.ARRAYS:  # a pickle names numpy's core module as the numpy that wrote it did
+            return super().find_class(re.sub(r"^numpy\._?core\b", NUMPY_CORE, module), name)
         raise pickle.UnpicklingError(f"refusing to build {module}.{name}")
 
 
