@@ -40,7 +40,8 @@ class _Logits(torch.nn.Module):
 
 class CharLM(Experiment):
     """A next-character model; the vocabulary size comes from the data (`vocab_size`, recorded in the checkpoint), and
-    so do the vocabulary that encodes prompts and decodes samples (`vocab`) and the W&B sample prompts (`prompts`).
+    so do the vocabulary that encodes prompts and decodes samples (`vocab`) and the prompts of the samples generated
+    each epoch (`prompts`).
 
     Args:
         arch: "rnn_scratch" (the notebook's hand-written tanh RNN), "lstm", "gru" or "gpt".

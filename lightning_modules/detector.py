@@ -1,5 +1,6 @@
-"""What both detectors share (`fast_rcnn.FastRCNN`, `fast_rcnn.FasterRCNN`): COCO-style mAP, W&B box overlays,
-predictions in the original image's pixels with a drawn PNG, and the class layers sized by the data."""
+"""What both detectors share (`fast_rcnn.FastRCNN`, `fast_rcnn.FasterRCNN`): COCO-style mAP, drawn validation boxes
+(figures/ and W&B), predictions in the original image's pixels with a drawn PNG, and the class layers sized by the
+data."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def draw_boxes(
 
 
 class Detector(Experiment):
-    """What both detectors share: mAP metrics, W&B box overlays, predictions in original pixels with a drawn PNG.
+    """What both detectors share: mAP metrics, drawn validation boxes, predictions in original pixels with a drawn PNG.
     Subclasses implement `detect(batch) -> list of {"boxes", "scores", "labels"}` in resized-image pixels and
     `add_class_layers(num_classes)`, the layers sized by the data's class count (built at once from a checkpoint's
     recorded count, or at the first fit in `configure_model`)."""

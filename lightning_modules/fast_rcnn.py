@@ -5,8 +5,7 @@ The notebook's hand-made Fast R-CNN trained one image per step, pooled RoIs at t
 map) for two days, and measured only RoI accuracy (90 %) with "very bad" detections. Here several images share a
 batch, RoIAlign runs at the stride the backbone really has (measured at construction), and detections are scored with
 COCO-style mean average precision: `val/map_50`, `test/map_50`, `test/map` (IoU 0.50:0.95), plus `val/roi_acc` (the
-notebook's metric). Targets on the real fruit data (GPU): Fast R-CNN `test/map_50` >= 0.90, Faster R-CNN reported
-beside it.
+notebook's metric). Targets and measured figures: the README.
 
     litlab fit --config configs/fruit_fast_rcnn.yaml --data.data_dir data/fruit
     litlab predict --ckpt_path <best.ckpt> --data.predict_files '[basket.jpg]'   # JSONL + a PNG per image, boxes drawn

@@ -2,8 +2,7 @@
 
 `ImageClassifier` trains any network that maps images to class logits, chosen in the config (`model.init_args.net`,
 e.g. those of `components.convnets`); `TorchvisionClassifier` fine-tunes a torchvision network (ImageNet weights, a new
-head). Targets (GPU workstation): FashionMNIST `fashion_cnn` >= 92.5 %, `fashion_resnet` >= 95.5 % test/acc (notebook:
-91 % and 94.69 %); CIFAR-10 `cifar10_resnet18_finetune` >= 96.0 % (notebook: 95.13 %).
+head). The notebook's figures, litlab's targets and measured figures: the README.
 
     litlab fit --config configs/fashion_cnn.yaml
     litlab predict --ckpt_path <best.ckpt> --data.predict_files '[shirt.png]'
@@ -26,10 +25,11 @@ from litlab.pretrained import TorchvisionWeights
 
 
 class ClassifierSystem(Classifier):
-    """Training, metrics and W&B figures shared by the image classifiers; subclasses build `self.net`.
+    """Training, metrics and figures shared by the image classifiers; subclasses build `self.net`.
 
-    Logs `val/acc`, `test/acc`; with a W&B logger, a grid of validation images titled with their true and predicted
-    classes each validation epoch (from outputs already computed, rank 0 only) and `test/confusion` at test end.
+    Logs `val/acc`, `test/acc`; figures (the run folder's `figures/`, and W&B when on): a grid of validation images
+    titled with their true and predicted classes each validation epoch (from outputs already computed, rank 0 only)
+    and `test/confusion` at test end.
     Class names and their number come from the DataModule (`classes`, `num_classes`).
     """
 

@@ -1,10 +1,9 @@
 """IMDB sentiment with four architectures behind one DataModule (notebook 15.8.3 and 15.9.8), on the standard split.
 
 The notebook's results, on its own 45k/5k re-split: BiLSTM + GloVe 86-88 % (91.1 % with a 75k vocabulary),
-self-attention 90.8 %, a Transformer encoder over frozen BERT embeddings 89.2 %, DistilBERT 92.3 %. Targets on the
-standard 25k test set (GPU workstation): bilstm >= 91 %, self_attention >= 90 %, transformer >= 90 %,
-distilbert >= 93 %. Metrics: `val/acc`, `test/acc`, `test/f1` (macro); with W&B, `test/confusion` and a table of
-the most confidently misclassified test reviews.
+self-attention 90.8 %, a Transformer encoder over frozen BERT embeddings 89.2 %, DistilBERT 92.3 % (litlab's targets on
+the standard 25k test set: the README). Metrics: `val/acc`, `test/acc`, `test/f1` (macro); figures (in the run
+folder and W&B): `test/confusion` and a table of the most confidently misclassified test reviews.
 
     litlab fit --config configs/imdb_distilbert.yaml --config configs/trainer/gpu.yaml
     litlab predict --ckpt_path <best.ckpt> --data.predict_texts '["A waste of two hours.", "Loved every minute."]'

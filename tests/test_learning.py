@@ -7,7 +7,7 @@ from conftest import cli
 from registry import EXPERIMENTS, FAMILIES, config, family
 
 # xor_seed reproduces the notebook's full-batch SGD as it was (hundreds of thousands of steps); xor_mlp stands
-# for the family here, and the README's Measuring section runs xor_seed in full.
+# for the family here, and docs/development.md runs xor_seed in full.
 # fruit_faster_rcnn is torchvision's detector as a baseline (a ResNet-50 FPN: minutes per step on a CPU); the family
 # proves it learns with fruit_fast_rcnn.
 OVERFIT = [name for name in EXPERIMENTS if name not in ("xor_seed", "fruit_faster_rcnn")]
