@@ -29,22 +29,23 @@ def wandb_boxes(found: dict[str, Tensor], caption: str, size: int, classes: dict
 
 
 def draw_boxes(
-    picture: Image.Image,
-    boxes: Tensor,
-    labels: Tensor,
-    names: list[str],
-    colour: tuple[int, int, int],
-    scores: Tensor | None = None,
-    width: int = 2,
+    picture: Image.Image, boxes: list[list[float]], captions: list[str], colour: tuple[int, int, int], width: int = 2
 ) -> Image.Image:
-    """The picture with each box outlined and captioned by its class name (label 1 is names[0]) and score."""
+    """The picture with each box (x1, y1, x2, y2 pixels) outlined and its caption written inside its corner."""
     draw = ImageDraw.Draw(picture)
-    scores = [None] * len(boxes) if scores is None else scores.tolist()
-    for box, label, score in zip(boxes.float().cpu().tolist(), labels.cpu().tolist(), scores):
+    for box, caption in zip(boxes, captions):
         draw.rectangle(box, outline=colour, width=width)
-        caption = names[int(label) - 1] + ("" if score is None else f" {score:.2f}")
         draw.text((box[0] + 3, box[1] + 2), caption, fill=colour)
     return picture
+
+
+def box_captions(found: dict[str, Tensor], names: list[str]) -> tuple[list[list[float]], list[str]]:
+    """Boxes as lists and their captions: the class name (label 1 is names[0]) and, for detections, the score."""
+    labels = found["labels"].cpu().tolist()
+    captions = [names[int(label) - 1] for label in labels]
+    if "scores" in found:
+        captions = [f"{c} {s:.2f}" for c, s in zip(captions, found["scores"].cpu().tolist())]
+    return found["boxes"].float().cpu().tolist(), captions
 
 
 class Detector(Experiment):
@@ -98,9 +99,9 @@ class Detector(Experiment):
         drawn = []  # the file's picture: ground truth in green, detections above shown_score in red
         for picture, detected, truth in pictures:
             confident = detected["scores"] >= self.shown_score
-            image = draw_boxes(Image.fromarray(picture), truth["boxes"], truth["labels"], names, (40, 200, 40))
-            boxes, labels, scores = (detected[k][confident] for k in ("boxes", "labels", "scores"))
-            drawn.append(np.asarray(draw_boxes(image, boxes, labels, names, (230, 30, 30), scores)))
+            image = draw_boxes(Image.fromarray(picture), *box_captions(truth, names), (40, 200, 40))
+            shown_found = {key: detected[key][confident] for key in ("boxes", "labels", "scores")}
+            drawn.append(np.asarray(draw_boxes(image, *box_captions(shown_found, names), (230, 30, 30))))
         wandb_images = None
         if self.wandb_run() is not None:
             import wandb
@@ -152,10 +153,8 @@ class Detector(Experiment):
         folder.mkdir(parents=True, exist_ok=True)
         with Image.open(path) as image:
             picture = image.convert("RGB")
-        boxes = torch.tensor([o["box"] for o in objects]).reshape(-1, 4)
-        scores = torch.tensor([o["score"] for o in objects])
-        names = [o["class"] for o in objects]
-        picture = draw_boxes(picture, boxes, torch.arange(1, len(objects) + 1), names, (255, 0, 0), scores, width=3)
+        captions = [f"{o['class']} {o['score']:.2f}" for o in objects]
+        picture = draw_boxes(picture, [o["box"] for o in objects], captions, (255, 0, 0), width=3)
         target = folder / f"{path.stem}.png"
         picture.save(target)
         return target

@@ -35,7 +35,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from litlab.callbacks import BestCheckpoint, PredictionWriter, ResumableRNG, last_checkpoint
 from litlab.catalogue import family, import_experiments, listing, uses_short_class_name
 from litlab.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config
-from litlab.errors import LitlabError, fail, install_hint, missing_package, quiet_known_noise
+from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
 from litlab.experiment import Experiment
 from litlab.figures import LearningCurves
 from litlab.hardware import precision_notice
@@ -273,10 +273,8 @@ def main(args: list[str] | None = None) -> None:
             raise
         fail(f"the checkpoint does not fit the configured model: {_one_line(err)}")
     except (ValueError, TypeError, ImportError) as err:  # a logger or model whose package is not installed
-        missing = missing_package(err)
-        if missing is None:
-            raise
-        fail(install_hint(missing))
+        fail_if_missing_package(err)
+        raise
 
 
 if __name__ == "__main__":

@@ -44,6 +44,13 @@ def missing_package(err: BaseException | None) -> ModuleNotFoundError | None:
     return err
 
 
+def fail_if_missing_package(err: BaseException) -> None:
+    """Exit with the install hint when a missing package is behind `err` (else return: the caller re-raises)."""
+    missing = missing_package(err)
+    if missing is not None:
+        fail(install_hint(missing))
+
+
 def install_hint(err: ModuleNotFoundError) -> str:
     """One line naming what is missing and how to install it: the litlab extra when one provides it (Lightning and
     torchmetrics name the package in their message, not in `err.name`)."""

@@ -135,7 +135,7 @@ class Experiment(L.LightningModule):
         """A table into the run's `figures/<key>.txt` (a block per epoch) and, with W&B, as a W&B table."""
         if not self.reporting() or not rows:
             return
-        path = figures.figures_dir(self.trainer) / f"{figures.file_name(key)}.txt"
+        path = figures.figure_path(self.trainer, key, ".txt")
         figures.write_table(path, f"{key}, epoch {self.current_epoch}", columns, rows)
         if (run := figures.wandb_run(self.trainer)) is not None:
             import wandb
@@ -148,7 +148,7 @@ class Experiment(L.LightningModule):
         W&B, as W&B images (`wandb_images` when given: overlays W&B draws itself)."""
         if not self.reporting() or not len(images):
             return
-        figures.save_grid(figures.figures_dir(self.trainer) / f"{figures.file_name(key)}.png", images, captions)
+        figures.save_grid(figures.figure_path(self.trainer, key, ".png"), images, captions)
         if (run := figures.wandb_run(self.trainer)) is not None:
             import wandb
 
@@ -159,7 +159,7 @@ class Experiment(L.LightningModule):
         """A (true, predicted) count matrix as `figures/<key>.png` and, with W&B, as W&B's confusion-matrix plot."""
         if not self.reporting():
             return
-        figures.save_confusion(figures.figures_dir(self.trainer) / f"{figures.file_name(key)}.png", matrix, class_names)
+        figures.save_confusion(figures.figure_path(self.trainer, key, ".png"), matrix, class_names)
         if (run := figures.wandb_run(self.trainer)) is not None:
             from litlab.tracking import log_confusion
 

@@ -23,7 +23,7 @@ import torch
 from jsonargparse import ArgumentParser
 
 from litlab.checkpoints import checkpoint_config, load_checkpoint
-from litlab.errors import LitlabError, fail, install_hint, missing_package, quiet_known_noise
+from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
 from litlab.experiment import Experiment
 
 
@@ -88,10 +88,8 @@ def main(args: list[str] | None = None) -> None:
     except LitlabError as err:
         fail(str(err))
     except ImportError as err:
-        missing = missing_package(err)
-        if missing is None:
-            raise
-        fail(install_hint(missing))
+        fail_if_missing_package(err)
+        raise
     print(f"exported {output} (largest logit difference from PyTorch in onnxruntime: {difference:.2e})")
 
 

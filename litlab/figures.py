@@ -26,6 +26,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from litlab.tracking import local_run_dir
+
 _warned = False
 
 
@@ -45,17 +47,11 @@ def pyplot():
     return plt
 
 
-def figures_dir(trainer: L.Trainer) -> Path:
-    """The run's figures folder (rank 0's view: call it only on rank 0)."""
-    from litlab.tracking import local_run_dir
-
+def figure_path(trainer: L.Trainer, key: str, suffix: str) -> Path:
+    """`<run>/figures/<key with / as _><suffix>`, its folder created (rank 0's view: call it only on rank 0)."""
     folder = local_run_dir(trainer) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def file_name(key: str) -> str:
-    return key.replace("/", "_")
+    return folder / f"{key.replace('/', '_')}{suffix}"
 
 
 def wandb_run(trainer: L.Trainer):
@@ -148,12 +144,13 @@ class LearningCurves(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):  # Lightning divides it by the accumulation; kept on the device, no sync
-            self._train_loss.append(loss.detach() * trainer.accumulate_grad_batches)
+        if isinstance(loss, torch.Tensor):  # kept on the device: no sync per step
+            self._train_loss.append(loss.detach())
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self._train_loss:
-            self._record(trainer, {"train/loss": torch.stack(self._train_loss).float().mean()})
+            mean = torch.stack(self._train_loss).float().mean() * trainer.accumulate_grad_batches  # Lightning divides
+            self._record(trainer, {"train/loss": mean})
             self._train_loss = []
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -168,7 +165,7 @@ class LearningCurves(Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and self.history:
-            path = figures_dir(trainer) / "learning_curves.png"
+            path = figure_path(trainer, "learning_curves", ".png")
             if save_curves(path, self.history) and (run := wandb_run(trainer)) is not None:
                 import wandb
 
