@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -39,13 +41,14 @@ from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_know
 from litlab.experiment import Experiment
 from litlab.figures import LearningCurves
 from litlab.hardware import precision_notice
-from litlab.tracking import RunRecord, checkpoint_run_dir, choose_wandb_mode, fresh_dir, new_run_id
+from litlab.tracking import RunRecord, TrialRun, checkpoint_run_dir, choose_wandb_mode, fresh_dir, new_run_id
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DESCRIPTION = (
     "litlab: classic deep-learning experiments as Lightning code. `litlab list` shows the experiments; "
     "`litlab fit --config configs/<experiment>.yaml` trains one; `litlab test|validate|predict --ckpt_path <ckpt>` "
-    "uses a checkpoint."
+    "uses a checkpoint; `litlab tune --config ... --search configs/search/<experiment>.yaml` searches its "
+    "hyperparameters (`litlab tune --help`)."
 )
 FOLDER_LOGGERS = ("TensorBoardLogger", "CSVLogger")  # loggers writing into <save_dir>/<name>/<version>
 DEFAULT_CONFIGS = {
@@ -65,25 +68,34 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
+EXPERIMENT_MARK = "# litlab experiment: "  # a config's first line naming its experiment (a study's best.yaml)
+
+
 def experiment_name(args: list[str]) -> str | None:
-    """The experiment a command line runs: the last `--config` file that chooses a model (its name without .yaml)."""
+    """The experiment a command line runs: the last `--config` file that chooses a model (its name without .yaml, or
+    the name its first line gives after `EXPERIMENT_MARK`)."""
     name = None
     for i, arg in enumerate(args[:-1]):
         if arg in ("--config", "-c") and args[i + 1].endswith((".yaml", ".yml")):
             path = Path(args[i + 1])
-            if path.is_file() and re.search(r"^model:", path.read_text(encoding="utf-8"), re.M):
-                name = path.stem
+            text = path.read_text(encoding="utf-8") if path.is_file() else ""
+            if re.search(r"^model:", text, re.M):
+                first = text.partition("\n")[0]
+                name = first.removeprefix(EXPERIMENT_MARK).strip() if first.startswith(EXPERIMENT_MARK) else path.stem
     return name
 
 
 class LitlabCLI(LightningCLI):
-    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+    """`trial`: set by `litlab tune` for a trial's fit (its directory, W&B group and name, its pruning callback)."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, trial: TrialRun | None = None) -> None:
         if not CONFIG_DIR.is_dir():
             raise LitlabError(
                 f"no configs/ next to the package ({CONFIG_DIR}): install litlab from its repository "
                 f"in editable mode (`make venv`, or `pip install -e .`)"
             )
         self.checkpoint: dict | None = None
+        self.trial = trial
         super().__init__(
             model_class=Experiment,
             datamodule_class=L.LightningDataModule,
@@ -165,6 +177,8 @@ class LitlabCLI(LightningCLI):
         if self.experiment is None:
             model = self._section(self.config, "model")
             self.experiment = record.get("experiment") or snake_case(str(model.class_path).rsplit(".", 1)[-1])
+        if self.trial is not None:
+            return self.trial.directory, new_run_id()
         if origin is not None and self.subcommand == "predict":
             return Path(fresh_dir(str(origin), "predict")), None
         if origin is not None:
@@ -181,12 +195,16 @@ class LitlabCLI(LightningCLI):
         init_args.id = run_id
         extra = {"name": f"{self.experiment} {run_id[:15].replace('_', ' ')}", "group": self.experiment}
         extra |= {"tags": [self.experiment, family(model)], "job_type": self.subcommand or "fit", "resume": "allow"}
+        if self.trial is not None:  # every trial of a study in the study's group
+            extra |= {"name": self.trial.name, "group": self.trial.group, "tags": [*extra["tags"], "tune"]}
         for key, value in extra.items():
             init_args[key] = value
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = self._section(self.config_init, "trainer")
         self.save_config_kwargs.update(experiment=self.experiment, joins_run=self.joins_run)
+        if self.trial is not None:
+            self.save_config_kwargs["extra"] = {"tune": self.trial.record}
         compile_mode = self._section(self.config, "compile")
         self.model.compile_mode = "default" if compile_mode is True else (compile_mode or None)
         callbacks = [ResumableRNG(), PredictionWriter()]
@@ -196,6 +214,7 @@ class LitlabCLI(LightningCLI):
             callbacks += [best, last_checkpoint(dirpath=folder)]
         if self.subcommand == "fit":
             callbacks.append(LearningCurves())
+        callbacks += self.trial.callbacks if self.trial is not None else []
         configured = trainer.get("callbacks") or []
         if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
             callbacks.append(RichProgressBar())
@@ -204,11 +223,16 @@ class LitlabCLI(LightningCLI):
         self.trainer_defaults["callbacks"] = callbacks  # LightningCLI adds these to the configured ones
         return super().instantiate_trainer(**kwargs)
 
+    def best_checkpoint(self) -> BestCheckpoint | None:
+        """The fit's `best.ckpt` callback, once it has saved one (None without checkpointing)."""
+        best = next((c for c in self.trainer.checkpoint_callbacks if isinstance(c, BestCheckpoint)), None)
+        return best if best is not None and best.best_model_path else None
+
     def after_fit(self) -> None:
         checkpoints = [c for c in self.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
-        best = next((c for c in checkpoints if isinstance(c, BestCheckpoint)), None)
+        best = self.best_checkpoint()
         last = next((c for c in checkpoints if c.monitor is None), None)
-        if not self.trainer.is_global_zero or best is None or not best.best_model_path:
+        if not self.trainer.is_global_zero or best is None:
             return
         print(f"best {best.monitor}: {best.best_model_score:.6g}")
         if isinstance(self.trainer.logger, WandbLogger):  # the run's summary: its best validation value
@@ -218,7 +242,7 @@ class LitlabCLI(LightningCLI):
         print(f"best checkpoint: {shown_path(best.best_model_path)}")
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     """The first lines of an error, or for jsonargparse's nested report on a class, the line that matters."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     for i, line in enumerate(lines):
@@ -249,6 +273,26 @@ def _out_of_domain(message: str) -> str | None:
     return f"--{'.'.join(keys)}={match['value']}: must be {rule} ({match['type']}{''.join(owner)})"
 
 
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """What a user can fix ends the command with one line and exit code 2 (`errors.fail`); bugs keep their traceback."""
+    try:
+        yield
+    except ArgumentError as err:
+        message = _out_of_domain(str(err)) or one_line(err)
+        hint = "pass --config configs/<experiment>.yaml" if "are required" in message else "see `litlab <cmd> --help`"
+        fail(f"{message} ({hint})")
+    except (LitlabError, MisconfigurationException) as err:
+        fail(one_line(err))
+    except RuntimeError as err:
+        if "state_dict" not in str(err):
+            raise
+        fail(f"the checkpoint does not fit the configured model: {one_line(err)}")
+    except (ValueError, TypeError, ImportError) as err:  # a logger or model whose package is not installed
+        fail_if_missing_package(err)
+        raise
+
+
 def main(args: list[str] | None = None) -> None:
     quiet_known_noise()
     args = list(sys.argv[1:] if args is None else args)
@@ -258,23 +302,15 @@ def main(args: list[str] | None = None) -> None:
         except BrokenPipeError:  # `litlab list | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
-    try:
+    with one_line_errors():
         if uses_short_class_name(args):
             import_experiments()
-        LitlabCLI(args=args)
-    except ArgumentError as err:
-        message = _out_of_domain(str(err)) or _one_line(err)
-        hint = "pass --config configs/<experiment>.yaml" if "are required" in message else "see `litlab <cmd> --help`"
-        fail(f"{message} ({hint})")
-    except (LitlabError, MisconfigurationException) as err:
-        fail(_one_line(err))
-    except RuntimeError as err:
-        if "state_dict" not in str(err):
-            raise
-        fail(f"the checkpoint does not fit the configured model: {_one_line(err)}")
-    except (ValueError, TypeError, ImportError) as err:  # a logger or model whose package is not installed
-        fail_if_missing_package(err)
-        raise
+        if args[:1] == ["tune"]:
+            from litlab.tune import tune  # optuna is the [tune] extra
+
+            tune(args[1:])
+        else:
+            LitlabCLI(args=args)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ W&B logger or none, where the run id (`new_run_id`, e.g. `2026-12-02_0652-3fa9c1
 another logger, that logger's own directory. `test`, `validate` and a resumed `fit` from a checkpoint of such a run use
 its directory and W&B run again; `predict` writes into a fresh `predict-<time>/` inside it. `RunRecord` keeps the
 resolved config with the run: `config.yaml` there, the W&B run's config (the nested config itself, not a flattened
-copy), and the experiment, trainer config and W&B run id inside every checkpoint.
+copy), and the experiment, trainer config and W&B run id inside every checkpoint. A `litlab tune` trial (`TrialRun`)
+is a fit whose directory, W&B group and name the study chooses.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import netrc
 import os
 import secrets
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -83,13 +85,28 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.strategy.broadcast(str(local_run_dir(trainer))))
 
 
+@dataclass
+class TrialRun:
+    """What a `litlab tune` study sets for one trial's fit: its directory, the W&B group (the study) and run name,
+    the callbacks it adds (pruning), and what the W&B config records under `tune` (study, trial, parameters)."""
+
+    directory: Path
+    group: str
+    name: str
+    callbacks: list = field(default_factory=list)
+    record: dict = field(default_factory=dict)
+
+
 class RunRecord(SaveConfigCallback):
     """Saves the resolved config to the run directory and W&B, and records it in every checkpoint. `experiment`: the
-    experiment's name; `joins_run`: `test`/`validate` logging into a fit's W&B run, whose config stays the fit's."""
+    experiment's name; `joins_run`: `test`/`validate` logging into a fit's W&B run, whose config stays the fit's;
+    `extra`: top-level entries the W&B config adds to the resolved one (a tune trial's `tune`)."""
 
-    def __init__(self, *args, experiment: str | None = None, joins_run: bool = False, **kwargs) -> None:
+    def __init__(
+        self, *args, experiment: str | None = None, joins_run: bool = False, extra: dict | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.experiment, self.joins_run = experiment, joins_run
+        self.experiment, self.joins_run, self.extra = experiment, joins_run, extra or {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.already_saved:
@@ -102,7 +119,7 @@ class RunRecord(SaveConfigCallback):
                 path, n = directory / f"config-{n}.yaml", n + 1
             self.parser.save(self.config, path, skip_none=False)
             if isinstance(trainer.logger, WandbLogger) and not self.joins_run:
-                trainer.logger.experiment.config.update(self.as_dict(), allow_val_change=True)
+                trainer.logger.experiment.config.update(self.as_dict() | self.extra, allow_val_change=True)
         self.already_saved = True
 
     def as_dict(self) -> dict:
