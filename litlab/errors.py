@@ -34,6 +34,8 @@ EXTRAS = {
     "matplotlib": "plots",
     "tensorboard": "tensorboard",
     "tensorboardX": "tensorboard",
+    "optuna": "tune",
+    "optuna_integration": "tune",
 }
 
 
