@@ -16,6 +16,8 @@ from PIL import Image
 from registry import FAMILIES, config, family
 from wandb.proto import wandb_internal_pb2
 
+from litlab.checkpoints import weights_only_copy
+
 XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
 QUIET = ["--trainer.enable_progress_bar=false"]
 
@@ -130,6 +132,27 @@ def test_test_from_a_checkpoint_joins_its_run_and_predict_writes_inside_it(tmp_p
     predicted = run_litlab("predict", "--ckpt_path", folder / "checkpoints/best.ckpt", "--data.predict_points=[[0, 1]]")
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert len(list(folder.glob("predict-*/predictions.jsonl"))) == 1
+
+
+def test_weights_only_artifacts_are_smaller_and_test_like_the_whole_checkpoint(tmp_path):
+    fit("--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=2", "--config", config("logger/wandb_weights"))
+    (run,) = offline_runs(tmp_path)
+    best = run.parents[1] / "checkpoints/best.ckpt"
+    artifacts = [r.artifact for r in wandb_records(run) if r.HasField("artifact")]
+    assert sorted(alias for a in artifacts for alias in a.aliases if alias != "latest") == ["best", "last"]
+    for artifact in artifacts:
+        assert artifact.type == "model" and json.loads(artifact.metadata)["weights_only"]
+        (entry,) = artifact.manifest.contents
+        assert entry.path == "model.ckpt" and 0 < entry.size < best.stat().st_size / 2  # no AdamW moments, no loops
+
+    light = weights_only_copy(best, tmp_path / "light.ckpt")
+    assert "optimizer_states" in torch.load(best, weights_only=True)
+    assert "optimizer_states" not in torch.load(light, weights_only=True)
+    scores = [
+        cli("test", "--ckpt_path", path, "--trainer.logger=false", *QUIET).trainer.callback_metrics
+        for path in (best, light)
+    ]
+    assert scores[0]["test/acc"] == scores[1]["test/acc"] > 0.9
 
 
 def test_logger_false_and_csv_logger(tmp_path):
