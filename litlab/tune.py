@@ -21,6 +21,7 @@ With W&B each trial is a run in the study's group, its parameters in the run con
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import math
@@ -66,8 +67,12 @@ def tune_parser() -> ArgumentParser:
     parser.add_subclass_arguments(
         optuna.samplers.BaseSampler, "sampler", default={"class_path": "optuna.samplers.TPESampler"}
     )
+    # no pruning before the fourth validation: first-epoch ranks say little under a warmup and cosine schedule
+    # (docs/results.md, "Hyperparameter search"; a recipe's search file may ask for a longer wait)
     parser.add_subclass_arguments(
-        optuna.pruners.BasePruner, "pruner", default={"class_path": "optuna.pruners.MedianPruner"}
+        optuna.pruners.BasePruner,
+        "pruner",
+        default={"class_path": "optuna.pruners.MedianPruner", "init_args": {"n_warmup_steps": 3}},
     )
     return parser
 
@@ -317,10 +322,8 @@ def write_best(study: optuna.Study, fit_args: list[str], experiment: str, monito
     """The best trial's whole config, ready for `litlab fit --config`, named for the experiment (`EXPERIMENT_MARK`)."""
     best = study.best_trial
     config = resolved_config([*fit_args, *overrides(best.params)])
-    head = (
-        f"{EXPERIMENT_MARK}{experiment}\n# study {study.study_name}, trial {best.number}: {monitor} {best.value:.6g}\n"
-    )
-    path.write_text(head + config, encoding="utf-8")
+    origin = f"# study {study.study_name}, trial {best.number}: {monitor} {best.value:.6g}"
+    path.write_text(f"{EXPERIMENT_MARK}{experiment}\n{origin}\n{config}", encoding="utf-8")
 
 
 def write_figures(study: optuna.Study, folder: Path) -> None:
@@ -386,7 +389,7 @@ def tune(args: Sequence[str]) -> None:
     fit_args = [*fit_args, "--trainer.devices=1"]
     check_space(fit_args, space, options.search)
     module, _, name = config["model"]["class_path"].rpartition(".")
-    model_class = getattr(__import__(module, fromlist=[name]), name)
+    model_class = getattr(importlib.import_module(module), name)
     monitor, mode = model_class.monitor, model_class.monitor_mode
 
     study_name = options.study or f"{experiment}-tune"

@@ -113,7 +113,14 @@ def test_pruning_stops_a_hopeless_trial_early(tmp_path):
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///runs/{STUDY}/study.db")
     study.enqueue_trial({"model.optimizer.lr": 0.03})
     study.enqueue_trial({"model.optimizer.lr": 1e-6})  # learns nothing in 3 epochs
-    tune("--search", search, "--trials=3", "--pruner.n_startup_trials=2", "--trainer.max_epochs=4")
+    tune(
+        "--search",
+        search,
+        "--trials=3",
+        "--pruner.n_startup_trials=2",
+        "--pruner.n_warmup_steps=0",
+        "--trainer.max_epochs=4",
+    )
     good, other, hopeless = trials()
     assert good.state == other.state == TrialState.COMPLETE and len(other.intermediate_values) == 4
     assert hopeless.state == TrialState.PRUNED and len(hopeless.intermediate_values) < 4
@@ -129,6 +136,14 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path):
     assert [t.number for t in done] == [0, 1, 2, 3] and all(t.state == TrialState.COMPLETE for t in done)
     assert len({t.user_attrs["run_dir"] for t in done}) == 4
     assert len({t.params["model.optimizer.lr"] for t in done}) == 4
+
+
+def test_a_journal_file_holds_a_study_too(tmp_path):
+    journal = tmp_path / "shared" / "xor.log"  # Optuna's journal storage: a file several machines can share
+    tune("--search", space(tmp_path, LR), "--trials=2", f"--storage={journal}")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    assert [t.state for t in trials(storage=storage)] == [TrialState.COMPLETE] * 2
+    assert not Path(f"runs/{STUDY}/study.db").exists() and Path(f"runs/{STUDY}/best.yaml").is_file()
 
 
 @pytest.mark.parametrize(
