@@ -109,7 +109,7 @@ def seconds(timeout: str | None) -> float | None:
 # --- the search space -------------------------------------------------------------------------------------------
 
 
-def distribution(key: str, spec: Any) -> BaseDistribution:
+def distribution(spec: Any) -> BaseDistribution:
     """One entry of the search space file as an Optuna distribution (lists and mappings among the choices are kept
     as their JSON text, which Optuna can store and the CLI parses back)."""
     if isinstance(spec, list):
@@ -142,7 +142,7 @@ def read_space(path: str) -> dict[str, BaseDistribution]:
     space = {}
     for key, spec in raw.items():
         try:
-            space[str(key).removeprefix("--")] = distribution(key, spec)
+            space[str(key).removeprefix("--")] = distribution(spec)
         except ValueError as err:
             raise LitlabError(f"--search={path}: `{key}`: {err}") from None
     return space
