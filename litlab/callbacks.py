@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelChe
 from torch import Tensor
 
 from litlab.checkpoints import weights_only_copy
+from litlab.figures import wandb_run
 from litlab.tracking import run_dir
 
 
@@ -124,8 +125,6 @@ class WeightsArtifacts(Callback):
     `model-<run id>`, as Lightning names it, one version aliased `best`, one `last`."""
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from litlab.figures import wandb_run
-
         run = wandb_run(trainer)
         if run is None or not trainer.is_global_zero:
             return

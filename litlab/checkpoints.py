@@ -62,7 +62,7 @@ def weights_only_copy(source: str | Path, target: str | Path) -> Path:
     """`source` without optimizer, scheduler, loop and callback states, written to `target`: the weights, the
     experiment's config and litlab's record, so `litlab test|validate|predict --ckpt_path target` works as with the
     original (with Adam, about a third of the size)."""
-    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(str(source))
     torch.save({key: checkpoint[key] for key in WEIGHTS_ONLY_KEYS if key in checkpoint}, target)
     return Path(target)
 
