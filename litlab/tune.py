@@ -33,6 +33,7 @@ from typing import Any
 
 import optuna
 import yaml
+from filelock import FileLock
 from jsonargparse import ArgumentError, ArgumentParser
 from jsonargparse.typing import PositiveInt
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -244,8 +245,32 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         raise LitlabError(f"--storage={url}: cannot open it: {first[:300]}") from None
 
 
-def open_study(name: str, storage, experiment: str, monitor: str, mode: str, sampler, pruner) -> optuna.Study:
-    """Creates the study or loads it to resume; a study of another experiment under this name is left untouched."""
+def open_study(
+    name: str,
+    url: str,
+    folder: Path,
+    *,
+    experiment: str,
+    monitor: str,
+    mode: str,
+    sampler=None,
+    pruner=None,
+    first=None,
+) -> optuna.Study:
+    """Creates the study (its first trial `first`, the configured values) or loads it to resume; a study of another
+    experiment under this name is left untouched.
+
+    Workers started together on a new storage would race to create its tables and to enqueue the first trial: the
+    workers of one machine take turns through a lock file in the study's folder (several machines: docs/tune.md).
+    """
+    with FileLock(str(folder / ".setup.lock")):
+        study = checked_study(name, open_storage(url), experiment, monitor, mode, sampler, pruner)
+        if not study.trials and first is not None:
+            study.enqueue_trial(first, user_attrs={"configured": True}, skip_if_exists=True)
+    return study
+
+
+def checked_study(name: str, storage, experiment: str, monitor: str, mode: str, sampler, pruner) -> optuna.Study:
     direction = "maximize" if mode == "max" else "minimize"
     study = optuna.create_study(
         study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction=direction, load_if_exists=True
@@ -396,14 +421,22 @@ def tune(args: Sequence[str]) -> None:
     study_dir = Path(config["trainer"].get("default_root_dir") or "runs") / study_name
     study_dir.mkdir(parents=True, exist_ok=True)
     url = options.storage or f"sqlite:///{study_dir / 'study.db'}"
-    study = open_study(study_name, open_storage(url), experiment, monitor, mode, init.sampler, init.pruner)
+    study = open_study(
+        study_name,
+        url,
+        study_dir,
+        experiment=experiment,
+        monitor=monitor,
+        mode=mode,
+        sampler=init.sampler,
+        pruner=init.pruner,
+        first=baseline(config, space),
+    )
     print(
         f"study {study_name} ({shown_path(str(study_dir))}, storage {url}): {monitor} ({mode}), {counted(study)} "
         f"of {options.trials} trials so far",
         flush=True,
     )
-    if not study.trials and (start := baseline(config, space)) is not None:
-        study.enqueue_trial(start, user_attrs={"configured": True}, skip_if_exists=True)
     if counted(study) < options.trials:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         stop = optuna.study.MaxTrialsCallback(options.trials, states=COUNTED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 from pathlib import Path
 
@@ -136,6 +137,29 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path):
     assert [t.number for t in done] == [0, 1, 2, 3] and all(t.state == TrialState.COMPLETE for t in done)
     assert len({t.user_attrs["run_dir"] for t in done}) == 4
     assert len({t.params["model.optimizer.lr"] for t in done}) == 4
+
+
+def join(folder: Path) -> int:
+    study = litlab.tune.open_study(
+        "race",
+        f"sqlite:///{folder / 'study.db'}",
+        folder,
+        experiment="xor_mlp",
+        monitor="val/acc",
+        mode="max",
+        first={"model.optimizer.lr": 0.01},
+    )
+    return len(study.trials)
+
+
+def test_workers_starting_together_create_one_study_with_one_first_trial(tmp_path):
+    # Without the set-up lock about one worker in four lost the race for a new SQLite file's tables.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        for attempt in range(3):
+            folder = tmp_path / str(attempt)
+            folder.mkdir()
+            assert pool.map(join, [folder] * 4) == [1, 1, 1, 1]
 
 
 def test_a_journal_file_holds_a_study_too(tmp_path):
