@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from jsonargparse.typing import NonNegativeInt, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch import Tensor
 
 from datamodules.in_memory import Columns, InMemoryDataModule
@@ -46,8 +46,11 @@ def parse_expression(text: str, digits: int) -> tuple[int, str, int]:
     return int(a), op, int(b)
 
 
-def draw_operands(n: int, digits: int, seed: int, exclude: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """n expressions (a, op, b), op 0 for '+' and 1 for '-', none of whose keys is in `exclude`."""
+def draw_operands(
+    n: int, digits: int, seed: int, exclude: Tensor | None = None, near_ties: float = 0.0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """n expressions (a, op, b), op 0 for '+' and 1 for '-', none of whose keys is in `exclude`; a share `near_ties`
+    of them with b close to a (see `ArithmeticData`)."""
     high = 10**digits
     generator = torch.Generator().manual_seed(seed)
     exclude = torch.empty(0, dtype=torch.long) if exclude is None else exclude
@@ -57,6 +60,11 @@ def draw_operands(n: int, digits: int, seed: int, exclude: Tensor | None = None)
         a = torch.randint(1, high, (m,), generator=generator)
         b = torch.randint(1, high, (m,), generator=generator)
         op = torch.randint(0, 2, (m,), generator=generator)
+        if near_ties > 0:  # b - a in (-10^k, 10^k), k = 1..digits-1 equally often: ties down to the last digit
+            near = torch.rand(m, generator=generator) < near_ties
+            scale = 10 ** torch.randint(1, max(digits, 2), (m,), generator=generator)
+            offset = (torch.rand(m, generator=generator) * (2 * scale - 1)).long() - (scale - 1)
+            b = torch.where(near, (a + offset).clamp(1, high - 1), b)
         keep = ~torch.isin(expression_key(a, op, b, digits), exclude)
         parts.append(torch.stack([a, op, b])[:, keep])
         found += int(keep.sum())
@@ -81,6 +89,10 @@ class ArithmeticData(InMemoryDataModule):
         predict_expressions: expressions to answer with `litlab predict`, e.g. '["1234+5678", "17-9000"]'.
         predict_file: a text file with one expression per line (blank lines are skipped).
         layout: how `src` spells the expression: "plain", "aligned" or "interleaved" (see the module docstring).
+        near_ties: share of the training expressions drawn with b close to a: |a - b| under 10, 100 or 1000 (up to
+            10**(digits-1)), each equally often. Uniform operands make such pairs rare (0.2 % differ by less than
+            10), yet a near-tie subtraction is where the sign and the leading zeros depend on the last digits, and it
+            is where a short schedule's errors remain. Val and test stay uniform.
     """
 
     def __init__(
@@ -93,6 +105,7 @@ class ArithmeticData(InMemoryDataModule):
         predict_expressions: list[str] | None = None,
         predict_file: str | None = None,
         layout: Literal["plain", "aligned", "interleaved"] = "aligned",
+        near_ties: ClosedUnitInterval = 0.0,
         batch_size: PositiveInt = 256,
         eval_batch_size: PositiveInt | None = 1000,
         data_on_device: bool | None = None,
@@ -129,7 +142,8 @@ class ArithmeticData(InMemoryDataModule):
         exclude = [expression_key(*self._operands(s), self.digits) for s in held_out]
         offset = {"train": 0, "val": 1, "test": 2}[split]
         exclude = torch.cat(exclude) if exclude else None
-        return draw_operands(self.sizes[split], self.digits, self.seed + offset, exclude)
+        near_ties = self.hparams.near_ties if split == "train" else 0.0
+        return draw_operands(self.sizes[split], self.digits, self.seed + offset, exclude, near_ties)
 
     def _encode_expressions(self, expressions) -> Columns:
         """`src` in this layout; for predict also `text`, the expression as typed (what predictions show)."""

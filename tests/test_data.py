@@ -49,6 +49,22 @@ def test_arithmetic_splits_are_seeded_and_disjoint():
     assert not torch.equal(other_seed.make_split("test")["src"], data.make_split("test")["src"])
 
 
+def test_near_ties_are_oversampled_in_training_only():
+    sizes = dict(train_size=20_000, val_size=2000, test_size=2000)
+    uniform, tied = ArithmeticData(**sizes), ArithmeticData(**sizes, near_ties=0.25)
+
+    def share(data: ArithmeticData, within: int) -> float:
+        a, _, b = data._operands("train")
+        return float(((a - b).abs() < within).float().mean())
+
+    assert share(uniform, 10) < 0.005  # 0.2 % of uniform 4-digit pairs differ by less than 10
+    assert 0.07 < share(tied, 10) < 0.12 and 0.15 < share(tied, 100) < 0.21 and 0.36 < share(tied, 1000) < 0.43
+    for split in ("val", "test"):  # held-out splits are the uniform task, the same expressions as without
+        assert torch.equal(tied.make_split(split)["src"], uniform.make_split(split)["src"])
+    keys = {s: expression_key(*tied._operands(s), 4) for s in ("train", "val", "test")}
+    assert not torch.isin(keys["val"], keys["train"]).any() and not torch.isin(keys["test"], keys["train"]).any()
+
+
 def test_predict_expressions_are_parsed_and_checked(tmp_path):
     (tmp_path / "inputs.txt").write_text("7 - 9999\n\n 0012+3\n")
     data = ArithmeticData(predict_expressions=["1234+5678"], predict_file=str(tmp_path / "inputs.txt"))
