@@ -22,9 +22,11 @@ TARGETS = {
     # experiment: (metric, at least, fit wall seconds at most)
     "xor_mlp": ("test/acc", 0.998, 20),
     "adder_lstm": ("test/exact_match", 0.995, 15 * 60),
-    "adder_transformer": ("test/exact_match", 0.999, 15 * 60),
+    "adder_transformer": ("test/exact_match", 0.999, 7 * 60),  # make run: venv, this fit and its test in 10 min
     "fruit_fast_rcnn_scratch": ("test/map_50", 0.8, 15 * 60),
-    "spell_bart_tiny": ("test/exact_match", 0.0, 30 * 60),
+    # 30 minutes on its default text, Jane Eyre (tests/test_real_data.py); this prose has 302 validation segments
+    # to generate at each of its four validations against the novel's 181
+    "spell_bart_tiny": ("test/exact_match", 0.0, 35 * 60),
 }
 # metrics that must beat a baseline logged beside them by a margin: experiment: (baseline, margin)
 BEATS = {"spell_bart_tiny": ("test/copy_exact_match", 0.05)}

@@ -60,6 +60,8 @@ REPORTED_BESIDE = (
 )
 # metrics that must beat a baseline logged beside them by a margin: experiment: (baseline, margin)
 BEATS = {"spell_bart_tiny": ("test/copy_exact_match", 0.10)}
+# fit wall seconds at most on a 2-core CPU (the whole `litlab fit` command)
+CPU_BUDGETS = {"spell_bart_tiny": 30 * 60}
 GPU_ONLY = {
     "cifar10_resnet18_scratch": "ResNet-18 at 224 px on 45k images: hours per epoch on a CPU",
     "char_lstm": "60 epochs of a 2x512 LSTM: about 2 hours of a 2-core CPU (char_lstm_cpu is its CPU budget)",
@@ -118,6 +120,8 @@ def test_recipe_on_real_data(experiment, tmp_path):
     if experiment in BEATS:
         baseline, margin = BEATS[experiment]
         assert value >= logged(baseline, tested) + margin
+    if not ON_GPU and experiment in CPU_BUDGETS:
+        assert seconds <= CPU_BUDGETS[experiment]
 
 
 @pytest.mark.parametrize("experiment", sorted(PRETRAINED))
