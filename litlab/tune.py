@@ -263,27 +263,27 @@ def open_study(
     Workers started together on a new storage would race to create its tables and to enqueue the first trial: the
     workers of one machine take turns through a lock file in the study's folder (several machines: docs/tune.md).
     """
+    direction = "maximize" if mode == "max" else "minimize"
     with FileLock(str(folder / ".setup.lock")):
-        study = checked_study(name, open_storage(url), experiment, monitor, mode, sampler, pruner)
+        study = optuna.create_study(
+            study_name=name,
+            storage=open_storage(url),
+            sampler=sampler,
+            pruner=pruner,
+            direction=direction,
+            load_if_exists=True,
+        )
+        owner = study.user_attrs.get("experiment")
+        if owner is None:
+            study.set_user_attr("experiment", experiment)
+            study.set_user_attr("monitor", monitor)
+        elif owner != experiment or study.direction.name.lower() != direction:
+            raise LitlabError(
+                f"study `{name}` in this storage searches {owner} ({study.direction.name.lower()} "
+                f"{study.user_attrs.get('monitor')}), not {experiment}: pass --study <another name>"
+            )
         if not study.trials and first is not None:
             study.enqueue_trial(first, user_attrs={"configured": True}, skip_if_exists=True)
-    return study
-
-
-def checked_study(name: str, storage, experiment: str, monitor: str, mode: str, sampler, pruner) -> optuna.Study:
-    direction = "maximize" if mode == "max" else "minimize"
-    study = optuna.create_study(
-        study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction=direction, load_if_exists=True
-    )
-    owner = study.user_attrs.get("experiment")
-    if owner is None:
-        study.set_user_attr("experiment", experiment)
-        study.set_user_attr("monitor", monitor)
-    elif owner != experiment or study.direction.name.lower() != direction:
-        raise LitlabError(
-            f"study `{name}` in this storage searches {owner} ({study.direction.name.lower()} "
-            f"{study.user_attrs.get('monitor')}), not {experiment}: pass --study <another name>"
-        )
     return study
 
 
