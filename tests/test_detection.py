@@ -122,6 +122,17 @@ def test_nms_keeps_one_box_per_object_and_class():
     assert found[1]["labels"].tolist() == [1]  # the same box in another image is its own detection
 
 
+def test_default_nms_keeps_touching_fruit_of_one_class():
+    """A fifth of the real fruit overlap another of their class at IoU > 0.3: both must be detected, while a
+    near-duplicate box of one of them (IoU 0.82) is still suppressed."""
+    model = FastRCNN(arch="resnet18", weights=None, num_classes=3, fc_dim=32)
+    rois = torch.tensor([[0.0, 10, 10, 50, 50], [0.0, 27, 10, 67, 50], [0.0, 14, 10, 54, 50]])  # IoU 0.40, 0.82
+    logits = torch.full((3, 4), -10.0)
+    logits[:, 1] = torch.tensor([5.0, 4.0, 3.0])
+    found = model.postprocess({"images": torch.zeros(1, 3, 100, 100), "rois": rois}, logits, torch.zeros(3, 4, 4))
+    assert found[0]["boxes"].tolist() == [[10, 10, 50, 50], [27, 10, 67, 50]]
+
+
 def test_predictions_are_in_original_pixels_with_a_drawn_image(tmp_path, capsys):
     tiny = family("fruit_fast_rcnn")["tiny"]
     cli(
