@@ -86,6 +86,8 @@ class ImageClassifier(ClassifierSystem):
         vector_lr_scale: learning-rate factor of biases and norms (which get no weight decay).
         channels_last: NHWC memory layout (faster convolutions on GPUs with tensor cores and on oneDNN CPUs).
         flip_tta: outside training, average the logits of each image and its mirror image.
+        shift_tta: outside training, also average the views shifted left and right by this many pixels (zero-padded;
+            with `flip_tta`, their mirror images too): airbench's translated test-time views (0: none).
         logged_images: validation images shown in W&B each epoch (0: none).
         num_classes: the data's at the first fit.
     """
@@ -99,6 +101,7 @@ class ImageClassifier(ClassifierSystem):
         vector_lr_scale: PositiveFloat = 1.0,
         channels_last: bool = False,
         flip_tta: bool = False,
+        shift_tta: NonNegativeInt = 0,
         logged_images: NonNegativeInt = 20,
         num_classes: PositiveInt | None = None,
     ) -> None:
@@ -114,11 +117,23 @@ class ImageClassifier(ClassifierSystem):
         self.net = net.to(memory_format=torch.channels_last) if self.hparams.channels_last else net
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.hparams.channels_last:
+        hp = self.hparams
+        views = self.test_time_views(x) if not self.training and (hp.flip_tta or hp.shift_tta) else [x]
+        x = torch.cat(views) if len(views) > 1 else x  # every view in one batch: (V * B, C, H, W)
+        if hp.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.hparams.flip_tta and not self.training:
-            return (self.net(x) + self.net(x.flip(-1))) / 2
-        return self.net(x)
+        logits = self.net(x)
+        return logits.view(len(views), -1, logits.size(-1)).mean(0) if len(views) > 1 else logits
+
+    def test_time_views(self, x: Tensor) -> list[Tensor]:
+        """The image, shifted right and left by `shift_tta` pixels, and with `flip_tta` each one's mirror image."""
+        views = [x]
+        if shift := self.hparams.shift_tta:
+            padded = F.pad(x, (shift, shift))  # (B, C, H, W + 2 shift)
+            views += [padded[..., : -2 * shift], padded[..., 2 * shift :]]
+        if self.hparams.flip_tta:
+            views += [view.flip(-1) for view in views]
+        return views
 
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         if self.global_step == 0 and batch_idx == 0 and hasattr(self.net, "whiten_from"):

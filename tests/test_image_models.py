@@ -121,6 +121,25 @@ def test_flip_tta_predicts_the_same_for_an_image_and_its_mirror():
     torch.testing.assert_close(tta(x), (plain(x) + plain(x.flip(-1))) / 2)
 
 
+def test_shift_tta_averages_the_shifted_and_mirrored_views_and_stays_symmetric():
+    from lightning_modules.components.convnets import SmallCNN
+    from lightning_modules.image_classifier import ImageClassifier
+
+    x = batch(4)
+    plain = ImageClassifier(SmallCNN, num_classes=10).eval()
+    tta = ImageClassifier(SmallCNN, flip_tta=True, shift_tta=2, num_classes=10).eval()
+    tta.load_state_dict(plain.state_dict())
+    zeros = torch.zeros_like(x[..., :2])
+    right, left = torch.cat([zeros, x[..., :-2]], -1), torch.cat([x[..., 2:], zeros], -1)  # content moved 2 px
+    views = [x, right, left, x.flip(-1), right.flip(-1), left.flip(-1)]
+    torch.testing.assert_close(tta(x), torch.stack([plain(v) for v in views]).mean(0))
+    torch.testing.assert_close(tta(x), tta(x.flip(-1)))
+    seen = []
+    tta.net.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    tta(x), tta.train()(x)
+    assert seen == [24, 4]  # the six views in one batch; training sees the images alone
+
+
 def test_fast_cifar_whitens_from_its_first_training_batch():
     quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false"]
     steps = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0"]
