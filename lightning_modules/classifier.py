@@ -27,7 +27,9 @@ class Classifier(Experiment):
         self.add_class_metrics(num_classes)
 
     def add_class_metrics(self, num_classes: int) -> None:
-        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, validate_args=False) for s in ("val", "test")})
+        # the share of correct predictions (torchmetrics' default, "macro", would average the per-class recalls)
+        accuracy = {"num_classes": num_classes, "average": "micro", "validate_args": False}
+        self.acc = nn.ModuleDict({s: MulticlassAccuracy(**accuracy) for s in ("val", "test")})
         self.confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
 
     def classify(

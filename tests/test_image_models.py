@@ -121,6 +121,16 @@ def test_flip_tta_predicts_the_same_for_an_image_and_its_mirror():
     torch.testing.assert_close(tta(x), (plain(x) + plain(x.flip(-1))) / 2)
 
 
+def test_accuracy_is_the_share_of_correct_predictions_with_imbalanced_classes():
+    from lightning_modules.components.convnets import SmallCNN
+    from lightning_modules.image_classifier import ImageClassifier
+
+    model = ImageClassifier(SmallCNN, num_classes=3)
+    y, predicted = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2]), torch.tensor([0, 0, 0, 0, 0, 0, 2, 1])
+    model.acc["val"](predicted, y)
+    assert model.acc["val"].compute().item() == 0.75  # 6 of 8; not the mean of the per-class recalls, 1/3
+
+
 def test_shift_tta_averages_the_shifted_and_mirrored_views_and_stays_symmetric():
     from lightning_modules.components.convnets import SmallCNN
     from lightning_modules.image_classifier import ImageClassifier
