@@ -117,16 +117,17 @@ class ImageClassifier(ClassifierSystem):
         self.net = net.to(memory_format=torch.channels_last) if self.hparams.channels_last else net
 
     def forward(self, x: Tensor) -> Tensor:
-        hp = self.hparams
-        views = self.test_time_views(x) if not self.training and (hp.flip_tta or hp.shift_tta) else [x]
-        x = torch.cat(views) if len(views) > 1 else x  # every view in one batch: (V * B, C, H, W)
-        if hp.channels_last:
+        views = [x] if self.training else self.test_time_views(x)
+        if len(views) > 1:
+            x = torch.cat(views)  # every view in one batch: (V * B, C, H, W)
+        if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = self.net(x)
-        return logits.view(len(views), -1, logits.size(-1)).mean(0) if len(views) > 1 else logits
+        return logits if len(views) == 1 else logits.view(len(views), -1, logits.size(-1)).mean(0)
 
     def test_time_views(self, x: Tensor) -> list[Tensor]:
-        """The image, shifted right and left by `shift_tta` pixels, and with `flip_tta` each one's mirror image."""
+        """The image, shifted right and left by `shift_tta` pixels, and with `flip_tta` each one's mirror image
+        (neither: the image alone)."""
         views = [x]
         if shift := self.hparams.shift_tta:
             padded = F.pad(x, (shift, shift))  # (B, C, H, W + 2 shift)
