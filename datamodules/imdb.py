@@ -1,7 +1,8 @@
 """IMDB movie reviews (Maas et al. 2011, `aclImdb_v1`) for sentiment classification (notebook 15.8.3 and 15.9.8).
 
-The standard split: the 25k training reviews (`val_size` of them drawn with a seeded generator for validation) and the
-25k test reviews. `split: notebook` pools all 50k and re-splits 45k/5k as the notebook did. Labels: `binary` (the
+The standard split: the 25k training reviews (`val_size` of them drawn with a seeded generator for validation: random
+reviews, or with `val_split: movies` whole runs of consecutive ids, so that, as in test, their movies are unseen) and
+the 25k test reviews. `split: notebook` pools all 50k and re-splits 45k/5k as the notebook did. Labels: `binary` (the
 folder, neg/pos) or `rating8` (the score in the file name `<id>_<score>.txt`, 1-4 and 7-10, as 8 classes).
 
 Reviews are tokenised once per process, held as one flat tensor per split and padded per batch to the batch's longest
@@ -41,7 +42,8 @@ ACL_IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 RATINGS = (1, 2, 3, 4, 7, 8, 9, 10)  # rating8 class i is the score RATINGS[i]; 5 and 6 are not in the dataset
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]")
-_FILE = re.compile(r"^\d+_(\d+)\.txt$")
+_FILE = re.compile(r"^(\d+)_(\d+)\.txt$")
+MOVIE_RUN = 250  # ids per run of `val_split: movies`: aclImdb numbers one movie's reviews consecutively in a folder
 
 
 def words(text: str) -> list[str]:
@@ -71,17 +73,21 @@ class WordVocab:
         return [get(token, self.UNKNOWN) for token in tokens]
 
 
-def read_reviews(folder: Path, labels: str) -> tuple[list[str], Tensor]:
-    """Texts and labels of `<folder>/{neg,pos}/<id>_<score>.txt` (sorted by file name, so the order is fixed)."""
-    texts, targets = [], []
+def read_reviews(folder: Path, labels: str) -> tuple[list[str], Tensor, Tensor]:
+    """Texts, labels and movie runs of `<folder>/{neg,pos}/<id>_<score>.txt` (sorted by file name, so the order is
+    fixed). A review's run numbers its block of `MOVIE_RUN` consecutive ids in its folder: the reviews of one movie
+    share a run, but for the movies cut by a run's ends."""
+    texts, targets, runs = [], [], []
     for polarity, name in enumerate(("neg", "pos")):
         for file in sorted((folder / name).glob("*.txt")):
             match = _FILE.match(file.name)
-            if not match or int(match.group(1)) not in RATINGS:
+            if not match or int(match.group(2)) not in RATINGS:
                 raise LitlabError(f"{file}: not an aclImdb review file name (<id>_<score>.txt, score 1-4 or 7-10)")
             texts.append(file.read_text(encoding="utf-8", errors="replace"))
-            targets.append(polarity if labels == "binary" else RATINGS.index(int(match.group(1))))
-    return texts, torch.tensor(targets, dtype=torch.long)
+            targets.append(polarity if labels == "binary" else RATINGS.index(int(match.group(2))))
+            runs.append((polarity, int(match.group(1)) // MOVIE_RUN))
+    run_ids = torch.unique(torch.tensor(runs).reshape(-1, 2), dim=0, return_inverse=True)[1]
+    return texts, torch.tensor(targets, dtype=torch.long), run_ids
 
 
 class ImdbData(L.LightningDataModule):
@@ -95,6 +101,9 @@ class ImdbData(L.LightningDataModule):
         split: "standard" (25k train / 25k test) or "notebook" (all 50k pooled, 90 % = 45k train / 5k test).
         labels: "binary" (neg/pos) or "rating8" (the eight scores as classes).
         val_size: training reviews held out for validation (seeded).
+        val_split: how they are drawn: "random" reviews (their movies' other reviews train, so val/acc reads about a
+            point above test, whose movies are all unseen), or "movies": whole runs of consecutive ids, mostly other
+            movies than the training reviews' (standard split only).
         seed: the generator of the val (and notebook) split.
         tokenizer: "words", or a Hugging Face tokenizer name/folder (e.g. "distilbert-base-uncased").
         vocab_size, min_count: the word vocabulary's size and a word's minimum count in the training reviews.
@@ -113,6 +122,7 @@ class ImdbData(L.LightningDataModule):
         split: Literal["standard", "notebook"] = "standard",
         labels: Literal["binary", "rating8"] = "binary",
         val_size: PositiveInt = 2500,
+        val_split: Literal["random", "movies"] = "random",
         seed: int = 42,
         tokenizer: str = "words",
         vocab_size: PositiveInt = 20000,
@@ -199,10 +209,12 @@ class ImdbData(L.LightningDataModule):
                 f"--data.download=true, or --data.data_dir to the folder of an extracted {ACL_IMDB}"
             )
         labels = self.hparams.labels
-        train, train_y = read_reviews(self.root / "train", labels)
-        test, test_y = read_reviews(self.root / "test", labels)
+        train, train_y, runs = read_reviews(self.root / "train", labels)
+        test, test_y, _ = read_reviews(self.root / "test", labels)
         generator = torch.Generator().manual_seed(self.hparams.seed)
         if self.hparams.split == "notebook":  # 45k/5k of the pooled 50k
+            if self.hparams.val_split == "movies":
+                raise LitlabError("--data.val_split=movies needs --data.split=standard (the notebook's is random)")
             pooled, pooled_y = train + test, torch.cat([train_y, test_y])
             order = torch.randperm(len(pooled), generator=generator)
             cut = len(pooled) * 9 // 10
@@ -210,7 +222,10 @@ class ImdbData(L.LightningDataModule):
             test, test_y = [pooled[i] for i in order[cut:]], pooled_y[order[cut:]]
         if not 0 < self.hparams.val_size < len(train):
             raise LitlabError(f"--data.val_size={self.hparams.val_size}: must be between 1 and {len(train) - 1}")
-        order = torch.randperm(len(train), generator=generator).tolist()
+        if self.hparams.val_split == "movies":  # the runs in a random order, each run's reviews together
+            order = torch.randperm(int(runs.max()) + 1, generator=generator)[runs].argsort(stable=True).tolist()
+        else:
+            order = torch.randperm(len(train), generator=generator).tolist()
         val_ids, train_ids = order[: self.hparams.val_size], order[self.hparams.val_size :]
         self.texts = {"train": [train[i] for i in train_ids], "val": [train[i] for i in val_ids], "test": test}
         self.targets = {"train": train_y[train_ids], "val": train_y[val_ids], "test": test_y}

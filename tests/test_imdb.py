@@ -13,6 +13,7 @@ from text_fixtures import write_aclimdb
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
+from datamodules import imdb
 from datamodules.imdb import RATINGS, ImdbData, read_reviews, words
 from datamodules.text_batches import BucketBatchSampler, Sequences, padding_fraction
 from lightning_modules.components.text_encoders import BagOfNgramsClassifier, BiLSTMClassifier
@@ -23,8 +24,8 @@ QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
 
 
 def test_reader_takes_labels_from_folders_and_scores_from_file_names():
-    texts, binary = read_reviews(FIXTURES / "imdb/aclImdb/train", "binary")
-    _, rating8 = read_reviews(FIXTURES / "imdb/aclImdb/train", "rating8")
+    texts, binary, _ = read_reviews(FIXTURES / "imdb/aclImdb/train", "binary")
+    _, rating8, _ = read_reviews(FIXTURES / "imdb/aclImdb/train", "rating8")
     assert len(texts) == 240 and binary.tolist() == [0] * 120 + [1] * 120  # the unsup folder is not read
     files = sorted((FIXTURES / "imdb/aclImdb/train/neg").glob("*.txt")) + sorted(
         (FIXTURES / "imdb/aclImdb/train/pos").glob("*.txt")
@@ -48,6 +49,42 @@ def test_vocabulary_comes_from_training_reviews_only(tmp_path):
     val_only = {w for t in data.texts["val"] for w in words(t)} - {w for t in data.texts["train"] for w in words(t)}
     assert not (val_only & vocab)
     assert len(data.texts["train"]) == 50 and len(data.texts["val"]) == 10 and len(data.texts["test"]) == 21
+
+
+def test_movie_runs_are_blocks_of_consecutive_ids_per_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(imdb, "MOVIE_RUN", 10)
+    write_aclimdb(tmp_path, {"train": 25})
+    _, binary, runs = read_reviews(tmp_path / "aclImdb/train", "binary")
+    ids = [
+        int(f.name.split("_")[0])
+        for label in ("neg", "pos")
+        for f in sorted((tmp_path / f"aclImdb/train/{label}").iterdir())
+    ]
+    # ids 0-9, 10-19 and 20-24 of each folder: three runs per polarity, none shared by neg and pos
+    assert [(y, i // 10) for y, i in zip(binary.tolist(), ids)] == [
+        (y, r - 3 * y) for y, r in zip(binary.tolist(), runs.tolist())
+    ]
+
+
+def test_movie_validation_holds_whole_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(imdb, "MOVIE_RUN", 10)
+    write_aclimdb(tmp_path, {"train": 50, "test": 5})
+    for label in ("neg", "pos"):  # each run's reviews name their movie
+        for file in (tmp_path / f"aclImdb/train/{label}").iterdir():
+            file.write_text(f"movie{label}{int(file.name.split('_')[0]) // 10} " + file.read_text())
+    movie = {"train": set(), "val": set()}
+    for seed in (0, 1):
+        data = ImdbData(data_dir=tmp_path, download=False, val_size=25, val_split="movies", seed=seed)
+        data.setup("fit")
+        movies = {split: [t.split()[0] for t in data.texts[split]] for split in ("train", "val")}
+        assert len(movies["val"]) == 25 and len(movies["train"]) == 75
+        assert len(set(movies["val"]) & set(movies["train"])) <= 1  # the run cut by val_size, at most
+        assert 3 <= len(set(movies["val"])) <= 4
+        for split in movie:
+            movie[split] |= set(movies[split])
+    assert movie["val"] & movie["train"]  # another seed, other runs
+    with pytest.raises(LitlabError, match="val_split=movies needs --data.split=standard"):
+        ImdbData(data_dir=tmp_path, download=False, split="notebook", val_split="movies").setup("fit")
 
 
 def test_notebook_split_pools_and_resplits_nine_to_one(tmp_path):
