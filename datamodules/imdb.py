@@ -75,8 +75,8 @@ class WordVocab:
 
 def read_reviews(folder: Path, labels: str) -> tuple[list[str], Tensor, Tensor]:
     """Texts, labels and movie runs of `<folder>/{neg,pos}/<id>_<score>.txt` (sorted by file name, so the order is
-    fixed). A review's run numbers its block of `MOVIE_RUN` consecutive ids in its folder: the reviews of one movie
-    share a run, but for the movies cut by a run's ends."""
+    fixed). A review's run is (its folder: 0 neg, 1 pos; its block of `MOVIE_RUN` consecutive ids there): the reviews
+    of one movie in a folder share a run, but for the movies cut by a run's ends."""
     texts, targets, runs = [], [], []
     for polarity, name in enumerate(("neg", "pos")):
         for file in sorted((folder / name).glob("*.txt")):
@@ -86,8 +86,7 @@ def read_reviews(folder: Path, labels: str) -> tuple[list[str], Tensor, Tensor]:
             texts.append(file.read_text(encoding="utf-8", errors="replace"))
             targets.append(polarity if labels == "binary" else RATINGS.index(int(match.group(2))))
             runs.append((polarity, int(match.group(1)) // MOVIE_RUN))
-    run_ids = torch.unique(torch.tensor(runs).reshape(-1, 2), dim=0, return_inverse=True)[1]
-    return texts, torch.tensor(targets, dtype=torch.long), run_ids
+    return texts, torch.tensor(targets, dtype=torch.long), torch.tensor(runs, dtype=torch.long).reshape(-1, 2)
 
 
 class ImdbData(L.LightningDataModule):
@@ -102,8 +101,8 @@ class ImdbData(L.LightningDataModule):
         labels: "binary" (neg/pos) or "rating8" (the eight scores as classes).
         val_size: training reviews held out for validation (seeded).
         val_split: how they are drawn: "random" reviews (their movies' other reviews train, so val/acc reads about a
-            point above test, whose movies are all unseen), or "movies": whole runs of consecutive ids, mostly other
-            movies than the training reviews' (standard split only).
+            point above test, whose movies are all unseen), or "movies": whole runs of consecutive ids, as many
+            negative as positive, mostly other movies than the training reviews' (standard split only).
         seed: the generator of the val (and notebook) split.
         tokenizer: "words", or a Hugging Face tokenizer name/folder (e.g. "distilbert-base-uncased").
         vocab_size, min_count: the word vocabulary's size and a word's minimum count in the training reviews.
@@ -222,8 +221,10 @@ class ImdbData(L.LightningDataModule):
             test, test_y = [pooled[i] for i in order[cut:]], pooled_y[order[cut:]]
         if not 0 < self.hparams.val_size < len(train):
             raise LitlabError(f"--data.val_size={self.hparams.val_size}: must be between 1 and {len(train) - 1}")
-        if self.hparams.val_split == "movies":  # the runs in a random order, each run's reviews together
-            order = torch.randperm(int(runs.max()) + 1, generator=generator)[runs].argsort(stable=True).tolist()
+        if self.hparams.val_split == "movies":  # runs in a random order, neg and pos in turn, a run's reviews together
+            folder, block = runs.unbind(1)
+            rank = torch.rand(2, int(block.max()) + 1, generator=generator).argsort(1).argsort(1)
+            order = (rank[folder, block] * 2 + folder).argsort(stable=True).tolist()
         else:
             order = torch.randperm(len(train), generator=generator).tolist()
         val_ids, train_ids = order[: self.hparams.val_size], order[self.hparams.val_size :]
