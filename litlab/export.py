@@ -43,7 +43,7 @@ def model_from_checkpoint(ckpt_path: str) -> tuple[Experiment, type]:
 
 def export(ckpt_path: str, output: Path, opset: int = 18, exporter: str = "dynamo") -> float:
     """Write the ONNX file; return the largest difference between its outputs and PyTorch's on example inputs of
-    another batch size than the export's."""
+    another batch size (and text length) than the export's."""
     model, data_class = model_from_checkpoint(ckpt_path)
     example = model.onnx_example(data_class)
     if example is None:
@@ -51,13 +51,16 @@ def export(ckpt_path: str, output: Path, opset: int = 18, exporter: str = "dynam
     module, inputs, outputs = example
     module.eval()
     names = list(inputs)
+    # the batch dimension is dynamic, and every dimension of token ids (batch, time)
+    dims = [(0,) if t.is_floating_point() else tuple(range(t.dim())) for t in inputs.values()]
     if exporter == "dynamo":
-        # the batch dimension is dynamic, and every dimension of token ids (batch, time)
-        dims = [(0,) if t.is_floating_point() else range(t.dim()) for t in inputs.values()]
         dynamic = [{d: torch.export.Dim.DYNAMIC for d in dims_of_one} for dims_of_one in dims]
         options = {"dynamo": True, "dynamic_shapes": tuple(dynamic)}
-    else:  # the TorchScript exporter: no onnxscript needed
-        options = {"dynamo": False, "dynamic_axes": {n: {0: "batch"} for n in [*names, *outputs]}}
+    else:  # the TorchScript exporter: no onnxscript needed; it names each dynamic axis, outputs' too
+        axis = {0: "batch", 1: "time"}
+        widest = max(dims, key=len)  # outputs: (batch, classes) from images, (batch, time, vocab) from ids
+        named = [*zip(names, dims), *((name, widest) for name in outputs)]
+        options = {"dynamo": False, "dynamic_axes": {name: {d: axis[d] for d in ds} for name, ds in named}}
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -68,6 +71,7 @@ def export(ckpt_path: str, output: Path, opset: int = 18, exporter: str = "dynam
 
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     other = {name: torch.cat([t, t[:1]]) for name, t in inputs.items()}  # one more row than the export saw
+    other = {name: t if t.is_floating_point() else torch.cat([t, t[:, :1]], 1) for name, t in other.items()}  # and step
     exported = session.run(outputs[:1], {name: t.numpy() for name, t in other.items()})[0]
     with torch.no_grad():
         expected = module(*other.values())

@@ -1,5 +1,6 @@
-"""ONNX export (the dynamo exporter) of the image classifiers and the character models: the file loads in onnxruntime
-and gives PyTorch's logits at other batch sizes (and text lengths) than the export's."""
+"""ONNX export (the dynamo exporter, and the TorchScript one as a fallback) of the image classifiers and the character
+models: the file loads in onnxruntime and gives PyTorch's logits at other batch sizes (and text lengths) than the
+export's."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from registry import config, family
 from litlab.export import model_from_checkpoint
 
 
-def export_a_short_fit(experiment: str, tmp_path) -> Path:
+def export_a_short_fit(experiment: str, tmp_path, exporter: str = "dynamo") -> Path:
     """Fit the experiment for two batches, export its best checkpoint to tmp_path/model.onnx; the checkpoint."""
     quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
     short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
     cli("fit", "--config", config(experiment), *family(experiment)["tiny"], *short, *quiet)
     best = next(tmp_path.glob("runs/**/best.ckpt"))
-    result = run_litlab("--ckpt_path", best, "--output", tmp_path / "model.onnx", program="litlab-export")
+    output = ("--output", tmp_path / "model.onnx", "--exporter", exporter)
+    result = run_litlab("--ckpt_path", best, *output, program="litlab-export")
     assert result.returncode == 0 and "exported" in result.stdout, result.stderr[-3000:]
     return best
 
@@ -40,9 +42,11 @@ def test_onnx_export_matches_pytorch(experiment, tmp_path):
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("experiment", ["char_lstm", "char_gpt"])
-def test_character_model_exports_with_dynamic_batch_and_length(experiment, tmp_path):
-    best = export_a_short_fit(experiment, tmp_path)
+@pytest.mark.parametrize(
+    "experiment, exporter", [("char_lstm", "dynamo"), ("char_gpt", "dynamo"), ("char_lstm", "torchscript")]
+)
+def test_character_model_exports_with_dynamic_batch_and_length(experiment, exporter, tmp_path):
+    best = export_a_short_fit(experiment, tmp_path, exporter)
 
     model, _ = model_from_checkpoint(str(best))
     ids = torch.randint(0, model.hparams.vocab_size, (3, 29))  # the export saw (2, 16)
