@@ -32,12 +32,12 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from litlab.callbacks import BestCheckpoint, PredictionWriter, ResumableRNG, last_checkpoint
 from litlab.catalogue import family, import_experiments, listing, uses_short_class_name
 from litlab.checkpoints import check_matches, find_ckpt_path, with_checkpoint_config
-from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
+from litlab.errors import LitlabError, fail, fail_if_missing_package, missing_package, quiet_known_noise
 from litlab.experiment import Experiment
 from litlab.figures import LearningCurves
 from litlab.hardware import precision_notice
@@ -221,7 +221,12 @@ class LitlabCLI(LightningCLI):
         if trainer.get("logger"):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         self.trainer_defaults["callbacks"] = callbacks  # LightningCLI adds these to the configured ones
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except ValueError as err:  # Lightning refusing a setting: an accelerator or strategy name it does not know
+            if missing_package(err) is not None:
+                raise
+            raise LitlabError(f"--trainer: {one_line(err)}") from err
 
     def best_checkpoint(self) -> BestCheckpoint | None:
         """The fit's `best.ckpt` callback, once it has saved one (None without checkpointing)."""
@@ -273,18 +278,47 @@ def _out_of_domain(message: str) -> str | None:
     return f"--{'.'.join(keys)}={match['value']}: must be {rule} ({match['type']}{''.join(owner)})"
 
 
+_EXPECTED = re.compile(r"^\s*- Expected a (?:<class '(?:[\w.]+\.)?(\w+)'>|typing\.Literal\[(.*)\])$", re.M)
+_GIVEN = re.compile(r"^\s*Given value: (.*?)(?:\. Got value|$)", re.M)
+
+
+def _wrong_type(message: str) -> str | None:
+    """jsonargparse's report of a value of the wrong type, as `--trainer.max_epochs=abc: expected int or None`."""
+    keys = re.findall(r'Parser key "([\w.]+)"', message)
+    innermost = message[message.rfind("Parser key") :]  # the key the value was given for, and what it accepts
+    given = _GIVEN.search(innermost)
+    if given is None or given[1].startswith("NestedArg("):  # a class's argument that is not a plain type's value
+        return None
+    accepted = [name or f"one of [{choices}]" for name, choices in _EXPECTED.findall(innermost[: given.start()])]
+    if not accepted:
+        return None
+    accepted = ["None" if name == "NoneType" else name for name in dict.fromkeys(accepted)]
+    listed = f"{', '.join(accepted[:-1])} or {accepted[-1]}" if len(accepted) > 1 else accepted[0]
+    return f"--{'.'.join(keys)}={given[1]}: expected {listed}"
+
+
+def _lost_a_peer(err: RuntimeError) -> bool:
+    """A collective of a distributed run failing in a rank other than 0 because a peer process is gone."""
+    import torch.distributed as dist
+
+    lost = isinstance(err, dist.DistBackendError) or "closed by peer" in str(err)
+    return lost and getattr(rank_zero_only, "rank", 0) > 0
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """What a user can fix ends the command with one line and exit code 2 (`errors.fail`); bugs keep their traceback."""
     try:
         yield
     except ArgumentError as err:
-        message = _out_of_domain(str(err)) or one_line(err)
+        message = _out_of_domain(str(err)) or _wrong_type(str(err)) or one_line(err)
         hint = "pass --config configs/<experiment>.yaml" if "are required" in message else "see `litlab <cmd> --help`"
         fail(f"{message} ({hint})")
     except (LitlabError, MisconfigurationException) as err:
         fail(one_line(err))
     except RuntimeError as err:
+        if _lost_a_peer(err):  # another rank stopped first and printed why: one line here, not a traceback
+            fail(f"rank {rank_zero_only.rank} stopped: another process of the run ended first (see its error)")
         if "state_dict" not in str(err):
             raise
         fail(f"the checkpoint does not fit the configured model: {one_line(err)}")

@@ -19,7 +19,8 @@ class LitlabError(Exception):
 
 def fail(message: str) -> None:
     """Print the one line and exit with code 2."""
-    print(f"litlab: error: {message}", file=sys.stderr)
+    sys.stderr.write(f"litlab: error: {message}\n")  # one write: the ranks of a distributed run share the stream
+    sys.stderr.flush()
     sys.exit(2)
 
 

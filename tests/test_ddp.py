@@ -106,3 +106,16 @@ def test_two_node_launch_trains_as_two_processes_on_one_node(tmp_path):
     assert tested.returncode == 0, tested.stderr[-3000:]
     one, two = test_metric(one_node, metric), test_metric(tested.stdout, metric)
     assert abs(one - two) <= tolerance, (one, two)
+
+
+def test_rank_zero_failing_in_prepare_data_ends_every_rank_in_one_line(tmp_path):
+    """Only rank 0 prepares data: when its download fails (here through a proxy that refuses at once, so nothing leaves
+    the machine), it prints the reason and rank 1, left at the barrier, says so in one line instead of a traceback."""
+    proxy = {name: "http://127.0.0.1:9" for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+    unproxied = {"no_proxy": None, "NO_PROXY": None}
+    args = ["fit", "--config", config("fashion_cnn"), f"--data.data_dir={tmp_path}", "--trainer.fast_dev_run=true"]
+    result = run_litlab(*args, *DDP, env={**proxy, **unproxied}, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("litlab: error:")]
+    assert len(lines) == 2 and "could not download FashionMNIST" in lines[0], result.stderr[-3000:]
+    assert "rank 1 stopped: another process of the run ended first" in lines[1]

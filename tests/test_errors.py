@@ -80,6 +80,29 @@ def test_number_outside_its_domain_is_refused_where_parsed(capfd, experiment, ar
     fails_in_one_line(capfd, "fit", "--config", config(experiment), arg, "--trainer.logger=false", naming=expected)
 
 
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("--trainer.max_epochs=abc", "--trainer.max_epochs=abc: expected int or None"),
+        ("--model.optimizer.lr=abc", "--model.optimizer.lr=abc: expected float"),
+        ("--trainer.precision=fp8", "--trainer.precision=fp8: expected int, one of ['transformer-engine'"),
+    ],
+)
+def test_value_of_the_wrong_type_names_the_key_the_value_and_the_types(capfd, arg, expected):
+    fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), arg, "--trainer.logger=false", naming=expected)
+
+
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("--trainer.accelerator=gpu3", "--trainer: You selected an invalid accelerator name: `accelerator='gpu3'`"),
+        ("--trainer.strategy=dpp", "--trainer: You selected an invalid strategy name: `strategy='dpp'`"),
+    ],
+)
+def test_trainer_setting_lightning_refuses_is_one_line(capfd, arg, expected):
+    fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), arg, "--trainer.logger=false", naming=expected)
+
+
 def test_optimizer_refusing_its_arguments_is_one_line(capfd):
     args = ("fit", "--config", config("xor_mlp"), *XOR_TINY, "--model.optimizer.lr=-0.1", "--trainer.logger=false")
     fails_in_one_line(capfd, *args, naming="--model.optimizer: Invalid learning rate: -0.1")
