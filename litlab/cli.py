@@ -261,6 +261,11 @@ def one_line(err: BaseException) -> str:
     return " ".join(lines[:3])[:400] if lines else type(err).__name__
 
 
+def _flag(message: str) -> str:
+    """The command-line flag of the key a jsonargparse report is about (`--model.optimizer.lr`)."""
+    return "--" + ".".join(re.findall(r'Parser key "([\w.]+)"', message))
+
+
 _RESTRICTION = re.compile(
     r"Not of type (?P<type>\w+): (?P<value>\S+) does not conform to restriction (?P<rule>.+?)(?:\. Got value|$)", re.M
 )
@@ -272,10 +277,9 @@ def _out_of_domain(message: str) -> str | None:
     match = _RESTRICTION.search(message)
     if match is None:
         return None
-    keys = re.findall(r'Parser key "([\w.]+)"', message)
     owner = [f", {name.rsplit('.', 1)[-1]}" for name in re.findall(r"class_path[ =]'([\w.]+)'", message)][-1:]
     rule = _RULES.get(match["rule"].strip(), match["rule"].strip())
-    return f"--{'.'.join(keys)}={match['value']}: must be {rule} ({match['type']}{''.join(owner)})"
+    return f"{_flag(message)}={match['value']}: must be {rule} ({match['type']}{''.join(owner)})"
 
 
 _EXPECTED = re.compile(r"^\s*- Expected a (?:<class '(?:[\w.]+\.)?(\w+)'>|typing\.Literal\[(.*)\])$", re.M)
@@ -284,7 +288,6 @@ _GIVEN = re.compile(r"^\s*Given value: (.*?)(?:\. Got value|$)", re.M)
 
 def _wrong_type(message: str) -> str | None:
     """jsonargparse's report of a value of the wrong type, as `--trainer.max_epochs=abc: expected int or None`."""
-    keys = re.findall(r'Parser key "([\w.]+)"', message)
     innermost = message[message.rfind("Parser key") :]  # the key the value was given for, and what it accepts
     given = _GIVEN.search(innermost)
     if given is None or given[1].startswith("NestedArg("):  # a class's argument that is not a plain type's value
@@ -294,7 +297,7 @@ def _wrong_type(message: str) -> str | None:
         return None
     accepted = ["None" if name == "NoneType" else name for name in dict.fromkeys(accepted)]
     listed = f"{', '.join(accepted[:-1])} or {accepted[-1]}" if len(accepted) > 1 else accepted[0]
-    return f"--{'.'.join(keys)}={given[1]}: expected {listed}"
+    return f"{_flag(message)}={given[1]}: expected {listed}"
 
 
 def _lost_a_peer(err: RuntimeError) -> bool:

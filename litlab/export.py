@@ -70,8 +70,10 @@ def export(ckpt_path: str, output: Path, opset: int = 18, exporter: str = "dynam
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
-    other = {name: torch.cat([t, t[:1]]) for name, t in inputs.items()}  # one more row than the export saw
-    other = {name: t if t.is_floating_point() else torch.cat([t, t[:, :1]], 1) for name, t in other.items()}  # and step
+    other = dict(inputs)  # one more row than the export saw, and one more step of token ids: each dynamic dimension
+    for name, dims_of_one in zip(names, dims):
+        for d in dims_of_one:
+            other[name] = torch.cat([other[name], other[name].narrow(d, 0, 1)], d)
     exported = session.run(outputs[:1], {name: t.numpy() for name, t in other.items()})[0]
     with torch.no_grad():
         expected = module(*other.values())
