@@ -92,7 +92,8 @@ def read_reviews(folder: Path, labels: str) -> tuple[list[str], Tensor, Tensor]:
 class ImdbData(L.LightningDataModule):
     """IMDB reviews as padded token batches `{"ids", "lengths", "index", "y"}`, with the reviews' `text` in validation
     and test batches and the inputs' `name` in predict batches. What a model may read (`Experiment.from_data`):
-    `classes`, `num_classes`, `vocab_size`, `pad_id`, `words_vocab` (the word vocabulary, for GloVe vectors).
+    `classes`, `num_classes`, `vocab_size`, `pad_id`, `unknown_id` (word dropout's id), `words_vocab` (the word
+    vocabulary, for GloVe vectors).
 
     Args:
         data_dir: a folder holding `aclImdb/` (or the `aclImdb` folder itself); the archive is extracted there.
@@ -166,6 +167,13 @@ class ImdbData(L.LightningDataModule):
     @property
     def pad_id(self) -> int:
         return WordVocab.PAD if self.hparams.tokenizer == "words" else self.hf_tokenizer.pad_token_id
+
+    @property
+    def unknown_id(self) -> int:
+        unknown = WordVocab.UNKNOWN if self.hparams.tokenizer == "words" else self.hf_tokenizer.unk_token_id
+        if unknown is None:
+            raise LitlabError(f"{self.hparams.tokenizer} has no unknown token for --model.init_args.word_dropout")
+        return unknown
 
     @property
     def hf_tokenizer(self):

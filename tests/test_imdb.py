@@ -16,7 +16,8 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 from datamodules import imdb
 from datamodules.imdb import RATINGS, ImdbData, read_reviews, words
 from datamodules.text_batches import BucketBatchSampler, Sequences, padding_fraction
-from lightning_modules.components.text_encoders import BagOfNgramsClassifier, BiLSTMClassifier
+from lightning_modules.components.text_encoders import BagOfNgramsClassifier, BiLSTMClassifier, real_tokens
+from lightning_modules.imdb import WordClassifier
 from litlab.errors import LitlabError
 
 TINY = FAMILIES["datamodules.imdb.ImdbData"]["tiny"]
@@ -297,3 +298,30 @@ def test_bilstm_max_pooling_reads_only_a_reviews_words():
     ids[1, 4:] = 0
     with torch.no_grad():
         torch.testing.assert_close(net(ids, lengths)[1], net(ids[1:, :4], lengths[1:])[0])
+
+
+def test_word_dropout_makes_a_share_of_training_words_unknown_and_only_in_training(tmp_path, monkeypatch):
+    calls = []
+    drop_words = WordClassifier.drop_words
+    monkeypatch.setattr(WordClassifier, "drop_words", lambda self, *a: calls.append(1) or drop_words(self, *a))
+    run = cli(
+        "fit",
+        "--config",
+        config("imdb_bilstm"),
+        *TINY,
+        "--model.init_args.word_dropout=0.3",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=2",
+        *QUIET,
+    )
+    assert len(calls) == 2  # the two training steps; sanity-check and validation batches read every word
+    torch.manual_seed(0)
+    lengths = torch.randint(1, 301, (64,))
+    real = real_tokens(torch.empty(64, 300), lengths)
+    ids = torch.randint(2, 50, (64, 300)) * real  # 0 = padding
+    dropped = run.model.drop_words(ids, lengths)
+    changed = dropped != ids
+    assert (dropped[changed] == imdb.WordVocab.UNKNOWN).all()
+    assert not changed[~real].any()  # padding stays padding
+    assert abs(changed.sum() / lengths.sum() - 0.3) < 0.02
