@@ -142,6 +142,7 @@ class ImageClassData(InMemoryDataModule):
         download: bool = True,
         val_size: PositiveInt = 5_000,
         seed: int = 0,
+        train_on_val: bool = False,
         augment: bool = False,
         translate: NonNegativeInt | None = None,
         zoom: tuple[float, float] | None = None,
@@ -159,6 +160,9 @@ class ImageClassData(InMemoryDataModule):
             download: fetch the files when missing (else a missing dataset is an error that says where it looked).
             val_size: validation images taken from the official training set.
             seed: seeds the train/val split.
+            train_on_val: train on the whole official training set, val images included, once a recipe has been
+                chosen on the val split (as published figures train). val/acc then reads images the model trained
+                on: test `last.ckpt`, not `best.ckpt`.
             augment: augment training batches on the device (`augmentation`).
             translate, zoom, contrast, erase: override the dataset's own `augmentation`: the largest random shift in
                 pixels, the range of zoom factors and of contrast factors ([1, 1]: none), the probability of erasing a
@@ -172,6 +176,7 @@ class ImageClassData(InMemoryDataModule):
         self.download = download
         self.val_size = val_size
         self.seed = seed
+        self.train_on_val = train_on_val
         self.augment = augment
         chosen = {"shift": translate, "scale": zoom, "contrast": contrast, "erase": erase}
         self.augment_with = {**self.augmentation, **{k: v for k, v in chosen.items() if v is not None}}
@@ -212,7 +217,7 @@ class ImageClassData(InMemoryDataModule):
         if not 0 < self.val_size < len(images):
             raise LitlabError(f"--data.val_size={self.val_size}: must be between 1 and {len(images) - 1}")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
-        chosen = order[: self.val_size] if split == "val" else order[self.val_size :]
+        chosen = order[: self.val_size] if split == "val" else order[0 if self.train_on_val else self.val_size :]
         return {"x": images[chosen], "y": labels[chosen]}
 
     def on_after_batch_transfer(self, batch: Columns, dataloader_idx: int) -> Columns:

@@ -65,6 +65,15 @@ def test_fashion_splits_are_seeded_disjoint_and_complete(fixture_data):
     assert not torch.equal(fashion(fixture_data, seed=1).make_split("val")["x"], val["x"])
 
 
+def test_training_on_val_trains_on_the_whole_official_training_set(fixture_data):
+    data = fashion(fixture_data, train_on_val=True)
+    official, labels = data.load(train=True)
+    train, val = data.make_split("train"), data.make_split("val")
+    rows = lambda x: sorted(bytes(row) for row in x.flatten(1).numpy())  # noqa: E731
+    assert rows(train["x"]) == rows(official) and torch.equal(train["y"].sort().values, labels.sort().values)
+    assert torch.equal(val["x"], fashion(fixture_data).make_split("val")["x"])  # the same val images, now seen
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_batches_become_floats_and_only_training_batches_are_augmented(fixture_data, training):
     data = fashion(fixture_data, augment=True)
