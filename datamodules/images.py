@@ -217,7 +217,8 @@ class ImageClassData(InMemoryDataModule):
         if not 0 < self.val_size < len(images):
             raise LitlabError(f"--data.val_size={self.val_size}: must be between 1 and {len(images) - 1}")
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
-        chosen = order[: self.val_size] if split == "val" else order[0 if self.train_on_val else self.val_size :]
+        first_train = 0 if self.train_on_val else self.val_size
+        chosen = order[: self.val_size] if split == "val" else order[first_train:]
         return {"x": images[chosen], "y": labels[chosen]}
 
     def on_after_batch_transfer(self, batch: Columns, dataloader_idx: int) -> Columns:
