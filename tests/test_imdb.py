@@ -300,6 +300,49 @@ def test_bilstm_max_pooling_reads_only_a_reviews_words():
         torch.testing.assert_close(net(ids, lengths)[1], net(ids[1:, :4], lengths[1:])[0])
 
 
+def test_adversarial_training_moves_each_reviews_embeddings_uphill_by_epsilon():
+    torch.manual_seed(0)
+    sizes = {"vocab_size": 50, "pad_id": 0, "num_classes": 2}
+    model = WordClassifier(embed_dim=8, hidden=6, pooling="max", dropout=0.0, adversarial=2.0, **sizes)
+    lengths, y = torch.tensor([9, 4, 6]), torch.tensor([0, 1, 1])
+    real = real_tokens(torch.empty(3, 9), lengths)
+    ids = torch.randint(2, 50, (3, 9)) * real  # 0 = padding
+    read = []  # what the forward LSTM reads: the clean embeddings, then the moved ones
+    model.net.ahead[0].register_forward_pre_hook(lambda module, args: read.append(args[0].detach()))
+    loss = model.adversarial_loss(ids, lengths, y)
+    clean = torch.nn.functional.cross_entropy(model(ids, lengths), y)
+    move = read[1] - read[0]
+    torch.testing.assert_close(move.flatten(1).norm(dim=1), torch.full((3,), 2.0))
+    assert not move[~real].any()  # padding is never read, so never moved
+    random = torch.randn_like(move) * real.unsqueeze(-1)
+    random = 2.0 * random / random.flatten(1).norm(dim=1).view(-1, 1, 1)
+    shifted = model.net.embed.register_forward_hook(lambda module, args, out: out + random)
+    randomly_moved = torch.nn.functional.cross_entropy(model(ids, lengths), y)
+    shifted.remove()
+    moved = 2 * loss - clean  # the loss is the mean of the clean and the moved reading
+    assert moved - clean > 5 * abs(randomly_moved - clean)  # uphill: far more than a random move of that size
+    loss.backward()
+    assert model.net.embed.weight.grad.abs().sum() > 0
+    model.net.embed.weight.requires_grad_(False)  # frozen pretrained vectors are moved all the same
+    assert model.adversarial_loss(ids, lengths, y) > clean
+
+
+def test_adversarial_training_runs_in_a_fit_and_logs_the_moved_loss():
+    run = cli(
+        "fit",
+        "--config",
+        config("imdb_bilstm"),
+        *TINY,
+        "--model.init_args.adversarial=1.0",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        *QUIET,
+    )
+    assert run.trainer.global_step == 2
+    assert torch.isfinite(run.trainer.logged_metrics["train/adversarial_loss"])
+
+
 def test_word_dropout_makes_a_share_of_training_words_unknown_and_only_in_training(tmp_path, monkeypatch):
     calls = []
     drop_words = WordClassifier.drop_words
