@@ -181,19 +181,13 @@ class WordClassifier(ReviewClassifier):
             embedded.append(out if out.requires_grad else out.requires_grad_())  # frozen vectors: a leaf to move
             return embedded[-1]
 
-        keep = self.net.embed.register_forward_hook(keep_embedded)
-        try:
+        with self.net.embed.register_forward_hook(keep_embedded):  # the hook's handle removes it on leaving
             clean, _ = self.classify(self(ids, lengths), y, "train")
-        finally:
-            keep.remove()
         (grad,) = torch.autograd.grad(clean, embedded[0], retain_graph=True)
-        norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
+        norm = torch.linalg.vector_norm(grad, dim=list(range(1, grad.dim())), keepdim=True).clamp_min(1e-12)
         move = self.hparams.adversarial * grad / norm  # zero where a review has padding: it never reaches the loss
-        shift = self.net.embed.register_forward_hook(lambda module, args, out: out + move)
-        try:
+        with self.net.embed.register_forward_hook(lambda module, args, out: out + move):
             moved = F.cross_entropy(self(ids, lengths), y)
-        finally:
-            shift.remove()
         self.log("train/adversarial_loss", moved, batch_size=len(y))
         return (clean + moved) / 2
 
