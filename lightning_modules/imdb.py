@@ -117,7 +117,7 @@ class WordClassifier(ReviewClassifier):
             words are also read moved by this L2 distance (over the whole review) in the direction that raises its
             loss most, and the loss is the mean of the clean and the moved reading. 0: off. The embeddings start at
             unit variance per feature, where the paper's 5.0 applies. A step costs about three times as much; at 5.0
-            the BiLSTM read 1-2 points under the recipe at every epoch (docs/results.md), so the recipes leave it off.
+            the BiLSTM read 1-3 points under the recipe at every epoch (docs/results.md), so the recipes leave it off.
         glove_path: a `glove.6B.<d>d.txt`-style file whose vectors start the word embeddings (words it lacks keep
             their random start); needs `--data.tokenizer=words`.
         embeddings_from: a Hugging Face model (name or folder) whose input embeddings are copied; needs the same

@@ -316,9 +316,8 @@ def test_adversarial_training_moves_each_reviews_embeddings_uphill_by_epsilon():
     assert not move[~real].any()  # padding is never read, so never moved
     random = torch.randn_like(move) * real.unsqueeze(-1)
     random = 2.0 * random / random.flatten(1).norm(dim=1).view(-1, 1, 1)
-    shifted = model.net.embed.register_forward_hook(lambda module, args, out: out + random)
-    randomly_moved = torch.nn.functional.cross_entropy(model(ids, lengths), y)
-    shifted.remove()
+    with model.net.embed.register_forward_hook(lambda module, args, out: out + random):
+        randomly_moved = torch.nn.functional.cross_entropy(model(ids, lengths), y)
     moved = 2 * loss - clean  # the loss is the mean of the clean and the moved reading
     assert moved - clean > 5 * abs(randomly_moved - clean)  # uphill: far more than a random move of that size
     loss.backward()
