@@ -327,7 +327,17 @@ def one_line_errors() -> Iterator[None]:
         fail(f"the checkpoint does not fit the configured model: {one_line(err)}")
     except (ValueError, TypeError, ImportError) as err:  # a logger or model whose package is not installed
         fail_if_missing_package(err)
+        if (refused := _raised_by_a_constructor(err)) is not None:
+            fail(one_line(refused))
         raise
+
+
+def _raised_by_a_constructor(err: BaseException) -> LitlabError | None:
+    """The LitlabError a model or DataModule raised in `__init__`: jsonargparse, instantiating the class from the
+    config, raises its own ValueError with the constructor's error as its cause."""
+    while err is not None and not isinstance(err, LitlabError):
+        err = err.__cause__
+    return err
 
 
 def main(args: list[str] | None = None) -> None:

@@ -103,6 +103,21 @@ def test_trainer_setting_lightning_refuses_is_one_line(capfd, arg, expected):
     fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), arg, "--trainer.logger=false", naming=expected)
 
 
+@pytest.mark.parametrize(
+    ("experiment", "args", "expected"),
+    [
+        ("fruit_fast_rcnn_scratch", ["--model.init_args.feature_stage=layer9"], "'layer9': one of layer1..layer4"),
+        (
+            "imdb_bilstm",
+            ["--model.init_args.glove_path=glove.txt", "--model.init_args.embeddings_from=bert-base-uncased"],
+            "glove_path or --model.init_args.embeddings_from, not both",
+        ),
+    ],
+)
+def test_a_model_refusing_its_arguments_is_one_line(capfd, experiment, args, expected):
+    fails_in_one_line(capfd, "fit", "--config", config(experiment), *args, "--trainer.logger=false", naming=expected)
+
+
 def test_optimizer_refusing_its_arguments_is_one_line(capfd):
     args = ("fit", "--config", config("xor_mlp"), *XOR_TINY, "--model.optimizer.lr=-0.1", "--trainer.logger=false")
     fails_in_one_line(capfd, *args, naming="--model.optimizer: Invalid learning rate: -0.1")
