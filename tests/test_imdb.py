@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import cli, debug_fit, fails_in_one_line
 from registry import FAMILIES, FIXTURES, config
 from text_fixtures import write_aclimdb
@@ -16,7 +17,12 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 from datamodules import imdb
 from datamodules.imdb import RATINGS, ImdbData, read_reviews, words
 from datamodules.text_batches import BucketBatchSampler, Sequences, padding_fraction
-from lightning_modules.components.text_encoders import BagOfNgramsClassifier, BiLSTMClassifier, real_tokens
+from lightning_modules.components.text_encoders import (
+    BagOfNgramsClassifier,
+    BiLSTMClassifier,
+    RegionCNNClassifier,
+    real_tokens,
+)
 from lightning_modules.imdb import WordClassifier
 from litlab.errors import LitlabError
 
@@ -120,7 +126,7 @@ def test_bucketing_covers_every_review_once_and_cuts_padding():
 @pytest.mark.parametrize(
     "experiment",
     ["imdb_bilstm", "imdb_self_attention", "imdb_transformer", "imdb_transformer_scratch", "imdb_distilbert",
-     "imdb_fasttext"],
+     "imdb_fasttext", "imdb_region_cnn"],
 )  # fmt: skip
 def test_padding_does_not_change_a_prediction(experiment):
     run = debug_fit(experiment)
@@ -160,6 +166,28 @@ def test_bag_of_ngrams_hashes_word_order_into_its_own_rows():
     assert torch.equal(plain(swapped, torch.tensor([3, 3]))[0], plain(swapped, torch.tensor([3, 3]))[1])
     logits = bag(swapped, torch.tensor([3, 3]))
     assert not torch.allclose(logits[0], logits[1])
+
+
+def test_region_cnn_is_a_convolution_over_one_hot_words_of_the_review_alone():
+    torch.manual_seed(0)
+    vocab, maps, region = 7, 5, 3
+    net = RegionCNNClassifier(vocab, maps, classes=2, region=region, dropout=0.0).eval()
+    with torch.no_grad():  # every word lowers every map: windows of padding alone, at the bias, would be the maxima
+        net.embed.weight.abs_().neg_()
+        net.bias.fill_(1.0)
+    ids, lengths = torch.tensor([[3, 4, 5, 6, 0, 0], [2, 1, 3, 4, 5, 6]]), torch.tensor([4, 6])
+    kernel = net.embed.weight.detach().view(region, vocab, maps).clone()  # (slot, word, map)
+    kernel[0, 0] = 0  # the padding row
+    with torch.no_grad():
+        ours = net(ids, lengths)
+        for review, length in enumerate(lengths.tolist()):
+            one_hot = F.one_hot(ids[review, :length], vocab).float().T.unsqueeze(0)  # (1, vocab, words)
+            conv = F.conv1d(one_hot, kernel.permute(2, 1, 0), net.bias, padding=region - 1)  # (1, maps, windows)
+            assert conv.size(2) == length + region - 1  # from the window ending at the first word to the last's
+            torch.testing.assert_close(ours[review], net.head(conv.relu().amax(2))[0])
+        torch.testing.assert_close(ours[0], net(ids[:1, :4], lengths[:1])[0])  # padding read nowhere
+        shuffled = torch.tensor([[6, 5, 4, 3]])  # the same words in another order: other windows
+        assert not torch.allclose(net(shuffled, lengths[:1]), ours[:1])
 
 
 def test_glove_vectors_start_the_embeddings_and_stay_frozen(tmp_path):
@@ -239,6 +267,13 @@ def test_missing_data_glove_and_tokenizer_fail_in_one_line(tmp_path, capfd):
     fit = ["fit", "--config", config("imdb_bilstm"), *TINY, *QUIET]
     fails_in_one_line(capfd, *fit, f"--data.data_dir={tmp_path}", naming="no IMDB reviews in")
     fails_in_one_line(capfd, *fit, "--model.init_args.glove_path=/nonexistent/glove.txt", naming="GloVe file")
+    fails_in_one_line(
+        capfd,
+        *fit,
+        "--model.init_args.arch=region_cnn",
+        "--model.init_args.glove_path=glove.txt",
+        naming="no pretrained",
+    )
     # offline (conftest sets HF_HUB_OFFLINE) with nothing cached, as on a machine without internet
     fails_in_one_line(
         capfd,

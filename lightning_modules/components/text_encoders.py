@@ -154,3 +154,37 @@ class BagOfNgramsClassifier(nn.Module):
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         return self.head(self.embed(self.ngram_ids(ids)))  # (B, classes)
+
+
+class RegionCNNClassifier(nn.Module):
+    """Johnson & Zhang's seq-CNN (2015): a convolution over the one-hot words of each `region`-word window (a ReLU
+    feature map per row of `maps`) -> each map's maximum over the review -> dropout -> linear.
+
+    A convolution over one-hot words is a sum of per-slot embeddings: slot k of the window reads row `k * vocab + id`
+    of one `EmbeddingBag` (mode "sum"), so there is no (B, T, vocab) input and no per-slot copy of the words. Windows
+    run from the one ending at the first word to the one starting at the last, padding rows (zeros) filling their
+    ends; windows that hold no word of the review are left out of the maximum."""
+
+    def __init__(
+        self, vocab_size: int, maps: int, classes: int, region: int = 3, dropout: float = 0.5, pad_id: int = 0
+    ) -> None:
+        super().__init__()
+        self.vocab_size, self.region, self.pad_id = vocab_size, region, pad_id
+        self.embed = nn.EmbeddingBag(region * vocab_size, maps, mode="sum", padding_idx=pad_id)
+        nn.init.normal_(self.embed.weight, std=0.1)
+        with torch.no_grad():
+            self.embed.weight[pad_id].zero_()
+        self.bias = nn.Parameter(torch.zeros(maps))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(maps, classes))
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        r = self.region
+        padded = nn.functional.pad(ids, (r - 1, r - 1), value=self.pad_id)  # (B, T + 2r - 2)
+        windows = padded.unfold(1, r, 1)  # (B, T + r - 1, r): window j holds words j - r + 1 .. j
+        rows = windows + torch.arange(r, device=ids.device) * self.vocab_size  # slot k's own rows
+        rows = torch.where(windows == self.pad_id, self.pad_id, rows)
+        maps = self.embed(rows.flatten(0, 1)).unflatten(0, windows.shape[:2]) + self.bias  # (B, T + r - 1, maps)
+        steps = torch.arange(windows.size(1), device=ids.device)
+        holds_words = (steps < (lengths + r - 1).unsqueeze(1)).unsqueeze(-1)  # (B, T + r - 1, 1)
+        pooled = (maps.relu() * holds_words).amax(1)  # (B, maps): ReLU maps are >= 0, so 0 leaves the max unchanged
+        return self.head(pooled)  # (B, classes)
