@@ -161,6 +161,7 @@ EXPERIMENT_TINY = {
         for name in ("imdb_self_attention", "imdb_transformer_scratch")
     },
     "imdb_fasttext": ["--model.init_args.embed_dim=16", "--model.init_args.buckets=4096"],
+    "imdb_region_cnn": ["--model.init_args.embed_dim=16"],
 }
 
 

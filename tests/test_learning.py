@@ -70,7 +70,8 @@ def test_cnn_learns_visible_shapes(fixture_data, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "experiment, lr", [("imdb_bilstm", 5e-3), ("imdb_self_attention", 5e-3), ("imdb_fasttext", 3e-2)]
+    "experiment, lr",
+    [("imdb_bilstm", 5e-3), ("imdb_self_attention", 5e-3), ("imdb_fasttext", 3e-2), ("imdb_region_cnn", 1e-2)],
 )
 def test_review_models_learn_telling_words(experiment, lr):
     """As configured (dropout, weight decay, bucketing), the word models learn which words carry a fixture review's

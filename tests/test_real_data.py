@@ -45,6 +45,7 @@ TARGETS = {
     "cifar10_resnet18_scratch": ("cifar10", "test/acc", None, None),
     "fruit_fast_rcnn_scratch": ("fruit", "test/map_50", 0.75, 0.75),
     "imdb_fasttext": ("imdb", "test/acc", 0.90, 0.90),
+    "imdb_region_cnn": ("imdb", "test/acc", 0.90, 0.90),
     "imdb_bilstm": ("imdb", "test/acc", None, 0.91),
     **{name: ("imdb", "test/acc", None, 0.90) for name in ("imdb_self_attention", "imdb_transformer_scratch")},
     "spell_bart_tiny": ("jane_eyre", "test/exact_match", None, None),
