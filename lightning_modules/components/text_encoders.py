@@ -184,7 +184,6 @@ class RegionCNNClassifier(nn.Module):
         rows = windows + torch.arange(r, device=ids.device) * self.vocab_size  # slot k's own rows
         rows = torch.where(windows == self.pad_id, self.pad_id, rows)
         maps = self.embed(rows.flatten(0, 1)).unflatten(0, windows.shape[:2]) + self.bias  # (B, T + r - 1, maps)
-        steps = torch.arange(windows.size(1), device=ids.device)
-        holds_words = (steps < (lengths + r - 1).unsqueeze(1)).unsqueeze(-1)  # (B, T + r - 1, 1)
+        holds_words = real_tokens(windows[..., 0], lengths + r - 1).unsqueeze(-1)  # (B, T + r - 1, 1)
         pooled = (maps.relu() * holds_words).amax(1)  # (B, maps): ReLU maps are >= 0, so 0 leaves the max unchanged
         return self.head(pooled)  # (B, classes)
