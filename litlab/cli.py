@@ -155,7 +155,9 @@ class LitlabCLI(LightningCLI):
         # TensorBoard and CSV keep <save_dir>/<name>/<version>; litlab names both unless the user did
         files = kind in FOLDER_LOGGERS and init.get("name") in (None, "lightning_logs") and init.get("version") is None
         if logger is False or kind == "WandbLogger" or files:
-            root = (init.get("save_dir") if kind else None) or trainer.default_root_dir or "runs"
+            # the logger's own save_dir when the user gave one; "." (WandbLogger's default) means none given
+            given = init.get("save_dir") if kind else None
+            root = given if given not in (None, ".") else trainer.default_root_dir or "runs"
             self.run_directory, run_id = self._place_run(Path(root))
             if kind == "WandbLogger":
                 self._name_wandb_run(init, run_id)

@@ -165,6 +165,21 @@ def test_logger_false_and_csv_logger(tmp_path):
     assert not offline_runs(tmp_path)
 
 
+def test_default_root_dir_places_the_run_whichever_logger(tmp_path):
+    """`--trainer.default_root_dir` decides where runs land, with W&B (the default logger) as without one; a logger's
+    own save_dir, given, wins."""
+    base = ["--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1"]
+    fit(*base, "--trainer.default_root_dir=scratch/w")
+    assert len(list(tmp_path.glob("scratch/w/xor_mlp/*/wandb/offline-run-*"))) == 1
+    for root, logger in (("scratch/n", "--trainer.logger=false"), ("scratch/c", "--trainer.logger=CSVLogger")):
+        cli("fit", *base, f"--trainer.default_root_dir={root}", logger, *QUIET)
+        assert len(list(tmp_path.glob(f"{root}/xor_mlp/*/checkpoints/best.ckpt"))) == 1
+    cli("fit", *base, "--trainer.default_root_dir=scratch/n", "--trainer.logger=CSVLogger",
+        "--trainer.logger.save_dir=scratch/s", *QUIET)  # fmt: skip
+    assert len(list(tmp_path.glob("scratch/s/xor_mlp/*/metrics.csv"))) == 1
+    assert not (tmp_path / "runs").exists()
+
+
 def test_image_classifier_logs_examples_and_confusion_matrix(tmp_path):
     tiny = FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"]
     fit("--config", config("fashion_fcn"), *tiny, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
