@@ -47,5 +47,8 @@ class FashionMNISTData(ImageClassData):
                 f"(needs internet) or point --data.data_dir at a directory holding FashionMNIST/raw"
             ) from None
         except (ValueError, AssertionError, OSError, KeyError) as err:
-            raise LitlabError(f"FashionMNIST files in {self.data_dir} are unreadable or corrupt: {err}") from None
+            raise LitlabError(
+                f"FashionMNIST files in {self.data_dir / 'FashionMNIST' / 'raw'} are unreadable or corrupt "
+                f"({str(err) or type(err).__name__}): delete them and run with --data.download=true"
+            ) from None
         return dataset.data.unsqueeze(1).to(torch.uint8), dataset.targets.long()  # (N, 1, 28, 28), (N,)

@@ -12,6 +12,7 @@ the hyperparameters) and, from `RunRecord`, the trainer config and W&B run id. S
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import torch
@@ -35,6 +36,10 @@ def load_checkpoint(path: str) -> dict:
     file = Path(path)
     if not file.is_file():
         raise LitlabError(f"--ckpt_path {path}: no such file")
+    if not zipfile.is_zipfile(file):  # torch.save writes a zip archive; torch.load's own error here speaks of mmap
+        raise LitlabError(
+            f"--ckpt_path {path} is not a checkpoint: not a torch.save archive (truncated, or another file)"
+        )
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for a file that is not a (safe) checkpoint
