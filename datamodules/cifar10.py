@@ -19,7 +19,7 @@ from torch import Tensor
 from torchvision.datasets.utils import download_and_extract_archive
 
 from datamodules.images import ImageClassData
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, first_line
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -66,10 +66,9 @@ class CIFAR10Data(ImageClassData):
         try:
             download_and_extract_archive(URL, str(self.data_dir), md5=ARCHIVE_MD5)
         except (OSError, RuntimeError) as err:  # no connection, server down, checksum mismatch
-            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
             raise LitlabError(
-                f"could not download CIFAR-10 into {self.data_dir} ({reason}): check the connection, or extract "
-                f"cifar-10-python.tar.gz there yourself"
+                f"could not download CIFAR-10 into {self.data_dir} ({first_line(err)}): check the connection, or "
+                f"extract cifar-10-python.tar.gz there yourself"
             ) from None
 
     def load(self, train: bool) -> tuple[Tensor, Tensor]:

@@ -14,7 +14,7 @@ from torch import Tensor
 from torchvision.datasets import FashionMNIST
 
 from datamodules.images import ImageClassData
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, first_line
 
 
 class FashionMNISTData(ImageClassData):
@@ -33,7 +33,7 @@ class FashionMNISTData(ImageClassData):
         except (OSError, RuntimeError) as err:  # no connection, mirror down, checksum mismatch
             raise LitlabError(
                 f"could not download FashionMNIST into {self.data_dir / 'FashionMNIST' / 'raw'} "
-                f"({str(err).splitlines()[0][:160]}): check the connection, or put the IDX files there yourself"
+                f"({first_line(err)}): check the connection, or put the IDX files there yourself"
             ) from None
 
     def load(self, train: bool) -> tuple[Tensor, Tensor]:
@@ -49,6 +49,6 @@ class FashionMNISTData(ImageClassData):
         except (ValueError, AssertionError, OSError, KeyError) as err:
             raise LitlabError(
                 f"FashionMNIST files in {self.data_dir / 'FashionMNIST' / 'raw'} are unreadable or corrupt "
-                f"({str(err) or type(err).__name__}): delete them and run with --data.download=true"
+                f"({first_line(err)}): delete them and run with --data.download=true"
             ) from None
         return dataset.data.unsqueeze(1).to(torch.uint8), dataset.targets.long()  # (N, 1, 28, 28), (N,)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, first_line
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -43,8 +43,7 @@ def load_checkpoint(path: str) -> dict:
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for a file that is not a (safe) checkpoint
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise LitlabError(f"--ckpt_path {path} is not a checkpoint that loads safely ({reason})") from None
+        raise LitlabError(f"--ckpt_path {path} is not a checkpoint that loads safely ({first_line(err)})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise LitlabError(f"--ckpt_path {path} is not a PyTorch Lightning checkpoint (no state_dict)")
     return checkpoint

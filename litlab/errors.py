@@ -17,6 +17,13 @@ class LitlabError(Exception):
     """A problem with the user's input, stated in one line that says what is wrong and how to fix it."""
 
 
+def first_line(err: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, cut to `limit` characters; its type's name when it has none (an
+    assert's, a bare KeyError's), so that a one-line error never ends in an empty reason."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:limit] if lines else type(err).__name__
+
+
 def fail(message: str) -> None:
     """Print the one line and exit with code 2."""
     sys.stderr.write(f"litlab: error: {message}\n")  # one write: the ranks of a distributed run share the stream
@@ -63,7 +70,7 @@ def install_hint(err: ModuleNotFoundError) -> str:
     if package is not None:
         extra = EXTRAS[package]
         return f"`{package}` is not installed: pip install 'litlab[{extra}]' (in a clone: pip install -e '.[{extra}]')"
-    what = f"`{err.name}`" if err.name else str(err).strip().splitlines()[0][:200]
+    what = f"`{err.name}`" if err.name else first_line(err, 200)
     return f"a package is not installed: {what} (install it into the environment litlab runs in)"
 
 

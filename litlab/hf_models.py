@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, first_line
 
 
 def load_hf(auto_class, name: str, **kwargs):
@@ -21,7 +21,7 @@ def load_hf(auto_class, name: str, **kwargs):
 
         raise LitlabError(
             f"could not load {name!r} (looked in {HF_HUB_CACHE} and the folder {name!r}: "
-            f"{str(err).splitlines()[0][:100]}): connect to the internet once, or pass a local folder"
+            f"{first_line(err, 100)}): connect to the internet once, or pass a local folder"
         ) from None
     if isinstance(loaded, nn.Module):
         loaded.train()  # `from_pretrained` returns it in eval mode (no dropout), and Lightning keeps modules' modes

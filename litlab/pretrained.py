@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, first_line
 
 
 class TorchvisionWeights:
@@ -35,10 +35,9 @@ class TorchvisionWeights:
             return self.weights.get_state_dict(progress=False, check_hash=True)
         except (OSError, RuntimeError) as err:  # offline (URLError is an OSError), or a corrupt download
             cache = Path(torch.hub.get_dir()) / "checkpoints"
-            reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
             raise LitlabError(
                 f"could not load {self.weights_name} weights {self.weights.name} (looked in {cache}; download "
-                f"failed: {reason}): connect to the internet once, or train from scratch with "
+                f"failed: {first_line(err, 120)}): connect to the internet once, or train from scratch with "
                 f"--model.init_args.weights=null"
             ) from None
 

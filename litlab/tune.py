@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from litlab.cli import EXPERIMENT_MARK, LitlabCLI, experiment_name, one_line, shown_path
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, first_line
 from litlab.figures import pyplot
 from litlab.tracking import TrialRun
 
@@ -137,7 +137,7 @@ def read_space(path: str) -> dict[str, BaseDistribution]:
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
-        raise LitlabError(f"--search={path}: cannot read it: {str(err).splitlines()[0]}") from None
+        raise LitlabError(f"--search={path}: cannot read it: {first_line(err, 300)}") from None
     if not isinstance(raw, dict) or not raw:
         raise LitlabError(f"--search={path}: the search space is empty (give `<key>: {{low, high}}` or choices)")
     space = {}
@@ -241,8 +241,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
     except Exception as err:  # SQLAlchemy's and the drivers' many failures: a URL the user can fix
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LitlabError(f"--storage={url}: cannot open it: {first[:300]}") from None
+        raise LitlabError(f"--storage={url}: cannot open it: {first_line(err, 300)}") from None
 
 
 def open_study(
@@ -369,7 +368,7 @@ def write_figures(study: optuna.Study, folder: Path) -> None:
             try:
                 axes = draw()
             except (ValueError, RuntimeError) as err:  # too few distinct trials to judge importance
-                print(f"figures: {name} skipped ({str(err).splitlines()[0][:120]})")
+                print(f"figures: {name} skipped ({first_line(err, 120)})")
                 continue
             axes.figure.set_size_inches(7, 4)
             axes.figure.tight_layout()
