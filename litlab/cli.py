@@ -224,11 +224,15 @@ class LitlabCLI(LightningCLI):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         self.trainer_defaults["callbacks"] = callbacks  # LightningCLI adds these to the configured ones
         try:
-            return super().instantiate_trainer(**kwargs)
+            built = super().instantiate_trainer(**kwargs)
         except ValueError as err:  # Lightning refusing a setting: an accelerator or strategy name it does not know
             if missing_package(err) is not None:
                 raise
             raise LitlabError(f"--trainer: {one_line(err)}") from err
+        wandb_dir = built.logger.save_dir if isinstance(built.logger, WandbLogger) else None
+        if wandb_dir and rank_zero_only.rank == 0:  # the process that starts the W&B run
+            Path(wandb_dir).mkdir(parents=True, exist_ok=True)  # wandb looks for git from it and warns if it is absent
+        return built
 
     def best_checkpoint(self) -> BestCheckpoint | None:
         """The fit's `best.ckpt` callback, once it has saved one (None without checkpointing)."""
