@@ -290,15 +290,48 @@ def _out_of_domain(message: str) -> str | None:
 
 _EXPECTED = re.compile(r"^\s*- Expected a (?:<class '(?:[\w.]+\.)?(\w+)'>|typing\.Literal\[(.*)\])$", re.M)
 _GIVEN = re.compile(r"^\s*Given value: (.*?)(?:\. Got value|$)", re.M)
+_SUBTYPES = re.compile(r"^\s*Subtypes: \[(.*)\]$", re.M)
+_ONE_TYPE = re.compile(  # `Expected a <class 'int'>. Got value: x`, `Not of type PositiveInt: invalid literal...`
+    r"^\s*(?:Expected an? (?P<type>.+?)\. Got value: (?P<value>.*)|Not of type (?P<name>\w+): (?P<why>.*))$", re.M
+)
+
+
+def _type_name(text: str) -> str:
+    """A type as jsonargparse prints it, as a user reads it: `<class 'int'>` int, `typing.Literal['a']` one of ['a']."""
+    text = text.strip()
+    if literal := re.fullmatch(r"typing\.Literal\[(.*)\]", text):
+        return f"one of [{literal[1]}]"
+    plain = re.fullmatch(r"<class '(?:[\w.]+\.)?(\w+)'>", text)
+    name = plain[1] if plain else text.replace("typing.", "")
+    return "None" if name == "NoneType" else name
+
+
+def _top_level_items(text: str) -> list[str]:
+    """`a, b[c, d], e` -> ['a', 'b[c, d]', 'e']: the commas outside brackets."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "[(") - (char in "])")
+        if char == "," and depth == 0:
+            items, start = [*items, text[start:i]], i + 1
+    return [*items, text[start:]]
 
 
 def _wrong_type(message: str) -> str | None:
     """jsonargparse's report of a value of the wrong type, as `--trainer.max_epochs=abc: expected int or None`."""
     innermost = message[message.rfind("Parser key") :]  # the key the value was given for, and what it accepts
     given = _GIVEN.search(innermost)
-    if given is None or given[1].startswith("NestedArg("):  # a class's argument that is not a plain type's value
-        return None
-    accepted = [name or f"one of [{choices}]" for name, choices in _EXPECTED.findall(innermost[: given.start()])]
+    if given is None or given[1].startswith("NestedArg("):  # a class's argument of one type (no union), if any
+        one = _ONE_TYPE.search(innermost)
+        if one is None:
+            return None
+        if one["name"]:  # what the type's own check said, e.g. invalid literal for int() with base 10: 'x'
+            return f"{_flag(message)}: expected {one['name']} ({one['why']})"
+        return f"{_flag(message)}={one['value']}: expected {_type_name(one['type'])}"
+    subtypes = _SUBTYPES.search(innermost[: given.start()])
+    if subtypes is not None:  # a union: each type it accepts, e.g. list[tuple[float, float]] or None
+        accepted = [_type_name(item) for item in _top_level_items(subtypes[1])]
+    else:
+        accepted = [name or f"one of [{choices}]" for name, choices in _EXPECTED.findall(innermost[: given.start()])]
     if not accepted:
         return None
     accepted = ["None" if name == "NoneType" else name for name in dict.fromkeys(accepted)]

@@ -84,8 +84,16 @@ def test_number_outside_its_domain_is_refused_where_parsed(capfd, experiment, ar
     ("arg", "expected"),
     [
         ("--trainer.max_epochs=abc", "--trainer.max_epochs=abc: expected int or None"),
-        ("--model.optimizer.lr=abc", "--model.optimizer.lr=abc: expected float"),
-        ("--trainer.precision=fp8", "--trainer.precision=fp8: expected int, one of ['transformer-engine'"),
+        ("--model.optimizer.lr=abc", "--model.optimizer.lr=abc: expected float or Tensor"),
+        ("--trainer.precision=fp8", "--trainer.precision=fp8: expected one of [64, 32, 16], one of ['transformer-en"),
+        # a union whose first type refused the value for its shape: every accepted type, not only None
+        ("--data.predict_points=[[1,2,3]]", "--data.predict_points=[[1, 2, 3]]: expected list[tuple[float, float]] or"),
+        # a class's argument of one type, plain and constrained
+        ("--model.activation=foo", "--model.activation=foo: expected one of ['relu', 'gelu', 'tanh', 'sigmoid']"),
+        (
+            "--data.batch_size=x",
+            "--data.batch_size: expected PositiveInt (invalid literal for int() with base 10: 'x')",
+        ),
     ],
 )
 def test_value_of_the_wrong_type_names_the_key_the_value_and_the_types(capfd, arg, expected):
