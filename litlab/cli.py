@@ -18,6 +18,9 @@ What every run gets, whatever its config:
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
 import os
 import re
 import sys
@@ -339,6 +342,32 @@ def _wrong_type(message: str) -> str | None:
     return f"{_flag(message)}={given[1]}: expected {listed}"
 
 
+_NOT_ACCEPTED = re.compile(r"Option '(?P<option>[\w.]+)' is not accepted")
+
+
+def _not_accepted(message: str) -> str | None:
+    """An argument the chosen class does not take, as `--model.hiden: XorMLP takes no argument 'hiden' (did you mean
+    'hidden'?)`, the suggestion drawn from the arguments of the class and of the classes it extends."""
+    match = _NOT_ACCEPTED.search(message)
+    if match is None:
+        return None
+    # the class it was given to: named after it on its line (`Got value: Namespace(class_path=...`), or else before it
+    after = re.search(r"class_path='([\w.]+)'", message[match.end() :].split("\n", 1)[0])
+    before = re.findall(r"class_path '([\w.]+)'", message[: match.start()])
+    if after is None and not before:
+        return None
+    module, name = (after[1] if after else before[-1]).rsplit(".", 1)
+    try:
+        chosen = getattr(importlib.import_module(module), name)
+        parameters = [p for c in inspect.getmro(chosen) for p in inspect.signature(c.__init__).parameters.values()]
+        known = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+    except (ImportError, AttributeError, TypeError, ValueError):
+        known = set()
+    close = difflib.get_close_matches(match["option"], sorted(known), n=1)
+    suggestion = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{_flag(message)}.{match['option']}: {name} takes no argument '{match['option']}'{suggestion}"
+
+
 def _lost_a_peer(err: RuntimeError) -> bool:
     """A collective of a distributed run failing in a rank other than 0 because a peer process is gone."""
     import torch.distributed as dist
@@ -353,7 +382,7 @@ def one_line_errors() -> Iterator[None]:
     try:
         yield
     except ArgumentError as err:
-        message = _out_of_domain(str(err)) or _wrong_type(str(err)) or one_line(err)
+        message = _out_of_domain(str(err)) or _wrong_type(str(err)) or _not_accepted(str(err)) or one_line(err)
         hint = "pass --config configs/<experiment>.yaml" if "are required" in message else "see `litlab <cmd> --help`"
         fail(f"{message} ({hint})")
     except (LitlabError, MisconfigurationException) as err:

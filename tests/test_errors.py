@@ -46,8 +46,21 @@ def test_unknown_config_key(capfd):
     fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), "--trainer.max_epochz=3", naming="max_epochz")
 
 
-def test_unknown_model_argument(capfd):
-    fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), "--model.hiden=[8]", naming="hiden")
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model.hiden=[8]"], "--model.hiden: XorMLP takes no argument 'hiden'; did you mean 'hidden'?"),
+        (["--model.optimizer.lrr=0.1"], "--model.optimizer.lrr: AdamW takes no argument 'lrr'; did you mean 'lr'?"),
+        (["--data.batchsize=8"], "--data.batchsize: XorData takes no argument 'batchsize'; did you mean 'batch_size'?"),
+        (  # a union of a list and a single callback: the class the argument was given to, not the union's last
+            ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitr=val/acc"],
+            "--trainer.callbacks.monitr: EarlyStopping takes no argument 'monitr'; did you mean 'monitor'?",
+        ),
+        (["--model.lr=0.1"], "--model.lr: XorMLP takes no argument 'lr' ("),  # nothing close: no suggestion
+    ],
+)
+def test_unknown_argument_names_its_class_and_the_closest_name(capfd, args, expected):
+    fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), *args, "--trainer.logger=false", naming=expected)
 
 
 def test_missing_config_file(capfd):
