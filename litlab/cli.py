@@ -342,6 +342,25 @@ def _wrong_type(message: str) -> str | None:
     return f"{_flag(message)}={given[1]}: expected {listed}"
 
 
+_NO_SUCH_CLASS = re.compile(
+    r"Expected a dot import path string: (?P<name>\S+)|has no attribute '\w+'\. Got value: (?P<path>\S+)"
+)
+
+
+def _unknown_class(message: str) -> str | None:
+    """A class_path naming no class of the kind wanted, as `--model=Foo: no Experiment class by that name or path`."""
+    match = _NO_SUCH_CLASS.search(message)
+    if match is None:
+        return None
+    section = message[message.rfind("Parser key", 0, match.start()) : match.start()]  # the key the name was given to
+    subtypes = _SUBTYPES.search(section)
+    kinds = [_type_name(item) for item in _top_level_items(subtypes[1])] if subtypes else []
+    if {"int", "float", "str", "bool"} & set(kinds):  # a value for a plain type too (a float or a Tensor): not a name
+        return None
+    kind = next((f"{k} class" for k in kinds if k != "None" and k.isidentifier()), "class")
+    return f"{_flag(message)}={match['name'] or match['path']}: no {kind} by that name or import path"
+
+
 _NOT_ACCEPTED = re.compile(r"Option '(?P<option>[\w.]+)' is not accepted")
 
 
@@ -382,7 +401,8 @@ def one_line_errors() -> Iterator[None]:
     try:
         yield
     except ArgumentError as err:
-        message = _out_of_domain(str(err)) or _wrong_type(str(err)) or _not_accepted(str(err)) or one_line(err)
+        explained = (_out_of_domain, _unknown_class, _wrong_type, _not_accepted)
+        message = next(filter(None, (explain(str(err)) for explain in explained)), None) or one_line(err)
         hint = "pass --config configs/<experiment>.yaml" if "are required" in message else "see `litlab <cmd> --help`"
         fail(f"{message} ({hint})")
     except (LitlabError, MisconfigurationException) as err:

@@ -63,6 +63,19 @@ def test_unknown_argument_names_its_class_and_the_closest_name(capfd, args, expe
     fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), *args, "--trainer.logger=false", naming=expected)
 
 
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("--model=XorData", "--model=XorData: no Experiment class by that name or import path"),  # a DataModule
+        ("--data=Foo", "--data=Foo: no LightningDataModule class by that name or import path"),
+        ("--trainer.callbacks+=EarlyStoping", "--trainer.callbacks=EarlyStoping: no Callback class by that name"),
+        ("--model.optimizer=torch.optim.Adamm", "--model.optimizer=torch.optim.Adamm: no class by that name"),
+    ],
+)
+def test_class_that_does_not_exist_is_named_with_the_kind_wanted(capfd, arg, expected):
+    fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), arg, "--trainer.logger=false", naming=expected)
+
+
 def test_missing_config_file(capfd):
     fails_in_one_line(capfd, "fit", "--config", "configs/nope.yaml", naming="nope.yaml")
 
