@@ -40,7 +40,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from litlab.cli import EXPERIMENT_MARK, LitlabCLI, experiment_name, one_line, shown_path
+from litlab.cli import EXPERIMENT_MARK, LitlabCLI, experiment_name, shown_path
+from litlab.config_errors import one_line
 from litlab.errors import LitlabError, first_line
 from litlab.figures import pyplot
 from litlab.tracking import TrialRun
