@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from litlab.cli import EXPERIMENT_MARK, LitlabCLI, experiment_name, shown_path
-from litlab.config_errors import one_line
+from litlab.config_errors import explain, one_line
 from litlab.errors import LitlabError, first_line
 from litlab.figures import pyplot
 from litlab.tracking import TrialRun
@@ -224,7 +224,7 @@ def check_space(fit_args: list[str], space: dict[str, BaseDistribution], search:
                 resolved_config([*fit_args, f"--{key}={cli_value(value)}"])
             except ArgumentError as err:
                 refused = f"`{key}: {cli_value(value)}` is refused"
-                raise LitlabError(f"--search={search}: {refused}: {one_line(err)}") from None
+                raise LitlabError(f"--search={search}: {refused}: {explain(str(err))}") from None
 
 
 # --- the study ---------------------------------------------------------------------------------------------------
@@ -396,7 +396,7 @@ def tune(args: Sequence[str]) -> None:
         options = parser.parse_args(own)
         init = parser.instantiate(options)
     except ArgumentError as err:
-        raise LitlabError(f"{one_line(err)} (see `litlab tune --help`)") from None
+        raise LitlabError(f"{explain(str(err))} (see `litlab tune --help`)") from None
     except (ValueError, TypeError) as err:  # a sampler or pruner refusing its arguments
         raise LitlabError(f"--sampler/--pruner: {one_line(err)}") from None
     timeout = seconds(options.timeout)

@@ -173,8 +173,14 @@ def test_a_journal_file_holds_a_study_too(tmp_path):
 @pytest.mark.parametrize(
     ("entries", "naming"),
     [
-        ({"model.optimizer.lrr": {"low": 0.001, "high": 0.1}}, "`model.optimizer.lrr: 0.001` is refused"),
-        ({"model.activation": ["relu", "swish"]}, "`model.activation: swish` is refused"),
+        (
+            {"model.optimizer.lrr": {"low": 0.001, "high": 0.1}},
+            "`model.optimizer.lrr: 0.001` is refused: --model.optimizer.lrr: AdamW takes no argument 'lrr'; did you",
+        ),
+        (
+            {"model.activation": ["relu", "swish"]},
+            "`model.activation: swish` is refused: --model.activation=swish: expected one of ['relu', 'gelu'",
+        ),
         ({}, "the search space is empty"),
         ({"model.optimizer.lr": {"low": 0.1, "high": 0.01}}, "`model.optimizer.lr`"),
         ({"model.optimizer.lr": {"min": 0.1}}, "`model.optimizer.lr`"),
@@ -193,6 +199,8 @@ def test_bad_storage_options_and_another_experiments_study_are_one_line(tmp_path
         fails_in_one_line(capfd, *xor, f"--storage={storage}", naming=f"--storage={storage}: cannot open it")
     fails_in_one_line(capfd, *xor, "--trainer.devices=2", naming="a trial runs on one device")
     fails_in_one_line(capfd, *xor, "--timeout=soon", naming="--timeout=soon")
+    fails_in_one_line(capfd, *xor, "--sampler=TPESamplr", naming="--sampler=TPESamplr: no class by that name")
+    fails_in_one_line(capfd, *xor, "--sampler.seedd=0", naming="TPESampler takes no argument 'seedd'; did you mean")
     fails_in_one_line(capfd, "tune", "--search", search, naming="pass --config")
 
     shared = ["--storage=sqlite:///shared.db", "--study=shared"]
