@@ -112,7 +112,8 @@ _NO_SUCH_CLASS = re.compile(
 
 
 def _unknown_class(message: str) -> str | None:
-    """A class_path naming no class of the kind wanted, as `--model=Foo: no Experiment class by that name or path`."""
+    """A class_path naming no class of the kind wanted, as `--model=Foo: no Experiment class by that name or
+    import path`."""
     match = _NO_SUCH_CLASS.search(message)
     if match is None:
         return None
