@@ -269,7 +269,7 @@ def one_line_errors() -> Iterator[None]:
     try:
         yield
     except ArgumentError as err:
-        message = explain(str(err))
+        message = explain(err)
         hint = "pass --config configs/<experiment>.yaml" if "are required" in message else "see `litlab <cmd> --help`"
         fail(f"{message} ({hint})")
     except (LitlabError, MisconfigurationException) as err:

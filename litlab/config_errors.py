@@ -14,13 +14,14 @@ import inspect
 import re
 
 
-def explain(message: str) -> str:
-    """One line for a jsonargparse error message (`str(ArgumentError)`)."""
+def explain(err: BaseException) -> str:
+    """One line for jsonargparse's error (an `ArgumentError`)."""
+    message = str(err)
     explained = (read(message) for read in (_out_of_domain, _unknown_class, _wrong_type, _not_accepted))
-    return next(filter(None, explained), None) or one_line(message)
+    return next(filter(None, explained), None) or one_line(err)
 
 
-def one_line(err: BaseException | str) -> str:
+def one_line(err: BaseException) -> str:
     """The first lines of an error, or for jsonargparse's nested report on a class, the line that matters."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
     for i, line in enumerate(lines):
@@ -55,7 +56,6 @@ def _out_of_domain(message: str) -> str | None:
     return f"{_flag(message)}={match['value']}: must be {rule} ({match['type']}{''.join(owner)})"
 
 
-_EXPECTED = re.compile(r"^\s*- Expected a (?:<class '(?:[\w.]+\.)?(\w+)'>|typing\.Literal\[(.*)\])$", re.M)
 _GIVEN = re.compile(r"^\s*Given value: (.*?)(?:\. Got value|$)", re.M)
 _SUBTYPES = re.compile(r"^\s*Subtypes: \[(.*)\]$", re.M)
 _ONE_TYPE = re.compile(  # `Expected a <class 'int'>. Got value: x`, `Not of type PositiveInt: invalid literal...`
@@ -79,7 +79,8 @@ def _top_level_items(text: str) -> list[str]:
     for i, char in enumerate(text):
         depth += (char in "[(") - (char in "])")
         if char == "," and depth == 0:
-            items, start = [*items, text[start:i]], i + 1
+            items.append(text[start:i])
+            start = i + 1
     return [*items, text[start:]]
 
 
@@ -94,14 +95,10 @@ def _wrong_type(message: str) -> str | None:
         if one["name"]:  # what the type's own check said, e.g. invalid literal for int() with base 10: 'x'
             return f"{_flag(message)}: expected {one['name']} ({one['why']})"
         return f"{_flag(message)}={one['value']}: expected {_type_name(one['type'])}"
-    subtypes = _SUBTYPES.search(innermost[: given.start()])
-    if subtypes is not None:  # a union: each type it accepts, e.g. list[tuple[float, float]] or None
-        accepted = [_type_name(item) for item in _top_level_items(subtypes[1])]
-    else:
-        accepted = [name or f"one of [{choices}]" for name, choices in _EXPECTED.findall(innermost[: given.start()])]
-    if not accepted:
+    subtypes = _SUBTYPES.search(innermost[: given.start()])  # jsonargparse reports a given value only for a union
+    if subtypes is None:
         return None
-    accepted = ["None" if name == "NoneType" else name for name in dict.fromkeys(accepted)]
+    accepted = list(dict.fromkeys(_type_name(item) for item in _top_level_items(subtypes[1])))  # e.g. int, None
     listed = f"{', '.join(accepted[:-1])} or {accepted[-1]}" if len(accepted) > 1 else accepted[0]
     return f"{_flag(message)}={given[1]}: expected {listed}"
 

@@ -224,7 +224,7 @@ def check_space(fit_args: list[str], space: dict[str, BaseDistribution], search:
                 resolved_config([*fit_args, f"--{key}={cli_value(value)}"])
             except ArgumentError as err:
                 refused = f"`{key}: {cli_value(value)}` is refused"
-                raise LitlabError(f"--search={search}: {refused}: {explain(str(err))}") from None
+                raise LitlabError(f"--search={search}: {refused}: {explain(err)}") from None
 
 
 # --- the study ---------------------------------------------------------------------------------------------------
@@ -396,7 +396,7 @@ def tune(args: Sequence[str]) -> None:
         options = parser.parse_args(own)
         init = parser.instantiate(options)
     except ArgumentError as err:
-        raise LitlabError(f"{explain(str(err))} (see `litlab tune --help`)") from None
+        raise LitlabError(f"{explain(err)} (see `litlab tune --help`)") from None
     except (ValueError, TypeError) as err:  # a sampler or pruner refusing its arguments
         raise LitlabError(f"--sampler/--pruner: {one_line(err)}") from None
     timeout = seconds(options.timeout)
