@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import urllib.error
 
+import pytest
 import torch
 import torchvision
 from conftest import cli, fails_in_one_line
@@ -80,18 +81,23 @@ def test_frozen_backbone_has_no_learning_rate_until_it_thaws():
     assert rates() == {True: {0.1}, False: {0.1}}
 
 
-def test_whitening_filters_decorrelate_image_patches():
+@pytest.mark.parametrize(("channels", "kernel"), [(3, 2), (1, 3)])
+def test_whitening_filters_decorrelate_image_patches(channels, kernel):
     from lightning_modules.components.convnets import AirbenchNet
 
     g = torch.Generator().manual_seed(0)
-    images = torch.rand(64, 3, 8, 8, generator=g).cumsum(-1).cumsum(-2) / 40  # neighbouring pixels correlated
-    net = AirbenchNet(widths=(8, 8, 8))
+    images = torch.rand(64, channels, 8, 8, generator=g).cumsum(-1) / 8  # neighbouring pixels correlated
+    net = AirbenchNet(
+        widths=(8, 8, 8), in_channels=channels, whiten_kernel=kernel, mean=[0.5] * channels, std=[1.0] * channels
+    )
     net.whiten_from(images, eps=1e-8)
-    out = net.whiten(net.standardize(images))[:, :12]  # (B, 12, 7, 7): one channel per eigenvector
-    flat = out.permute(1, 0, 2, 3).reshape(12, -1)
+    dims = channels * kernel**2  # one filter per eigenvector of the patch covariance, and its negative
+    assert net.whiten.weight.shape == (2 * dims, channels, kernel, kernel)
+    out = net.whiten(net.standardize(images))[:, :dims]  # (B, dims, 9 - kernel, 9 - kernel)
+    flat = out.permute(1, 0, 2, 3).reshape(dims, -1)
     covariance = flat @ flat.T / flat.size(1)
-    torch.testing.assert_close(covariance, torch.eye(12), atol=5e-3, rtol=0)
-    torch.testing.assert_close(net.whiten.weight[12:], -net.whiten.weight[:12])
+    torch.testing.assert_close(covariance, torch.eye(dims), atol=5e-3, rtol=0)
+    torch.testing.assert_close(net.whiten.weight[dims:], -net.whiten.weight[:dims])
 
 
 def test_airbench_groups_add_their_second_convolution_only_when_residual():

@@ -148,16 +148,18 @@ class ConvGroup(nn.Module):
 
 
 class AirbenchNet(nn.Module):
-    """A small fast network after Keller Jordan's airbench (94 % on CIFAR-10 in about 10 epochs): a 2x2 convolution
-    whose filters whiten the image patches (set from the first training batch by `whiten_from`, then fixed), three
-    `ConvGroup`s (each halving the resolution), global max-pooling and a linear layer whose logits are scaled down
-    (`logit_scale`). With `residual`, each group's second convolution is a residual branch.
+    """A small fast network after Keller Jordan's airbench (94 % on CIFAR-10 in about 10 epochs): a k x k convolution
+    (airbench: 2x2) whose filters whiten the image patches (set from the first training batch by `whiten_from`, then
+    fixed), three `ConvGroup`s (each halving the resolution), global max-pooling and a linear layer whose logits are
+    scaled down (`logit_scale`). With `residual`, each group's second convolution is a residual branch.
 
     Args:
         num_classes: classes.
         in_channels: image channels.
         widths: channels of the three groups.
         residual: residual second convolutions (ResNet-9 style) instead of identity-initialised plain ones.
+        whiten_kernel: side of the whitening patches; the stem has 2 * in_channels * whiten_kernel**2 channels (a grey
+            image's 2x2 patches give 8, an RGB image's 24).
         bn_momentum: BatchNorm's running-statistics momentum (PyTorch's convention).
         logit_scale: multiplies the logits (airbench: 1/9), which keeps early training stable at high learning rates.
         mean, std: per-channel statistics the network standardises its [0, 1] inputs with.
@@ -169,6 +171,7 @@ class AirbenchNet(nn.Module):
         in_channels: PositiveInt = 3,
         widths: Sequence[int] = (64, 256, 256),
         residual: bool = False,
+        whiten_kernel: PositiveInt = 2,
         bn_momentum: ClosedUnitInterval = 0.4,
         logit_scale: PositiveFloat = 1 / 9,
         mean: Sequence[float] = CIFAR_MEAN,
@@ -178,19 +181,20 @@ class AirbenchNet(nn.Module):
         self.num_classes = num_classes
         self.logit_scale = logit_scale
         self.standardize = Standardize(mean, std)
-        patch = in_channels * 2 * 2
-        self.whiten = nn.Conv2d(in_channels, 2 * patch, 2, bias=False)  # (B, 2 * 4C, H - 1, W - 1)
+        patch = in_channels * whiten_kernel**2
+        # (B, 2 * patch, H - k + 1, W - k + 1)
+        self.whiten = nn.Conv2d(in_channels, 2 * patch, whiten_kernel, bias=False)
         self.whiten.weight.requires_grad_(False)
         groups, c_in = [], 2 * patch
         for width in widths:
             groups.append(ConvGroup(c_in, width, bn_momentum, residual))
             c_in = width
-        self.groups = nn.Sequential(*groups)  # (B, widths[-1], (H - 1) // 8, (W - 1) // 8)
+        self.groups = nn.Sequential(*groups)  # (B, widths[-1], (H - k + 1) // 8, (W - k + 1) // 8)
         self.head = nn.Linear(c_in, num_classes, bias=False)
 
     @torch.no_grad()
     def whiten_from(self, images: Tensor, eps: float = 5e-4) -> Tensor:
-        """Set the 2x2 filters to the eigenvectors of the (standardised) images' patch covariance, divided by the
+        """Set the k x k filters to the eigenvectors of the (standardised) images' patch covariance, divided by the
         square roots of their eigenvalues, and their negatives (so GELU keeps both signs); returns the weight."""
         x = self.standardize(images.float())
         c, (kh, kw) = x.size(1), self.whiten.kernel_size
