@@ -88,6 +88,8 @@ class ImageClassifier(ClassifierSystem):
         flip_tta: outside training, average the logits of each image and its mirror image.
         shift_tta: outside training, also average the views shifted left and right by this many pixels (zero-padded;
             with `flip_tta`, their mirror images too): airbench's translated test-time views (0: none).
+        cutmix: the share of training batches given CutMix (Yun et al., 2019): a rectangle of each image replaced by
+            the same rectangle of another image of the batch, the target the two classes weighted by their areas.
         logged_images: validation images shown in W&B each epoch (0: none).
         num_classes: the data's at the first fit.
     """
@@ -102,6 +104,7 @@ class ImageClassifier(ClassifierSystem):
         channels_last: bool = False,
         flip_tta: bool = False,
         shift_tta: NonNegativeInt = 0,
+        cutmix: ClosedUnitInterval = 0.0,
         logged_images: NonNegativeInt = 20,
         num_classes: PositiveInt | None = None,
     ) -> None:
@@ -135,6 +138,27 @@ class ImageClassifier(ClassifierSystem):
         if self.hparams.flip_tta:
             views += [view.flip(-1) for view in views]
         return views
+
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        if stage == "train" and torch.rand(()) < self.hparams.cutmix:  # drawn on the host: no device sync
+            batch = self.cut_and_mix(batch)
+        return super()._shared_step(batch, stage)
+
+    def cut_and_mix(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """CutMix: a rectangle of uniformly drawn area (its centre anywhere, clipped at the edges) of every image
+        replaced by that of another image of the batch; the targets become class probabilities (B, classes)."""
+        x, y = batch["x"], batch["y"]
+        h, w = x.shape[-2:]
+        side = (1 - torch.rand(())).sqrt()  # the rectangle's share of each side: its area is uniform in (0, 1]
+        cy, cx = (torch.rand(2) * torch.tensor([h, w])).tolist()
+        top, bottom = max(round(cy - side.item() * h / 2), 0), min(round(cy + side.item() * h / 2), h)
+        left, right = max(round(cx - side.item() * w / 2), 0), min(round(cx + side.item() * w / 2), w)
+        other = torch.randperm(len(x), device=x.device)
+        x = x.clone()
+        x[..., top:bottom, left:right] = x[other, ..., top:bottom, left:right]
+        pasted = (bottom - top) * (right - left) / (h * w)
+        one_hot = F.one_hot(y, self.data_argument("num_classes")).float()
+        return {**batch, "x": x, "y": one_hot * (1 - pasted) + one_hot[other] * pasted}
 
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         if self.global_step == 0 and batch_idx == 0 and hasattr(self.net, "whiten_from"):

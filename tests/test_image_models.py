@@ -156,6 +156,42 @@ def test_shift_tta_averages_the_shifted_and_mirrored_views_and_stays_symmetric()
     assert seen == [24, 4]  # the six views in one batch; training sees the images alone
 
 
+def test_cutmix_pastes_a_rectangle_from_another_image_and_weights_the_classes_by_area():
+    from lightning_modules.components.convnets import SmallCNN
+    from lightning_modules.image_classifier import ImageClassifier
+
+    torch.manual_seed(0)
+    model = ImageClassifier(SmallCNN, cutmix=1.0, num_classes=10)
+    x = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 1, 28, 28) / 8  # each image one grey level: its class
+    y = torch.arange(8)
+    mixed = 0
+    for _ in range(20):
+        out = model.cut_and_mix({"x": x, "y": y})
+        assert out["x"].shape == x.shape and out["y"].shape == (8, 10)
+        for image, target in zip(out["x"], out["y"]):
+            levels, pixels = (image * 8).round().long().unique(return_counts=True)
+            share = torch.zeros(10).index_add_(0, levels, pixels / pixels.sum())
+            torch.testing.assert_close(target, share)  # each class weighted by the pixels it holds
+            mixed += len(levels) == 2
+    assert mixed > 40  # most images hold a rectangle of another
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
+def test_cutmix_is_drawn_for_its_share_of_training_batches_only(monkeypatch):
+    from lightning_modules.components.convnets import SmallCNN
+    from lightning_modules.image_classifier import ImageClassifier
+
+    torch.manual_seed(0)
+    batch = {"x": torch.rand(2, 1, 28, 28), "y": torch.tensor([0, 1])}
+    for share, expected in [(0.0, 0), (0.5, range(35, 66)), (1.0, 100)]:
+        model, mixed = ImageClassifier(SmallCNN, cutmix=share, num_classes=10), []
+        monkeypatch.setattr(model, "cut_and_mix", lambda b, mixed=mixed: mixed.append(b) or b)
+        for _ in range(100):
+            model._shared_step(batch, "train")
+            model._shared_step(batch, "val")
+        assert len(mixed) in expected if isinstance(expected, range) else len(mixed) == expected
+
+
 def test_fast_cifar_whitens_from_its_first_training_batch():
     quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false"]
     steps = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0"]
