@@ -176,7 +176,7 @@ def test_cutmix_pastes_a_rectangle_from_another_image_and_weights_the_classes_by
     assert mixed > 40  # most images hold a rectangle of another
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log()`")
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self\.log\(\)`")
 def test_cutmix_is_drawn_for_its_share_of_training_batches_only(monkeypatch):
     from lightning_modules.components.convnets import SmallCNN
     from lightning_modules.image_classifier import ImageClassifier
