@@ -149,10 +149,10 @@ class ImageClassifier(ClassifierSystem):
         replaced by that of another image of the batch; the targets become class probabilities (B, classes)."""
         x, y = batch["x"], batch["y"]
         h, w = x.shape[-2:]
-        side = (1 - torch.rand(())).sqrt()  # the rectangle's share of each side: its area is uniform in (0, 1]
+        side = (1 - torch.rand(())).sqrt().item()  # the rectangle's share of each side: its area is uniform in (0, 1]
         cy, cx = (torch.rand(2) * torch.tensor([h, w])).tolist()
-        top, bottom = max(round(cy - side.item() * h / 2), 0), min(round(cy + side.item() * h / 2), h)
-        left, right = max(round(cx - side.item() * w / 2), 0), min(round(cx + side.item() * w / 2), w)
+        top, bottom = max(round(cy - side * h / 2), 0), min(round(cy + side * h / 2), h)
+        left, right = max(round(cx - side * w / 2), 0), min(round(cx + side * w / 2), w)
         other = torch.randperm(len(x), device=x.device)
         x = x.clone()
         x[..., top:bottom, left:right] = x[other, ..., top:bottom, left:right]
