@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torchvision.models import get_model, get_model_weights
+from torchvision.transforms.v2 import CutMix
 
 from lightning_modules.classifier import Classifier
 from lightning_modules.components.convnets import Standardize
@@ -118,6 +119,7 @@ class ImageClassifier(ClassifierSystem):
     def add_class_layers(self, num_classes: int) -> None:
         net = self.make_net(num_classes)
         self.net = net.to(memory_format=torch.channels_last) if self.hparams.channels_last else net
+        self.cutmix = CutMix(num_classes=num_classes)  # no parameters or buffers: checkpoints are unchanged
 
     def forward(self, x: Tensor) -> Tensor:
         views = [x] if self.training else self.test_time_views(x)
@@ -140,25 +142,16 @@ class ImageClassifier(ClassifierSystem):
         return views
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        if stage == "train" and torch.rand(()) < self.hparams.cutmix:  # drawn on the host: no device sync
+        if stage == "train" and torch.rand(()) < self.hparams.cutmix:  # drawn on the host, as CutMix's box: no sync
             batch = self.cut_and_mix(batch)
         return super()._shared_step(batch, stage)
 
     def cut_and_mix(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """CutMix: a rectangle of uniformly drawn area (its centre anywhere, clipped at the edges) of every image
-        replaced by that of another image of the batch; the targets become class probabilities (B, classes)."""
-        x, y = batch["x"], batch["y"]
-        h, w = x.shape[-2:]
-        side = (1 - torch.rand(())).sqrt().item()  # the rectangle's share of each side: its area is uniform in (0, 1]
-        cy, cx = (torch.rand(2) * torch.tensor([h, w])).tolist()
-        top, bottom = max(round(cy - side * h / 2), 0), min(round(cy + side * h / 2), h)
-        left, right = max(round(cx - side * w / 2), 0), min(round(cx + side * w / 2), w)
-        other = torch.randperm(len(x), device=x.device)
-        x = x.clone()
-        x[..., top:bottom, left:right] = x[other, ..., top:bottom, left:right]
-        pasted = (bottom - top) * (right - left) / (h * w)
-        one_hot = F.one_hot(y, self.data_argument("num_classes")).float()
-        return {**batch, "x": x, "y": one_hot * (1 - pasted) + one_hot[other] * pasted}
+        """CutMix (torchvision's): a rectangle of uniformly drawn area (its centre anywhere, clipped at the edges) of
+        every image replaced by that of the batch's previous image (the batches are shuffled); the targets become
+        class probabilities (B, classes)."""
+        x, y = self.cutmix(batch["x"], batch["y"])
+        return {**batch, "x": x, "y": y}
 
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         if self.global_step == 0 and batch_idx == 0 and hasattr(self.net, "whiten_from"):
