@@ -142,7 +142,9 @@ class ImageClassifier(ClassifierSystem):
         return views
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        if stage == "train" and torch.rand(()) < self.hparams.cutmix:  # drawn on the host, as CutMix's box: no sync
+        share = self.hparams.cutmix
+        # drawn on the host, as CutMix's box (no sync); never when off, so the random stream stays the configs' own
+        if stage == "train" and share > 0 and torch.rand(()) < share:
             batch = self.cut_and_mix(batch)
         return super()._shared_step(batch, stage)
 
