@@ -8,11 +8,15 @@ The text is encoded once into one integer tensor and split contiguously: the fir
 halved into val and test, so no window crosses a split boundary and no test character was seen in training. The
 vocabulary comes from the training text (id 0: a character unseen there). Training windows of `context_len`
 characters start at random positions (one per `context_len` characters per epoch, every position a target);
-val/test windows tile their split.
+val/test windows tile their split. With `streams`, each split is instead cut into as many rows as a batch holds (times
+the ranks) and consecutive batches continue each row (PyTorch's word_language_model example), so a recurrent model
+carries its state from batch to batch: truncated backpropagation through time, every character read with all the text
+before it in its row.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 import urllib.request
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 from jsonargparse.typing import NonNegativeInt, OpenUnitInterval, PositiveInt
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.in_memory import TensorColumns, batch_loader, trains_on_gpu
 from litlab.errors import LitlabError
@@ -154,6 +158,55 @@ class JitteredWindows(Dataset):
         return {"x": windows[:, :-1], "y": windows[:, 1:]}
 
 
+class TextStreams(Dataset):
+    """A split read as `rows` parallel streams: row r is the r-th of `rows` equal stretches, read `context_len`
+    characters at a time (the last window of a row may be shorter). Item `step * rows + r` is row r's window at `step`,
+    so batches of `rows` items in order are the rows' consecutive windows; `StreamSampler` gives each rank its share
+    of every batch. With `shift`, the rows start up to `context_len - 1` characters later, by a shift the sampler
+    draws per epoch and passes in the indices (item `shift * len(self) + i`), so workers need no shared state and
+    window boundaries move from epoch to epoch. A batch says whether its rows continue the previous batch's
+    (`continues`: step > 0)."""
+
+    def __init__(self, ids: Tensor, context_len: int, rows: int, shift: bool = False) -> None:
+        self.ids, self.context_len, self.rows, self.shift = ids, context_len, rows, shift
+        self.row_len = (len(ids) - 1 - (context_len - 1 if shift else 0)) // rows  # characters each row predicts
+        if self.row_len < 1:
+            raise LitlabError(f"a split of {len(ids)} characters cannot be read as {rows} rows: lower the batch size")
+        self.steps = -(-self.row_len // context_len)
+
+    def __len__(self) -> int:
+        return self.steps * self.rows
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor | bool]:
+        given = torch.as_tensor(indices)  # (B,)
+        shift, index = given // len(self), given % len(self)
+        step = int(index[0]) // self.rows
+        if bool((index // self.rows != step).any()) or bool((shift != shift[0]).any()):
+            raise LitlabError("stream batches must be read in order: a stream loader cannot be shuffled")
+        width = min(self.context_len, self.row_len - step * self.context_len)
+        starts = shift + (index % self.rows) * self.row_len + step * self.context_len  # (B,)
+        windows = self.ids[starts.unsqueeze(1) + torch.arange(width + 1)]  # (B, width + 1)
+        return {"x": windows[:, :-1], "y": windows[:, 1:], "continues": step > 0}
+
+
+class StreamSampler(DistributedSampler):
+    """`TextStreams` in reading order, rank k of `world` taking the rows k, k + world, ... of each step; with the
+    dataset's `shift`, one shift per epoch drawn from `seed` and the epoch (the same on every rank). A
+    DistributedSampler, so Lightning keeps it instead of injecting its own, which would shuffle the training rows."""
+
+    def __init__(self, streams: TextStreams, world: int = 1, rank: int = 0, seed: int = 0) -> None:
+        super().__init__(streams, num_replicas=world, rank=rank, shuffle=False, seed=seed)
+
+    def __iter__(self):
+        streams = self.dataset
+        shift = 0
+        if streams.shift:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            shift = int(torch.randint(streams.context_len, (), generator=generator))
+        order = torch.arange(self.rank, len(streams), self.num_replicas)  # (steps x rows / world,)
+        return iter((order + shift * len(streams)).tolist())
+
+
 def tiled_windows(ids: Tensor, context_len: int) -> Tensor:
     """(N, context_len + 1) consecutive windows that tile the split (each shares its last character with the next's
     first, so every character after the first is a target exactly once)."""
@@ -177,11 +230,15 @@ class CharCorpusData(L.LightningDataModule):
         vocab: the vocabulary's characters; by default built from the training text by `fit` and stored in the
             checkpoint (`state_dict`), so `predict` needs no text at all.
         jitter: training windows start at a random point of their stretch (False: fixed windows, e.g. to memorise).
+        streams: every split read as `batch_size` (eval: `eval_batch_size`) rows per rank side by side, each batch
+            continuing the last (`TextStreams`; the training rows start at a random shift each epoch): recurrent
+            models carry their state across batches in training and evaluation. False: independent windows from a
+            zero state (shuffled and jittered in training).
         prompts: texts to continue with `litlab predict` (an empty prompt starts from a space).
         batch_size, eval_batch_size, num_workers: loader settings (eval default: batch_size).
 
     What a model may read (`Experiment.from_data`): `vocab` (encode/decode), `vocab_size`, `prompts`; a predict batch
-    carries its prompt as given (`prompt`).
+    carries its prompt as given (`prompt`), a stream batch whether it continues the previous one (`continues`).
     """
 
     def __init__(
@@ -194,6 +251,7 @@ class CharCorpusData(L.LightningDataModule):
         train_fraction: OpenUnitInterval = 0.9,
         vocab: str | None = None,
         jitter: bool = True,
+        streams: bool = False,
         prompts: list[str] | None = None,
         batch_size: PositiveInt = 64,
         eval_batch_size: PositiveInt | None = None,
@@ -250,18 +308,28 @@ class CharCorpusData(L.LightningDataModule):
         if "vocab" in state:
             self.vocab, self._splits = CharVocab(state["vocab"]), {}
 
-    def _loader(self, dataset, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, **sampling) -> DataLoader:
         pin = trains_on_gpu(self.trainer)
-        return batch_loader(dataset, self.hparams.num_workers, pin, batch_size=batch_size, shuffle=shuffle)
+        return batch_loader(dataset, self.hparams.num_workers, pin, batch_size=batch_size, **sampling)
+
+    def _streams(self, split: str, batch_size: int) -> DataLoader:
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        streams = TextStreams(self.splits[split], self.hparams.context_len, batch_size * world, split == "train")
+        sampler = StreamSampler(streams, world, rank, seed=int(os.getenv("PL_GLOBAL_SEED", 0)))
+        return self._loader(streams, batch_size, sampler=sampler)
 
     def _tiled(self, split: str) -> DataLoader:
+        if self.hparams.streams:
+            return self._streams(split, self.hparams.eval_batch_size or self.hparams.batch_size)
         windows = tiled_windows(self.splits[split], self.hparams.context_len)
         columns = TensorColumns({"x": windows[:, :-1], "y": windows[:, 1:]})
-        return self._loader(columns, False, self.hparams.eval_batch_size or self.hparams.batch_size)
+        return self._loader(columns, self.hparams.eval_batch_size or self.hparams.batch_size)
 
     def train_dataloader(self) -> DataLoader:
+        if self.hparams.streams:
+            return self._streams("train", self.hparams.batch_size)
         windows = JitteredWindows(self.splits["train"], self.hparams.context_len, self.hparams.jitter)
-        return self._loader(windows, True, self.hparams.batch_size)
+        return self._loader(windows, self.hparams.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._tiled("val")

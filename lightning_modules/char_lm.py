@@ -3,7 +3,10 @@
 The notebook's hand-written 3-layer tanh RNN reached 46 % next-character accuracy and its LSTM 50.7-52 %; its
 Transformer's 77 % came from overlapping train/test windows. Here the text is split contiguously (see
 `datamodules.char_corpus`) and every position of every window is scored: `val/loss` (nats/char), `val/bpc` (bits/char),
-`val/acc` (all positions), `val/acc_last` (the position with the notebook's 40-character context).
+`val/acc` (all positions), `val/acc_last` (the position with the notebook's 40-character context). With the data's
+`streams`, recurrent models carry each row's state from batch to batch (truncated backpropagation through time, the
+state detached between batches) in training and evaluation, and every character is scored with the text before it in
+its row.
 
     litlab fit --config configs/char_lstm.yaml
     litlab predict --ckpt_path <best.ckpt> --data.prompts '["It was", "Jane"]' --model.temperature=0.8
@@ -87,6 +90,7 @@ class CharLM(Experiment):
         self.net = None
         self.acc = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.acc_last = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.carried: dict[str, object] = {}  # per stage: the recurrent state a stream batch leaves for the next
         if self.sized():
             self.configure_model()
 
@@ -111,14 +115,17 @@ class CharLM(Experiment):
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         x, y = batch["x"], batch["y"]  # (B, T) each; y is x shifted by one character
-        logits, _ = self(x)
+        continues = batch.get("continues")  # stream batches only: do the rows go on from the previous batch's?
+        logits, state = self(x, self.carried.get(stage) if continues else None)
+        if continues is not None and state is not None:  # truncated BPTT: the state goes on, its graph does not
+            self.carried[stage] = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
         loss = F.cross_entropy(logits.transpose(1, 2), y)  # nats per character
         self.log_loss(stage, loss, batch_size=y.numel())
         if stage != "train":
             right = logits.argmax(-1) == y  # (B, T)
             self.acc[stage](right.float())
             self.log(f"{stage}/acc", self.acc[stage], prog_bar=True)
-            if y.size(1) >= NOTEBOOK_CONTEXT:
+            if continues is None and y.size(1) >= NOTEBOOK_CONTEXT:  # a window read from a zero state
                 self.acc_last[stage](right[:, NOTEBOOK_CONTEXT - 1].float())
                 self.log(f"{stage}/acc_last", self.acc_last[stage])
             self.log(f"{stage}/bpc", loss / math.log(2), batch_size=y.numel(), sync_dist=True)

@@ -10,6 +10,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from datamodules.char_corpus import (
     CharVocab,
     JitteredWindows,
+    StreamSampler,
+    TextStreams,
     clean_text,
     contiguous_splits,
     corpus_files,
@@ -84,6 +86,58 @@ def test_evaluation_windows_tile_the_split():
     assert torch.equal(targets, torch.arange(1, 101))  # every character after the first is a target once
     with pytest.raises(LitlabError, match="no window"):
         tiled_windows(torch.arange(5), context_len=10)
+
+
+def read_streams(streams: TextStreams, world: int, epoch: int = 0) -> list[list[dict]]:
+    """Each rank's batches of one epoch, as the DataLoader gives them."""
+    ranks = []
+    for rank in range(world):
+        sampler = StreamSampler(streams, world, rank, seed=0)
+        sampler.set_epoch(epoch)
+        ranks.append(
+            list(DataLoader(streams, batch_size=streams.rows // world, sampler=sampler, collate_fn=keep_batch))
+        )
+    return ranks
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_stream_batches_continue_each_row_on_every_rank(world):
+    streams = TextStreams(torch.arange(1000), context_len=64, rows=3 * world)  # batches of 3 rows per rank
+    row_len = 999 // (3 * world)
+    per_rank = []
+    for batches in read_streams(streams, world):
+        assert len(batches) == streams.steps == -(-row_len // 64)
+        assert [b["continues"] for b in batches] == [False] + [True] * (len(batches) - 1)
+        for before, after in zip(batches, batches[1:]):
+            assert torch.equal(after["x"][:, 0], before["y"][:, -1])  # each row goes on where it stopped
+        assert batches[-1]["x"].size(1) == row_len - 64 * (len(batches) - 1)  # a shorter last window
+        rows = torch.cat([b["y"] for b in batches], dim=1)  # (3, row_len): the rank's rows, read whole
+        assert torch.equal(rows, rows[:, :1] + torch.arange(row_len))
+        per_rank.append(rows)
+    targets = torch.cat(per_rank).flatten().sort().values
+    assert torch.equal(targets, torch.arange(1, 1 + 3 * world * row_len))  # every target once, over all ranks
+    with pytest.raises(LitlabError, match="in order"):
+        streams.__getitems__([0, 3 * world + 1])  # rows of two different steps
+    with pytest.raises(LitlabError, match="lower the batch size"):
+        TextStreams(torch.arange(10), context_len=4, rows=16)
+
+
+def test_training_streams_shift_their_windows_each_epoch_alike_on_every_rank():
+    streams = TextStreams(torch.arange(1000), context_len=64, rows=4, shift=True)
+    firsts = []
+    for epoch in range(4):
+        ranks = read_streams(streams, world=2, epoch=epoch)
+        starts = torch.cat([batches[0]["x"][:, 0] for batches in ranks])  # rows 0, 2 | 1, 3
+        shift = int(starts[0])
+        assert 0 <= shift < 64 and torch.equal(starts.sort().values, shift + torch.arange(4) * streams.row_len)
+        for batches in ranks:
+            assert all(torch.equal(a["x"][:, 0], b["y"][:, -1]) for b, a in zip(batches, batches[1:]))
+            assert int(batches[-1]["y"].max()) <= 999  # the shifted rows stay inside the split
+        firsts.append(shift)
+    assert len(set(firsts)) > 1  # the windows' boundaries move between epochs
+    assert (
+        read_streams(streams, 2, epoch=1)[1][0]["x"].tolist() == read_streams(streams, 2, epoch=1)[1][0]["x"].tolist()
+    )
 
 
 def test_corpus_files_are_local_files_or_where_urls_land(tmp_path):

@@ -10,7 +10,9 @@ import pytest
 import torch
 from conftest import cli, fails_in_one_line
 from registry import FAMILIES, config
+from torch import Tensor
 
+from lightning_modules.char_lm import CharLM
 from lightning_modules.components.char_nets import CausalSelfAttention, CharGPT
 
 TINY = FAMILIES["datamodules.char_corpus.CharCorpusData"]["tiny"]
@@ -96,3 +98,41 @@ def test_gpt_never_reads_the_future():
     before, after = net(ids)[0], net(changed)[0]  # (B, T, V)
     torch.testing.assert_close(before[:, :10], after[:, :10])
     assert not torch.allclose(before[:, 10:], after[:, 10:])
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn_scratch"])
+def test_stream_batches_carry_the_state_across_batches(arch):
+    torch.manual_seed(0)
+    model = CharLM(arch, embed_dim=8, hidden=16, layers=2, dropout=0.0, vocab_size=12).eval()
+    ids = torch.randint(1, 12, (4, 51), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = model._shared_step({"x": ids[:, :-1], "y": ids[:, 1:]}, "val")  # each row in one reading
+        _, final = model(ids[:, :-1])
+
+        def read(cuts, stream: bool) -> Tensor:  # the mean loss over the rows read in chunks
+            total = 0.0
+            for step, (a, b) in enumerate(zip(cuts, cuts[1:])):
+                batch = {"x": ids[:, a:b], "y": ids[:, a + 1 : b + 1]} | ({"continues": step > 0} if stream else {})
+                total += model._shared_step(batch, "val") * (b - a)
+            return total / 50
+
+        def carried_is_final() -> bool:
+            pairs = zip(*(s if isinstance(s, tuple) else (s,) for s in (model.carried["val"], final)))
+            return all(torch.allclose(kept, last, atol=1e-5) for kept, last in pairs)
+
+        assert torch.allclose(read([0, 20, 40, 50], stream=True), whole, atol=1e-5) and carried_is_final()
+        assert torch.allclose(read([0, 25, 50], stream=True), whole, atol=1e-5)  # a new first batch resets the state
+        read([0, 20, 40], stream=False)  # windows from a zero state keep no state
+        assert carried_is_final()
+
+
+def test_a_fit_on_streams_trains_through_truncated_backpropagation(tmp_path):
+    run = cli(
+        "fit", "--config", config("char_lstm"), *TINY, "--data.streams=true", "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=4", *QUIET,
+    )  # fmt: skip
+    metrics = run.trainer.callback_metrics
+    assert run.trainer.global_step == 8 and torch.isfinite(metrics["val/loss"])  # the graph ends at each batch
+    assert "val/acc" in metrics and "val/acc_last" not in metrics  # no fixed context position in a stream
+    assert run.trainer.train_dataloader.sampler.epoch == 1  # Lightning moves the training rows' shift each epoch
