@@ -231,6 +231,9 @@ class LitlabCLI(LightningCLI):
             if missing_package(err) is not None:
                 raise
             raise LitlabError(f"--trainer: {one_line(err)}") from err
+        if isinstance(built.logger, WandbLogger) and built.logger._wandb_init.get("anonymous", True) is None:
+            # Lightning passes anonymous=None, which wandb reports on every run as a setting it no longer reads
+            del built.logger._wandb_init["anonymous"]
         wandb_dir = built.logger.save_dir if isinstance(built.logger, WandbLogger) else None
         if wandb_dir and rank_zero_only.rank == 0:  # the process that starts the W&B run
             Path(wandb_dir).mkdir(parents=True, exist_ok=True)  # wandb looks for git from it and warns if it is absent
