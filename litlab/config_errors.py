@@ -3,7 +3,8 @@
 jsonargparse explains a refused value with a nested report (the union it tried, each member's error, the value
 given); `explain` reads the part that matters: the flag, the value and what the option accepts, e.g.
 `--trainer.max_epochs=abc: expected int or None`, `--data.batch_size=0: must be > 0 (PositiveInt, XorData)`,
-`--model.hiden: XorMLP takes no argument 'hiden'; did you mean 'hidden'?`. Anything else keeps its first lines.
+`--model.hiden: XorMLP takes no argument 'hiden'; did you mean 'hidden'?`, and a `None` given for YAML's `null` says
+so. Anything else keeps its first lines.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ def explain(err: BaseException) -> str:
     """One line for jsonargparse's error (an `ArgumentError`)."""
     message = str(err)
     explained = (read(message) for read in (_out_of_domain, _unknown_class, _wrong_type, _not_accepted))
-    return next(filter(None, explained), None) or one_line(err)
+    line = next(filter(None, explained), None) or one_line(err)
+    if "=None: " in line:  # Python's spelling: jsonargparse reads values as YAML, where None is the text "None"
+        line += "; write None as null"
+    return line
 
 
 def one_line(err: BaseException) -> str:

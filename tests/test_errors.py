@@ -110,6 +110,8 @@ def test_number_outside_its_domain_is_refused_where_parsed(capfd, experiment, ar
     ("arg", "expected"),
     [
         ("--trainer.max_epochs=abc", "--trainer.max_epochs=abc: expected int or None"),
+        ("--trainer.max_epochs=None", "--trainer.max_epochs=None: expected int or None; write None as null"),
+        ("--model.lr_scheduler=None", "--model.lr_scheduler=None: no class by that name or import path; write None as"),
         ("--model.optimizer.lr=abc", "--model.optimizer.lr=abc: expected float or Tensor"),
         ("--trainer.precision=fp8", "--trainer.precision=fp8: expected one of [64, 32, 16], one of ['transformer-en"),
         # a union whose first type refused the value for its shape: every accepted type, not only None
