@@ -315,7 +315,8 @@ class CharCorpusData(L.LightningDataModule):
     def _streams(self, split: str, batch_size: int) -> DataLoader:
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         streams = TextStreams(self.splits[split], self.hparams.context_len, batch_size * world, split == "train")
-        sampler = StreamSampler(streams, world, rank, seed=int(os.getenv("PL_GLOBAL_SEED", 0)))
+        seed = int(os.getenv("PL_GLOBAL_SEED", 0))  # seed_everything's on every rank, as Lightning's samplers
+        sampler = StreamSampler(streams, world, rank, seed)
         return self._loader(streams, batch_size, sampler=sampler)
 
     def _tiled(self, split: str) -> DataLoader:
