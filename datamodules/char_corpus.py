@@ -319,12 +319,13 @@ class CharCorpusData(L.LightningDataModule):
         sampler = StreamSampler(streams, world, rank, seed)
         return self._loader(streams, batch_size, sampler=sampler)
 
-    def _tiled(self, split: str) -> DataLoader:
+    def _evaluation(self, split: str) -> DataLoader:
+        """val/test: the split as streams, or as windows that tile it."""
+        batch_size = self.hparams.eval_batch_size or self.hparams.batch_size
         if self.hparams.streams:
-            return self._streams(split, self.hparams.eval_batch_size or self.hparams.batch_size)
+            return self._streams(split, batch_size)
         windows = tiled_windows(self.splits[split], self.hparams.context_len)
-        columns = TensorColumns({"x": windows[:, :-1], "y": windows[:, 1:]})
-        return self._loader(columns, self.hparams.eval_batch_size or self.hparams.batch_size)
+        return self._loader(TensorColumns({"x": windows[:, :-1], "y": windows[:, 1:]}), batch_size)
 
     def train_dataloader(self) -> DataLoader:
         if self.hparams.streams:
@@ -333,10 +334,10 @@ class CharCorpusData(L.LightningDataModule):
         return self._loader(windows, self.hparams.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._tiled("val")
+        return self._evaluation("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._tiled("test")
+        return self._evaluation("test")
 
     def predict_dataloader(self) -> DataLoader:
         given = self.hparams.prompts
