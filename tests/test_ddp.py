@@ -1,14 +1,18 @@
 """Two-process DDP on the CPU (gloo), as `litlab` runs it: fit and test succeed, metrics agree with a
-single-process run, and only rank 0 creates a W&B run."""
+single-process run, only rank 0 creates a W&B run, and each rank draws its own random numbers."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 from conftest import LITLAB, run_litlab
 from registry import FAMILIES, config, family
 
@@ -127,3 +131,40 @@ def test_rank_zero_failing_in_prepare_data_ends_every_rank_in_one_line(tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.startswith("litlab: error:")]
     assert len(lines) == 2 and "could not download FashionMNIST" in lines[0], result.stderr[-3000:]
     assert "rank 1 stopped: another process of the run ended first" in lines[1]
+
+
+class RecordRandomState(L.Callback):
+    """Appends a digest of torch's random state at the start of every training batch (what dropout and the
+    augmentations on the device draw from) to `random-<rank>.txt` in the working directory; reading it draws nothing."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        digest = hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()[:16]
+        with open(f"random-{trainer.global_rank}.txt", "a") as record:
+            record.write(f"{trainer.current_epoch} {batch_idx} {digest}\n")
+
+
+def test_ranks_draw_their_own_random_numbers_and_resume_them_exactly(tmp_path):
+    """seed_everything gives every rank the same seed, which the model's initial weights need; past that, ranks drawing
+    the same numbers would mask, shift and flip their different batches alike. Each rank draws its own, rank 0 as a
+    single process would, and a run resumed from `last.ckpt` draws on every rank what the uninterrupted run drew."""
+    adder = FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"][:4]
+    args = ["fit", "--config", config("adder_transformer"), *adder, "--data.batch_size=32", "--model.dropout=0.1"]
+    args += ["--trainer.max_epochs=2", "--trainer.logger=false", "--trainer.enable_progress_bar=false", *DDP]
+    record = "--trainer.callbacks+=test_ddp.RecordRandomState"
+    env = {"PYTHONPATH": str(Path(__file__).parent)}
+
+    def fit(workdir: Path, *more: str) -> dict[int, list[str]]:
+        workdir.mkdir(exist_ok=True)
+        result = run_litlab(*args, *more, env=env, cwd=workdir)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return {rank: (workdir / f"random-{rank}.txt").read_text().splitlines() for rank in (0, 1)}
+
+    whole = fit(tmp_path / "whole", record)
+    assert len(whole[0]) == len(whole[1]) == 2 * 8  # 512 problems, 2 ranks of 32 a batch, 2 epochs
+    assert all(a != b for a, b in zip(whole[0], whole[1], strict=True)), whole
+
+    fit(tmp_path / "cut", record, "--trainer.callbacks+=test_resume.StopAfterFirstEpoch")
+    (last,) = (tmp_path / "cut").glob("runs/adder_transformer/*/checkpoints/last.ckpt")
+    (tmp_path / "cut" / "random-0.txt").unlink(), (tmp_path / "cut" / "random-1.txt").unlink()
+    resumed = fit(tmp_path / "cut", "--ckpt_path", str(last))  # the checkpoint's config brings the recorder back
+    assert resumed == {rank: lines[8:] for rank, lines in whole.items()}  # the second epoch, on each rank

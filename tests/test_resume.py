@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import lightning as L
 import torch
 from conftest import cli
 from registry import FAMILIES, config
+
+from litlab.callbacks import ResumableRNG, _random_states, _reseed_by_rank, _set_random_states
 
 ADDER_TINY = FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"]
 XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
@@ -58,3 +62,31 @@ def test_last_checkpoint_follows_every_epoch_when_validation_is_rarer(tmp_path):
     )
     (last,) = tmp_path.glob("runs/**/last.ckpt")
     assert torch.load(last, weights_only=True)["epoch"] == 2  # the third epoch's end, though none validated
+
+
+def test_ranks_past_zero_reseed_from_the_shared_state_and_their_rank():
+    """Rank 0 keeps the single-process stream; every other rank gets its own, the same each time from the same state
+    (the two-process run and its resumption: tests/test_ddp.py)."""
+
+    def draws(rank: int) -> torch.Tensor:
+        torch.manual_seed(42)
+        _reseed_by_rank(SimpleNamespace(global_rank=rank))
+        return torch.rand(4)
+
+    torch.manual_seed(42)
+    single = torch.rand(4)
+    assert torch.equal(draws(0), single)
+    assert torch.equal(draws(1), draws(1)) and torch.equal(draws(2), draws(2))
+    assert len({tuple(draws(rank).tolist()) for rank in range(4)}) == 4
+
+    # a checkpoint of one process resumed as rank 1 of two: rank 0's states, then rank 1's own stream
+    torch.manual_seed(42)
+    saved = _random_states()
+    rng = ResumableRNG()
+    rng.setup(SimpleNamespace(global_rank=1, world_size=2), None, "fit")
+    torch.manual_seed(7)
+    rng.load_state_dict(saved)
+    resumed = torch.rand(4)
+    assert torch.equal(resumed, draws(1))
+    _set_random_states(saved)
+    assert torch.equal(torch.rand(4), single)
