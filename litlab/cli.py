@@ -7,7 +7,8 @@ What every run gets, whatever its config:
 
 - checkpoints: `last.ckpt` and `best.ckpt` by the metric the `Experiment` declares (`monitor`, `monitor_mode`);
 - the resolved config saved with the run and sent to W&B (`tracking.RunRecord`), W&B offline without an API key;
-- exact resumption (`callbacks.ResumableRNG`) and, with `--ckpt_path`, the checkpoint's own config (`checkpoints`);
+- random numbers of its own on each DDP rank, exact resumption on every rank (`callbacks.ResumableRNG`) and, with
+  `--ckpt_path`, the checkpoint's own config (`checkpoints`);
 - `predict` prints a line per input and writes `predictions.jsonl` (`callbacks.PredictionWriter`);
 - a rich progress bar (unless another progress bar is configured or `enable_progress_bar` is false);
 - a learning-rate monitor whenever a logger is active;
