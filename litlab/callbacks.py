@@ -99,6 +99,10 @@ class ResumableRNG(Callback):
     reseed from them. States are plain tensors and tuples: checkpoints stay loadable with `weights_only=True`.
     """
 
+    def __init__(self) -> None:
+        self._trainer: L.Trainer | None = None  # set while fitting: the states are saved per rank and put back
+        self._restored = False
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # setup runs before Lightning restores callback states
         self._trainer = trainer if stage == "fit" else None
@@ -110,7 +114,7 @@ class ResumableRNG(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         state = _random_states()
-        trainer = getattr(self, "_trainer", None)
+        trainer = self._trainer
         if trainer is None or trainer.world_size == 1:
             return state
         ranks = [None] * trainer.world_size  # our own states between our own processes, never a file's contents
@@ -120,7 +124,7 @@ class ResumableRNG(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Lightning restores callback states for test and predict too, where the run's own seed must rule (sampled
         # predictions): the states are put back only when training resumes.
-        trainer = getattr(self, "_trainer", None)
+        trainer = self._trainer
         if trainer is None:
             return
         ranks = state.get("ranks", [state])

@@ -165,6 +165,7 @@ def test_ranks_draw_their_own_random_numbers_and_resume_them_exactly(tmp_path):
 
     fit(tmp_path / "cut", record, "--trainer.callbacks+=test_resume.StopAfterFirstEpoch")
     (last,) = (tmp_path / "cut").glob("runs/adder_transformer/*/checkpoints/last.ckpt")
-    (tmp_path / "cut" / "random-0.txt").unlink(), (tmp_path / "cut" / "random-1.txt").unlink()
+    for rank in (0, 1):
+        (tmp_path / "cut" / f"random-{rank}.txt").unlink()
     resumed = fit(tmp_path / "cut", "--ckpt_path", str(last))  # the checkpoint's config brings the recorder back
     assert resumed == {rank: lines[8:] for rank, lines in whole.items()}  # the second epoch, on each rank
