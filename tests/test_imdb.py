@@ -17,7 +17,9 @@ from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 from datamodules import imdb
 from datamodules.imdb import RATINGS, ImdbData, read_reviews, words
 from datamodules.text_batches import BucketBatchSampler, Sequences, padding_fraction
+from lightning_modules.components.positional import SinusoidalPositions
 from lightning_modules.components.text_encoders import (
+    AttentionClassifier,
     BagOfNgramsClassifier,
     BiLSTMClassifier,
     RegionCNNClassifier,
@@ -150,6 +152,19 @@ def test_hugging_face_tokens_stop_at_the_models_position_table():
     long_review = " ".join(["wonderful"] * 400)
     _, lengths = data.encode([long_review, "A short one."])
     assert lengths[0] == data.hf_tokenizer.model_max_length == 128 and lengths[1] < 30
+
+
+def test_word_transformer_reads_reviews_longer_than_its_precomputed_positions():
+    # `--data.max_len=1024` with imdb_transformer_scratch: the sinusoids hold 512 rows, a batch may be longer
+    torch.manual_seed(0)
+    net = AttentionClassifier(50, 16, 2, 1, 32, 2, 0.0, positions=True, max_len=8).eval()
+    ids = torch.randint(2, 50, (2, 20))
+    with torch.no_grad():
+        out = net(ids, torch.tensor([20, 11]))
+    assert out.shape == (2, 2) and out.isfinite().all()
+    longer = SinusoidalPositions(16, max_len=32)
+    torch.testing.assert_close(net.positions.encoding(20), longer.table[:20])  # the same encoding, computed on the fly
+    assert net.positions.table.shape == (8, 16)  # the buffer keeps its size: ranks stay alike
 
 
 def test_bag_of_ngrams_hashes_word_order_into_its_own_rows():

@@ -106,7 +106,7 @@ class AttentionClassifier(nn.Module):
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         x = self.embed(ids)  # (B, T, E)
         if self.positions is not None:
-            x = x + self.positions.table[: x.size(1)] * self.position_scale
+            x = x + self.positions.encoding(x.size(1)) * self.position_scale
         padding = ~real_tokens(ids, lengths)  # (B, T)
         x = self.encoder(self.dropout(x), src_key_padding_mask=padding)  # (B, T, E)
         keep = (~padding).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
