@@ -8,11 +8,12 @@ import torch
 from torch import Tensor, nn
 
 
-def sinusoids(length: int, d_model: int) -> Tensor:
-    """(length, d_model) the sin/cos encoding of positions 0..length-1 (sines in the even channels)."""
-    position = torch.arange(length).unsqueeze(1)  # (L, 1)
-    frequency = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))  # (C/2,)
-    table = torch.zeros(length, d_model)
+def sinusoids(length: int, d_model: int, device: torch.device | str | None = None) -> Tensor:
+    """(length, d_model) the sin/cos encoding of positions 0..length-1 (sines in the even channels), made on
+    `device`."""
+    position = torch.arange(length, device=device).unsqueeze(1)  # (L, 1)
+    frequency = torch.exp(torch.arange(0, d_model, 2, device=device) * (-math.log(10000.0) / d_model))  # (C/2,)
+    table = torch.zeros(length, d_model, device=device)
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency[: d_model // 2])
     return table
@@ -32,7 +33,7 @@ class SinusoidalPositions(nn.Module):
         """(length, C) the encoding of the first `length` positions."""
         if length <= self.table.size(0):
             return self.table[:length]
-        return sinusoids(length, self.table.size(1)).to(self.table)
+        return sinusoids(length, self.table.size(1), self.table.device).to(self.table.dtype)  # no host copy
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.encoding(x.size(1))  # (B, T, C)
