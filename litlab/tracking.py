@@ -38,10 +38,15 @@ def wandb_has_credentials() -> bool:
 
 
 def choose_wandb_mode(save_dir: str) -> None:
-    """Without credentials and without WANDB_MODE, log offline (inherited by DDP workers) and say so in one line."""
+    """Without credentials and without WANDB_MODE, log offline (inherited by DDP workers) and say so in one line.
+
+    wandb's own banner and closing hint would repeat that line in seven more (where the run is, how to sync it): an
+    offline run litlab chose is silent unless WANDB_SILENT says otherwise; its log stays in the run's debug.log.
+    """
     if os.environ.get("WANDB_MODE") or wandb_has_credentials():
         return
     os.environ["WANDB_MODE"] = "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
     rank_zero_info(
         f"W&B: no API key (WANDB_API_KEY or `wandb login`), logging offline under {save_dir}/wandb; "
         f"upload later with `wandb sync {save_dir}/wandb/offline-run-*`."
