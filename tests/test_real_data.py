@@ -66,7 +66,6 @@ BEATS = {"spell_bart_tiny": ("test/copy_exact_match", 0.10)}
 CPU_BUDGETS = {"spell_bart_tiny": 30 * 60}
 GPU_ONLY = {
     "cifar10_resnet18_scratch": "ResNet-18 at 224 px on 45k images: about 10 images/s, 20 hours of a 2-core CPU",
-    "char_gru": "60 epochs of a 2x512 GRU: about 2 hours of a 2-core CPU",
     "char_gpt": "100 epochs of a 6x256 GPT at 3.5k characters/s: 7 hours of a 2-core CPU (char_gpt_cpu: its budget)",
 }
 # configs whose recipe needs hub weights: their data path on the real files, with random weights in place of the
