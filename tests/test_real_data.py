@@ -49,9 +49,10 @@ TARGETS = {
     "imdb_bilstm": ("imdb", "test/acc", None, 0.91),
     **{name: ("imdb", "test/acc", None, 0.90) for name in ("imdb_self_attention", "imdb_transformer_scratch")},
     "spell_bart_tiny": ("jane_eyre", "test/exact_match", None, None),
-    **{name: ("jane_eyre", "test/acc", None, None) for name in ("char_rnn_scratch", "char_lstm_seed", "char_lstm_cpu")},
-    "char_gpt_cpu": ("jane_eyre", "test/acc", None, None),
-    **{name: ("jane_eyre", "test/acc", None, None) for name in ("char_gru", "char_gpt")},
+    **{
+        name: ("jane_eyre", "test/acc", None, None)
+        for name in ("char_rnn_scratch", "char_lstm_seed", "char_lstm_cpu", "char_gpt_cpu", "char_gru", "char_gpt")
+    },
     "char_lstm": ("jane_eyre", "test/acc", 0.60, 0.60),
 }
 # metrics printed beside the experiment's own when its test logs them
