@@ -73,6 +73,17 @@ class ClassifierSystem(Classifier):
         return self.class_records(self(batch["x"]), batch["name"])  # the files' names travel in the batch
 
 
+class Ensemble(nn.Module):
+    """Networks of the same inputs and outputs run side by side: (B, ...) -> (members, B, classes)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([net(x) for net in self.members])
+
+
 class ImageClassifier(ClassifierSystem):
     """Any image network trained with cross-entropy.
 
@@ -91,6 +102,9 @@ class ImageClassifier(ClassifierSystem):
             with `flip_tta`, their mirror images too): airbench's translated test-time views (0: none).
         cutmix: the share of training batches given CutMix (Yun et al., 2019): a rectangle of each image replaced by
             the same rectangle of another image of the batch, the target the two classes weighted by their areas.
+        members: independently initialised copies of `net` trained side by side on the same batches, each by its own
+            loss (a deep ensemble, Lakshminarayanan et al., 2017); outside training their logits are averaged, with
+            the test-time views'. `train/loss` is the members' mean.
         logged_images: validation images shown in W&B each epoch (0: none).
         num_classes: the data's at the first fit.
     """
@@ -106,6 +120,7 @@ class ImageClassifier(ClassifierSystem):
         flip_tta: bool = False,
         shift_tta: NonNegativeInt = 0,
         cutmix: ClosedUnitInterval = 0.0,
+        members: PositiveInt = 1,
         logged_images: NonNegativeInt = 20,
         num_classes: PositiveInt | None = None,
     ) -> None:
@@ -117,7 +132,12 @@ class ImageClassifier(ClassifierSystem):
             self.configure_model()
 
     def add_class_layers(self, num_classes: int) -> None:
-        net = self.make_net(num_classes)
+        members = self.hparams.members
+        net = (
+            self.make_net(num_classes)
+            if members == 1
+            else Ensemble([self.make_net(num_classes) for _ in range(members)])
+        )
         self.net = net.to(memory_format=torch.channels_last) if self.hparams.channels_last else net
         self.cutmix = CutMix(num_classes=num_classes)  # no parameters or buffers: checkpoints are unchanged
 
@@ -127,8 +147,10 @@ class ImageClassifier(ClassifierSystem):
             x = torch.cat(views)  # every view in one batch: (V * B, C, H, W)
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits = self.net(x)
-        return logits if len(views) == 1 else logits.view(len(views), -1, logits.size(-1)).mean(0)
+        logits = self.net(x)  # (V * B, classes), or (members, V * B, classes)
+        if self.training:
+            return logits  # an ensemble's members apart, each for its own loss
+        return logits.view(-1, len(views), len(views[0]), logits.size(-1)).mean((0, 1))  # (B, classes)
 
     def test_time_views(self, x: Tensor) -> list[Tensor]:
         """The image, shifted right and left by `shift_tta` pixels, and with `flip_tta` each one's mirror image
@@ -148,6 +170,17 @@ class ImageClassifier(ClassifierSystem):
             batch = self.cut_and_mix(batch)
         return super()._shared_step(batch, stage)
 
+    def classify(
+        self, logits: Tensor, y: Tensor, stage: str, label_smoothing: float = 0.0
+    ) -> tuple[Tensor, Tensor | None]:
+        if logits.dim() == 2:
+            return super().classify(logits, y, stage, label_smoothing)
+        members = len(logits)  # training an ensemble: (members, B, classes), every member scored on the batch
+        loss, predicted = super().classify(
+            logits.flatten(0, 1), y.repeat(members, *[1] * (y.dim() - 1)), stage, label_smoothing
+        )
+        return loss * members, predicted  # the members' summed losses: each learns as it would alone
+
     def cut_and_mix(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """CutMix (torchvision's): a rectangle of uniformly drawn area (its centre anywhere, clipped at the edges) of
         every image replaced by that of the batch's previous image (the batches are shuffled); the targets become
@@ -156,9 +189,12 @@ class ImageClassifier(ClassifierSystem):
         return {**batch, "x": x, "y": y}
 
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        if self.global_step == 0 and batch_idx == 0 and hasattr(self.net, "whiten_from"):
-            weight = self.net.whiten_from(batch["x"])
-            weight.copy_(self.trainer.strategy.broadcast(weight, src=0))  # every DDP rank starts from rank 0's
+        if self.global_step > 0 or batch_idx > 0:
+            return
+        for net in self.net.members if isinstance(self.net, Ensemble) else [self.net]:
+            if hasattr(net, "whiten_from"):
+                weight = net.whiten_from(batch["x"])
+                weight.copy_(self.trainer.strategy.broadcast(weight, src=0))  # every DDP rank starts from rank 0's
 
     def parameter_groups(self) -> dict:
         return {"vector_lr_scale": self.hparams.vector_lr_scale}

@@ -192,13 +192,39 @@ def test_cutmix_is_drawn_for_its_share_of_training_batches_only(monkeypatch):
         assert len(mixed) in expected if isinstance(expected, range) else len(mixed) == expected
 
 
-def test_fast_cifar_whitens_from_its_first_training_batch():
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self\.log\(\)`")
+def test_ensemble_members_learn_as_they_would_alone_and_predict_together():
+    from lightning_modules.components.convnets import SmallCNN
+    from lightning_modules.image_classifier import ImageClassifier
+
+    torch.manual_seed(0)
+    ensemble = ImageClassifier(SmallCNN, members=2, flip_tta=True, num_classes=10)
+    first, second = ensemble.net.members
+    assert not torch.allclose(first.layers[1].weight, second.layers[1].weight)  # each initialised afresh
+    alone = [ImageClassifier(SmallCNN, flip_tta=True, num_classes=10) for _ in range(2)]
+    for solo, member in zip(alone, ensemble.net.members):
+        solo.net.load_state_dict(member.state_dict())
+    images = {"x": batch(8), "y": torch.arange(8)}
+    ensemble._shared_step(images, "train").backward()
+    for solo, member in zip(alone, ensemble.net.members):
+        solo._shared_step(images, "train").backward()
+        for mine, its in zip(member.parameters(), solo.net.parameters(), strict=True):
+            torch.testing.assert_close(mine.grad, its.grad)  # the gradient of its own loss, at full strength
+    x = batch(4)
+    torch.testing.assert_close(ensemble.eval()(x), (alone[0].eval()(x) + alone[1].eval()(x)) / 2)
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_fast_cifar_whitens_from_its_first_training_batch(members):
     quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false"]
     steps = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0"]
     sized = "--model.init_args.num_classes=10"  # the network exists before fit (else the data sizes it in fit)
-    run = cli("--config", config("cifar10_fast"), *CIFAR_TINY, *steps, *quiet, sized, run=False)
-    initial = run.model.net.whiten.weight.clone()
+    shape = [sized, f"--model.init_args.members={members}"]
+    run = cli("--config", config("cifar10_fast"), *CIFAR_TINY, *steps, *quiet, *shape, run=False)
+    nets = run.model.net.members if members > 1 else [run.model.net]
+    initial = [net.whiten.weight.clone() for net in nets]
     run.trainer.fit(run.model, run.datamodule)
-    weight = run.model.net.whiten.weight
-    assert not weight.requires_grad and not torch.allclose(weight, initial)
-    assert torch.linalg.matrix_rank(weight.flatten(1)[:12]) == 12  # 12 independent filters (and their negatives)
+    for net, before in zip(nets, initial, strict=True):
+        weight = net.whiten.weight
+        assert not weight.requires_grad and not torch.allclose(weight, before)
+        assert torch.linalg.matrix_rank(weight.flatten(1)[:12]) == 12  # 12 independent filters (and their negatives)
