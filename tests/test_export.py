@@ -16,11 +16,11 @@ from registry import config, family
 from litlab.export import model_from_checkpoint
 
 
-def export_a_short_fit(experiment: str, tmp_path, exporter: str = "dynamo") -> Path:
+def export_a_short_fit(experiment: str, tmp_path, exporter: str = "dynamo", *overrides: str) -> Path:
     """Fit the experiment for two batches, export its best checkpoint to tmp_path/model.onnx; the checkpoint."""
     quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
     short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
-    cli("fit", "--config", config(experiment), *family(experiment)["tiny"], *short, *quiet)
+    cli("fit", "--config", config(experiment), *family(experiment)["tiny"], *short, *quiet, *overrides)
     best = next(tmp_path.glob("runs/**/best.ckpt"))
     output = ("--output", tmp_path / "model.onnx", "--exporter", exporter)
     result = run_litlab("--ckpt_path", best, *output, program="litlab-export")
@@ -28,11 +28,16 @@ def export_a_short_fit(experiment: str, tmp_path, exporter: str = "dynamo") -> P
     return best
 
 
-@pytest.mark.parametrize("experiment", ["fashion_cnn", "cifar10_resnet18_finetune"])
-def test_onnx_export_matches_pytorch(experiment, tmp_path):
-    best = export_a_short_fit(experiment, tmp_path)
+@pytest.mark.parametrize(
+    "experiment, overrides",
+    [("fashion_cnn", ()), ("cifar10_resnet18_finetune", ()), ("fashion_resnet", ("--model.init_args.members=2",))],
+)
+def test_onnx_export_matches_pytorch(experiment, overrides, tmp_path):
+    best = export_a_short_fit(experiment, tmp_path, "dynamo", *overrides)
 
     model, data_class = model_from_checkpoint(str(best))
+    if overrides:  # the ensemble comes back from the checkpoint alone, both networks
+        assert len(model.net.members) == 2
     images = torch.rand(7, data_class.channels, *data_class.size)  # another batch size than the export's
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     (logits,) = session.run(["logits"], {"image": images.numpy()})
