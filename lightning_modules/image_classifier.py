@@ -132,12 +132,8 @@ class ImageClassifier(ClassifierSystem):
             self.configure_model()
 
     def add_class_layers(self, num_classes: int) -> None:
-        members = self.hparams.members
-        net = (
-            self.make_net(num_classes)
-            if members == 1
-            else Ensemble([self.make_net(num_classes) for _ in range(members)])
-        )
+        nets = [self.make_net(num_classes) for _ in range(self.hparams.members)]
+        net = nets[0] if len(nets) == 1 else Ensemble(nets)
         self.net = net.to(memory_format=torch.channels_last) if self.hparams.channels_last else net
         self.cutmix = CutMix(num_classes=num_classes)  # no parameters or buffers: checkpoints are unchanged
 
