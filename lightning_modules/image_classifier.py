@@ -146,7 +146,9 @@ class ImageClassifier(ClassifierSystem):
         logits = self.net(x)  # (V * B, classes), or (members, V * B, classes)
         if self.training:
             return logits  # an ensemble's members apart, each for its own loss
-        return logits.view(-1, len(views), len(views[0]), logits.size(-1)).mean((0, 1))  # (B, classes)
+        if len(views) > 1:
+            logits = logits.unflatten(-2, (len(views), -1)).mean(-3)  # the views' mean (the batch size stays dynamic)
+        return logits if logits.dim() == 2 else logits.mean(0)  # (B, classes): the members' mean
 
     def test_time_views(self, x: Tensor) -> list[Tensor]:
         """The image, shifted right and left by `shift_tta` pixels, and with `flip_tta` each one's mirror image
