@@ -28,12 +28,20 @@ def export_a_short_fit(experiment: str, tmp_path, exporter: str = "dynamo", *ove
     return best
 
 
+ENSEMBLE = ("--model.init_args.members=2",)  # fashion_resnet's two networks, each over six test-time views
+
+
 @pytest.mark.parametrize(
-    "experiment, overrides",
-    [("fashion_cnn", ()), ("cifar10_resnet18_finetune", ()), ("fashion_resnet", ("--model.init_args.members=2",))],
+    "experiment, exporter, overrides",
+    [
+        ("fashion_cnn", "dynamo", ()),
+        ("cifar10_resnet18_finetune", "dynamo", ()),
+        ("fashion_resnet", "dynamo", ENSEMBLE),
+        ("fashion_resnet", "torchscript", ENSEMBLE),
+    ],
 )
-def test_onnx_export_matches_pytorch(experiment, overrides, tmp_path):
-    best = export_a_short_fit(experiment, tmp_path, "dynamo", *overrides)
+def test_onnx_export_matches_pytorch(experiment, exporter, overrides, tmp_path):
+    best = export_a_short_fit(experiment, tmp_path, exporter, *overrides)
 
     model, data_class = model_from_checkpoint(str(best))
     if overrides:  # the ensemble comes back from the checkpoint alone, both networks
