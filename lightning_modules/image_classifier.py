@@ -189,7 +189,7 @@ class ImageClassifier(ClassifierSystem):
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         if self.global_step > 0 or batch_idx > 0:
             return
-        for net in self.net.members if isinstance(self.net, Ensemble) else [self.net]:
+        for net in self.net.modules():  # the network, or each member of an ensemble, that whitens its input
             if hasattr(net, "whiten_from"):
                 weight = net.whiten_from(batch["x"])
                 weight.copy_(self.trainer.strategy.broadcast(weight, src=0))  # every DDP rank starts from rank 0's
