@@ -29,10 +29,65 @@ from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch import Tensor
 
 from datamodules.in_memory import Columns, InMemoryDataModule
-from litlab.arithmetic import ArithmeticTokenizer
 from litlab.errors import LitlabError
 
 _EXPRESSION = re.compile(r"\s*(\d+)\s*([+-])\s*(\d+)\s*")
+
+
+class ArithmeticTokenizer:
+    """Characters of expressions and answers <-> token ids: pad 0, digits 1-10, '+' 11, '-' 12, bos 13, eos 14."""
+
+    PAD, MINUS, BOS, EOS = 0, 12, 13, 14
+    SYMBOLS = "0123456789+-"  # ids 1..12
+    vocab_size = 15
+    _ids = torch.full((128,), -1, dtype=torch.long)
+    _ids[torch.tensor([ord(c) for c in SYMBOLS])] = torch.arange(1, len(SYMBOLS) + 1)
+    _ids[ord(" ")] = PAD
+
+    @staticmethod
+    def source_len(digits: int) -> int:
+        return 2 * digits + 1
+
+    @staticmethod
+    def target_len(digits: int) -> int:
+        return digits + 3  # bos + at most digits+1 answer characters ("19998", "-9998") + eos
+
+    @classmethod
+    def answer_steps(cls, source_len: int) -> int:
+        """Tokens to generate (answer + eos) for sources of this width."""
+        return cls.target_len((source_len - 1) // 2) - 1
+
+    @classmethod
+    def encode(cls, texts: list[str], width: int) -> Tensor:
+        """(N, width) ids of ASCII texts over SYMBOLS, right-padded; one vectorised lookup for all texts."""
+        joined = "".join(text.ljust(width) for text in texts).encode("ascii")
+        codes = torch.frombuffer(bytearray(joined), dtype=torch.uint8).view(len(texts), width)
+        return cls._ids[codes.long()]
+
+    @classmethod
+    def encode_targets(cls, answers: list[str], digits: int) -> Tensor:
+        """(N, digits+3): bos, answer ids, eos, pad."""
+        n = len(answers)
+        tgt = torch.full((n, cls.target_len(digits)), cls.PAD, dtype=torch.long)
+        tgt[:, 0] = cls.BOS
+        tgt[:, 1 : digits + 2] = cls.encode(answers, digits + 1)
+        lengths = torch.tensor([len(a) for a in answers])
+        tgt[torch.arange(n), lengths + 1] = cls.EOS
+        return tgt
+
+    @classmethod
+    def decode(cls, ids: Tensor) -> list[str]:
+        """Rows of ids -> strings, stopping at the first eos and skipping pad/bos."""
+        texts = []
+        for row in ids.tolist():
+            chars = []
+            for i in row:
+                if i == cls.EOS:
+                    break
+                if 1 <= i <= len(cls.SYMBOLS):
+                    chars.append(cls.SYMBOLS[i - 1])
+            texts.append("".join(chars))
+        return texts
 
 
 def parse_expression(text: str, digits: int) -> tuple[int, str, int]:
@@ -80,7 +135,8 @@ def expression_key(a: Tensor, op: Tensor, b: Tensor, digits: int) -> Tensor:
 
 
 class ArithmeticData(InMemoryDataModule):
-    """Generated `a+b` / `a-b` expressions with their answers.
+    """Generated `a+b` / `a-b` expressions with their answers. What a model may read (`Experiment.from_data`):
+    `tokenizer`, the token ids and their text.
 
     Args:
         digits: operands have 1..digits digits.
@@ -94,6 +150,8 @@ class ArithmeticData(InMemoryDataModule):
             10), yet a near-tie subtraction is where the sign and the leading zeros depend on the last digits, and it
             is where a short schedule's errors remain. Val and test stay uniform.
     """
+
+    tokenizer = ArithmeticTokenizer
 
     def __init__(
         self,
@@ -112,7 +170,6 @@ class ArithmeticData(InMemoryDataModule):
         num_workers: NonNegativeInt = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, data_on_device, num_workers)
-        self.save_hyperparameters(logger=False)
         if digits < 1 or min(train_size, val_size, test_size) < 1:
             raise LitlabError(
                 f"digits and split sizes must be positive, got digits={digits}, sizes="

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.datasets.utils import download_and_extract_archive
 
+from datamodules.downloads import download_and_extract
 from datamodules.images import ImageClassData
-from litlab.errors import LitlabError, first_line
+from litlab.errors import LitlabError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -63,13 +63,8 @@ class CIFAR10Data(ImageClassData):
     def prepare_data(self) -> None:
         if not self.download or (self.data_dir / FOLDER).is_dir():
             return
-        try:
-            download_and_extract_archive(URL, str(self.data_dir), md5=ARCHIVE_MD5)
-        except (OSError, RuntimeError) as err:  # no connection, server down, checksum mismatch
-            raise LitlabError(
-                f"could not download CIFAR-10 into {self.data_dir} ({first_line(err)}): check the connection, or "
-                f"extract cifar-10-python.tar.gz there yourself"
-            ) from None
+        instead = ": check the connection, or extract cifar-10-python.tar.gz there yourself"
+        download_and_extract(URL, self.data_dir, FOLDER, md5=ARCHIVE_MD5, instead=instead)
 
     def load(self, train: bool) -> tuple[Tensor, Tensor]:
         folder = self.data_dir / FOLDER

@@ -5,8 +5,8 @@ each JPEG).
 `data_dir` holds `train/` and `test/` with `*.jpg` + `*.xml`; when it does not and `kagglehub` is installed and
 configured, `prepare_data` downloads the Kaggle dataset. Images are read by `voc` (any mode becomes RGB; what is
 skipped and why is logged), resized to `image_size` square and held as one uint8 tensor; boxes scale with them.
-Region proposals (`proposals`) are computed once per image in `prepare_data` and cached on disk under `cache_dir`;
-training batches hold several images, each with `rois_per_image` sampled proposals (`roi_sampling`).
+Region proposals (`proposals`) are computed once per image in `prepare_data` and cached on disk under `cache_dir`; a
+batch holds images with their boxes and proposals, which the detector samples and labels itself.
 """
 
 from __future__ import annotations
@@ -15,25 +15,73 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.data_module import DataModule
+from datamodules.detection_transforms import augment_detection
 from datamodules.images import predict_file_errors
-from datamodules.in_memory import batch_loader, trains_on_gpu
 from datamodules.proposals import ProposalCache
-from datamodules.roi_sampling import DetectionImages
 from datamodules.voc import VocFolder, read_image, read_voc_folder
 from litlab.errors import LitlabError
 
 KAGGLE_DATASET = "mbkinaci/fruit-images-for-object-detection"
 
 
-class FruitDetectionData(L.LightningDataModule):
-    """The fruit dataset (or any VOC folder pair `train/`, `test/`) as batches of images with boxes and RoIs;
-    predict batches also carry the files' names and original sizes (`name`, `size`). What a model may read
-    (`Experiment.from_data`): `classes`, `num_classes`.
+class DetectionImages(Dataset):
+    """Images held as one uint8 tensor with their boxes and proposals. A batch is `{"images": (B, 3, S, S) uint8,
+    "boxes", "labels", "proposals": lists of (G, 4), (G,), (K, 4), "index": (B,)}` (no proposals for detectors that
+    propose their own), for predict also "name" and "size" (the files' names and original (width, height)). With
+    `augment`, each image is flipped, zoomed and colour-jittered with its boxes and proposals
+    (`detection_transforms`)."""
+
+    def __init__(
+        self,
+        images: Tensor,
+        boxes: list[Tensor],
+        labels: list[Tensor],
+        proposals: list[Tensor] | None,
+        augment: bool = False,
+        scale_jitter: float = 0.0,
+        colour_jitter: float = 0.0,
+        names: list[str] | None = None,
+        sizes: list[tuple[int, int]] | None = None,
+    ) -> None:
+        self.images, self.boxes, self.labels, self.proposals = images, boxes, labels, proposals
+        self.augment, self.scale_jitter, self.colour_jitter = augment, scale_jitter, colour_jitter
+        self.names, self.sizes = names, sizes
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, indices: list[int]) -> dict:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[index]
+        boxes, labels = [self.boxes[i] for i in indices], [self.labels[i] for i in indices]
+        proposals = None if self.proposals is None else [self.proposals[i] for i in indices]
+        if self.augment:
+            images = images.clone()
+            for b in range(len(indices)):
+                found = None if proposals is None else proposals[b]
+                images[b], boxes[b], labels[b], found = augment_detection(
+                    images[b], boxes[b], labels[b], found, self.scale_jitter, self.colour_jitter
+                )
+                if proposals is not None:
+                    proposals[b] = found
+        batch = {"images": images, "boxes": boxes, "labels": labels, "index": index}
+        if proposals is not None:
+            batch["proposals"] = proposals
+        if self.names is not None:
+            batch.update(name=[self.names[i] for i in indices], size=[self.sizes[i] for i in indices])
+        return batch
+
+
+class FruitDetectionData(DataModule):
+    """The fruit dataset (or any VOC folder pair `train/`, `test/`) as batches of images with boxes and proposals
+    (`DetectionImages`). What a model may read (`Experiment.from_data`): `classes`, `num_classes`, `image_size`,
+    `proposals` (the proposal method, "none" when there are none).
 
     Args:
         data_dir: the folder holding `train/` and `test/` (searched one and two levels down too, as Kaggle unpacks).
@@ -46,11 +94,10 @@ class FruitDetectionData(L.LightningDataModule):
             propose their own (Faster R-CNN).
         max_proposals: selective-search boxes kept per image (before the border and grid boxes).
         cache_dir: proposal cache (default: `<data_dir>/proposals`).
-        rois_per_image, fg_fraction: RoIs sampled per training image, and the foreground share.
         augment: flip training images (p = 0.5) with their boxes and proposals; with `scale_jitter` > 0, zoom them
             in or out by up to 1 + scale_jitter; with `colour_jitter` > 0, scale brightness, contrast and saturation
             by up to that fraction.
-        batch_size, eval_batch_size, num_workers: loader settings.
+        batch_size, eval_batch_size, num_workers: see `DataModule`.
         predict_files: images to detect objects in with `litlab predict`.
     """
 
@@ -65,8 +112,6 @@ class FruitDetectionData(L.LightningDataModule):
         proposals: Literal["fast", "quality", "none"] = "fast",
         max_proposals: PositiveInt = 1000,
         cache_dir: Path | None = None,
-        rois_per_image: PositiveInt = 64,
-        fg_fraction: ClosedUnitInterval = 0.25,
         augment: bool = False,
         scale_jitter: NonNegativeFloat = 0.0,
         colour_jitter: ClosedUnitInterval = 0.0,
@@ -75,8 +120,7 @@ class FruitDetectionData(L.LightningDataModule):
         num_workers: NonNegativeInt = 0,
         predict_files: list[Path] | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(logger=False)
+        super().__init__(batch_size, eval_batch_size, num_workers)
         self.splits: dict[str, DetectionImages] = {}
         self._folder_contents: dict[Path, VocFolder] = {}
 
@@ -88,6 +132,16 @@ class FruitDetectionData(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.hparams.classes)
+
+    @property
+    def image_size(self) -> int:
+        """The side of the square images arrive at."""
+        return self.hparams.image_size
+
+    @property
+    def proposals(self) -> str:
+        """How each image's region proposals are made: "fast" or "quality" selective search, or "none"."""
+        return self.hparams.proposals
 
     def _folders(self) -> tuple[Path, Path] | None:
         """`train/` and `test/` with VOC files, in `data_dir` or up to two levels down (Kaggle unpacks them into
@@ -159,27 +213,20 @@ class FruitDetectionData(L.LightningDataModule):
                 [boxes[i] for i in ids],
                 [labels[i] for i in ids],
                 proposals,
-                hp.rois_per_image if split == "train" else 0,
-                hp.fg_fraction,
                 augment=hp.augment and split == "train",
                 scale_jitter=hp.scale_jitter,
                 colour_jitter=hp.colour_jitter,
             )
         self._folder_contents.clear()  # held by the splits now
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        hp = self.hparams
-        size = hp.batch_size if train else hp.eval_batch_size or hp.batch_size
-        return batch_loader(dataset, hp.num_workers, trains_on_gpu(self.trainer), batch_size=size, shuffle=train)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["train"], train=True)
+        return self.loader(self.splits["train"], train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["val"], train=False)
+        return self.loader(self.splits["val"])
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits["test"], train=False)
+        return self.loader(self.splits["test"])
 
     def predict_dataloader(self) -> DataLoader:
         files = [Path(f) for f in self.hparams.predict_files or []]
@@ -197,4 +244,4 @@ class FruitDetectionData(L.LightningDataModule):
         no_labels = [torch.zeros(0, dtype=torch.long)] * len(files)
         names = [str(f) for f in files]
         dataset = DetectionImages(torch.stack(images), empty, no_labels, proposals, names=names, sizes=sizes)
-        return self._loader(dataset, train=False)
+        return self.loader(dataset)

@@ -171,7 +171,6 @@ class ImageClassData(InMemoryDataModule):
             batch_size, eval_batch_size, data_on_device, num_workers: see `InMemoryDataModule`.
         """
         super().__init__(batch_size, eval_batch_size, data_on_device, num_workers)
-        self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.download = download
         self.val_size = val_size

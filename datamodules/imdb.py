@@ -3,93 +3,36 @@
 The standard split: the 25k training reviews (`val_size` of them drawn with a seeded generator for validation: random
 reviews, or with `val_split: movies` whole runs of consecutive ids, so that, as in test, their movies are unseen) and
 the 25k test reviews. `split: notebook` pools all 50k and re-splits 45k/5k as the notebook did. Labels: `binary` (the
-folder, neg/pos) or `rating8` (the score in the file name `<id>_<score>.txt`, 1-4 and 7-10, as 8 classes).
+folder, neg/pos) or `rating8` (the score in the file name `<id>_<score>.txt`, 1-4 and 7-10, as 8 classes). Reading
+and splitting: `imdb_reviews`.
 
 Reviews are tokenised once per process, held as one flat tensor per split and padded per batch to the batch's longest
-review, with batches of similar lengths (`datamodules.text_batches`). Two tokenisers:
-
-- `tokenizer: words`: lower case, `<br />` removed, a regex for words (and `!`, `?`); the vocabulary is the
-  `vocab_size` most frequent training words (never val/test), id 0 padding, 1 unknown. It travels in the checkpoint
-  (`state_dict`), so test/predict from a checkpoint read it back;
-- any other value: a Hugging Face tokenizer name or folder (`AutoTokenizer`), fetched in `prepare_data`.
+review, with batches of similar lengths (`text_batches`). The tokenizer (`tokenizers`): `words`, whose vocabulary is
+the `vocab_size` most frequent training words (never val/test), kept in the checkpoint; or any Hugging Face tokenizer
+name or folder, fetched in `prepare_data`.
 
     litlab fit --config configs/imdb_bilstm.yaml --data.data_dir ~/data    # where aclImdb/ is (downloaded if absent)
 """
 
 from __future__ import annotations
 
-import re
-import shutil
-import tempfile
-from collections import Counter
-from itertools import chain
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
-import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from datamodules.in_memory import trains_on_gpu
-from datamodules.text_batches import Ragged, Sequences, length_batched_loader, read_predict_file
+from datamodules.data_module import DataModule
+from datamodules.downloads import download_and_extract
+from datamodules.imdb_reviews import ACL_IMDB, ACL_IMDB_MD5, RATINGS, split_reviews
+from datamodules.text_batches import Ragged, Sequences, length_batches
+from datamodules.texts import read_predict_file
+from datamodules.tokenizers import HubTokenizer, WordTokenizer, words
 from litlab.errors import LitlabError
-from litlab.hf_models import load_tokenizer
-
-ACL_IMDB = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
-ACL_IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
-RATINGS = (1, 2, 3, 4, 7, 8, 9, 10)  # rating8 class i is the score RATINGS[i]; 5 and 6 are not in the dataset
-_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]")
-_FILE = re.compile(r"^(\d+)_(\d+)\.txt$")
-MOVIE_RUN = 250  # ids per run of `val_split: movies`: aclImdb numbers one movie's reviews consecutively in a folder
 
 
-def words(text: str) -> list[str]:
-    """The word tokeniser: lower case, HTML line breaks removed, words (with an apostrophe's suffix) and `!`/`?`."""
-    return _WORD.findall(_BREAK.sub(" ", text.lower()))
-
-
-class WordVocab:
-    """Words <-> ids: 0 is padding, 1 any word outside the vocabulary, 2.. the words, most frequent first."""
-
-    PAD, UNKNOWN = 0, 1
-
-    def __init__(self, words: list[str]) -> None:
-        self.words = words
-        self.ids = {word: i + 2 for i, word in enumerate(words)}
-
-    @classmethod
-    def build(cls, tokenised: list[list[str]], size: int, min_count: int = 1) -> WordVocab:
-        counts = Counter(chain.from_iterable(tokenised))
-        return cls([word for word, count in counts.most_common(size) if count >= min_count])
-
-    def __len__(self) -> int:
-        return len(self.words) + 2
-
-    def encode(self, tokens: list[str]) -> list[int]:
-        get = self.ids.get
-        return [get(token, self.UNKNOWN) for token in tokens]
-
-
-def read_reviews(folder: Path, labels: str) -> tuple[list[str], Tensor, Tensor]:
-    """Texts, labels and movie runs of `<folder>/{neg,pos}/<id>_<score>.txt` (sorted by file name, so the order is
-    fixed). A review's run is (its folder: 0 neg, 1 pos; its block of `MOVIE_RUN` consecutive ids there): the reviews
-    of one movie in a folder share a run, but for the movies cut by a run's ends."""
-    texts, targets, runs = [], [], []
-    for polarity, name in enumerate(("neg", "pos")):
-        for file in sorted((folder / name).glob("*.txt")):
-            match = _FILE.match(file.name)
-            if not match or int(match.group(2)) not in RATINGS:
-                raise LitlabError(f"{file}: not an aclImdb review file name (<id>_<score>.txt, score 1-4 or 7-10)")
-            texts.append(file.read_text(encoding="utf-8", errors="replace"))
-            targets.append(polarity if labels == "binary" else RATINGS.index(int(match.group(2))))
-            runs.append((polarity, int(match.group(1)) // MOVIE_RUN))
-    return texts, torch.tensor(targets, dtype=torch.long), torch.tensor(runs, dtype=torch.long).reshape(-1, 2)
-
-
-class ImdbData(L.LightningDataModule):
+class ImdbData(DataModule):
     """IMDB reviews as padded token batches `{"ids", "lengths", "index", "y"}`, with the reviews' `text` in validation
     and test batches and the inputs' `name` in predict batches. What a model may read (`Experiment.from_data`):
     `classes`, `num_classes`, `vocab_size`, `pad_id`, `unknown_id` (word dropout's id), `words_vocab` (the word
@@ -108,10 +51,9 @@ class ImdbData(L.LightningDataModule):
         tokenizer: "words", or a Hugging Face tokenizer name/folder (e.g. "distilbert-base-uncased").
         vocab_size, min_count: the word vocabulary's size and a word's minimum count in the training reviews.
         max_len: tokens kept per review (its beginning).
-        batch_size, eval_batch_size: batch sizes per device (eval default: twice batch_size; no gradients).
+        batch_size, eval_batch_size, num_workers: see `DataModule`.
         bucket: batch reviews of similar length (False: plain random batches, for comparison).
         pad_to_multiple: a batch's length is rounded up to a multiple of this (tensor-core shapes on GPUs).
-        num_workers: loader processes (0: batches are gathered from in-memory tensors in the main process).
         predict_texts, predict_files: reviews to classify with `litlab predict` (strings, or UTF-8 text files).
     """
 
@@ -136,14 +78,12 @@ class ImdbData(L.LightningDataModule):
         predict_texts: list[str] | None = None,
         predict_files: list[Path] | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(logger=False)
-        self.vocab: WordVocab | None = None
-        self._train_words: list[list[str]] | None = None
+        super().__init__(batch_size, eval_batch_size, num_workers)
         self.texts: dict[str, list[str]] = {}
         self.targets: dict[str, Tensor] = {}
         self.datasets: dict[str, Sequences] = {}
-        self._hf_tokenizer = None
+        self._train_words: list[list[str]] | None = None
+        self._tokenizer: WordTokenizer | HubTokenizer | None = None
 
     # ----- what the models need to know
     @property
@@ -155,31 +95,36 @@ class ImdbData(L.LightningDataModule):
         return len(self.classes)
 
     @property
-    def words_vocab(self) -> WordVocab:
-        if self.vocab is None:
+    def tokenizer(self) -> WordTokenizer | HubTokenizer:
+        """The word tokenizer of the training reviews' vocabulary (kept in checkpoints), or the Hugging Face one."""
+        if self.hparams.tokenizer != "words":
+            self._tokenizer = self._tokenizer or HubTokenizer(self.hparams.tokenizer)
+        elif "vocab" not in self.learned:
             raise LitlabError("the word vocabulary is built by `fit` and stored in its checkpoint: pass --ckpt_path")
-        return self.vocab
+        elif self._tokenizer is None or self._tokenizer.words != self.learned["vocab"]:  # new, or a checkpoint's
+            self._tokenizer = WordTokenizer(self.learned["vocab"])
+        return self._tokenizer
+
+    @property
+    def words_vocab(self) -> WordTokenizer:
+        """The word tokenizer (its `words`: what GloVe vectors are looked up by)."""
+        if self.hparams.tokenizer != "words":
+            raise LitlabError("pretrained word vectors (glove_path) need --data.tokenizer=words")
+        return self.tokenizer
 
     @property
     def vocab_size(self) -> int:
-        return len(self.words_vocab) if self.hparams.tokenizer == "words" else len(self.hf_tokenizer)
+        return len(self.tokenizer)
 
     @property
     def pad_id(self) -> int:
-        return WordVocab.PAD if self.hparams.tokenizer == "words" else self.hf_tokenizer.pad_token_id
+        return self.tokenizer.pad_id
 
     @property
     def unknown_id(self) -> int:
-        unknown = WordVocab.UNKNOWN if self.hparams.tokenizer == "words" else self.hf_tokenizer.unk_token_id
-        if unknown is None:
+        if (unknown := self.tokenizer.unknown_id) is None:
             raise LitlabError(f"{self.hparams.tokenizer} has no unknown token for --model.init_args.word_dropout")
         return unknown
-
-    @property
-    def hf_tokenizer(self):
-        if self._hf_tokenizer is None:
-            self._hf_tokenizer = load_tokenizer(self.hparams.tokenizer)
-        return self._hf_tokenizer
 
     # ----- data on disk
     @property
@@ -192,100 +137,43 @@ class ImdbData(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.hparams.tokenizer != "words":
-            load_tokenizer(self.hparams.tokenizer)  # rank 0 fills the Hugging Face cache
-        if not self._missing() or not self.hparams.download:
+            HubTokenizer(self.hparams.tokenizer)  # rank 0 fills the Hugging Face cache
+        if self._missing() and self.hparams.download:
+            instead = f": check the connection, or extract {ACL_IMDB} and pass --data.data_dir"
+            download_and_extract(ACL_IMDB, Path(self.hparams.data_dir), "aclImdb", md5=ACL_IMDB_MD5, instead=instead)
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict" or self.texts:  # read once per process
             return
-        from torchvision.datasets.utils import download_and_extract_archive
-
-        folder = Path(self.hparams.data_dir).expanduser()
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder) as unpacked:  # a whole aclImdb/ appears, or none
-            try:
-                download_and_extract_archive(ACL_IMDB, folder, unpacked, md5=ACL_IMDB_MD5)
-            except (OSError, RuntimeError) as err:
-                raise LitlabError(
-                    f"could not download IMDB into {folder} ({str(err)[:120]}): check the connection, or extract "
-                    f"{ACL_IMDB} and pass --data.data_dir"
-                ) from None
-            shutil.move(Path(unpacked) / "aclImdb", folder / "aclImdb")
-
-    def _read(self) -> None:
         if self._missing():
             raise LitlabError(
                 f"no IMDB reviews in {self.root} (looked for train/ and test/ with neg/ and pos/): pass "
                 f"--data.download=true, or --data.data_dir to the folder of an extracted {ACL_IMDB}"
             )
-        labels = self.hparams.labels
-        train, train_y, runs = read_reviews(self.root / "train", labels)
-        test, test_y, _ = read_reviews(self.root / "test", labels)
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        if self.hparams.split == "notebook":  # 45k/5k of the pooled 50k
-            if self.hparams.val_split == "movies":
-                raise LitlabError("--data.val_split=movies needs --data.split=standard (the notebook's is random)")
-            pooled, pooled_y = train + test, torch.cat([train_y, test_y])
-            order = torch.randperm(len(pooled), generator=generator)
-            cut = len(pooled) * 9 // 10
-            train, train_y = [pooled[i] for i in order[:cut]], pooled_y[order[:cut]]
-            test, test_y = [pooled[i] for i in order[cut:]], pooled_y[order[cut:]]
-        if not 0 < self.hparams.val_size < len(train):
-            raise LitlabError(f"--data.val_size={self.hparams.val_size}: must be between 1 and {len(train) - 1}")
-        if self.hparams.val_split == "movies":  # runs in a random order, neg and pos in turn, a run's reviews together
-            folder, block = runs.unbind(1)
-            rank = torch.rand(2, int(block.max()) + 1, generator=generator).argsort(1).argsort(1)
-            order = (rank[folder, block] * 2 + folder).argsort(stable=True).tolist()
-        else:
-            order = torch.randperm(len(train), generator=generator).tolist()
-        val_ids, train_ids = order[: self.hparams.val_size], order[self.hparams.val_size :]
-        self.texts = {"train": [train[i] for i in train_ids], "val": [train[i] for i in val_ids], "test": test}
-        self.targets = {"train": train_y[train_ids], "val": train_y[val_ids], "test": test_y}
-
-    def setup(self, stage: str) -> None:
-        if stage == "predict" or self.texts:  # read once per process
-            return
-        self._read()
-        if self.hparams.tokenizer == "words" and self.vocab is None:  # from the training reviews only
+        hp = self.hparams
+        self.texts, self.targets = split_reviews(self.root, hp.labels, hp.split, hp.val_split, hp.val_size, hp.seed)
+        if hp.tokenizer == "words" and "vocab" not in self.learned:  # from the training reviews only
             self._train_words = [words(text) for text in self.texts["train"]]  # encoded from these, not re-split
-            self.vocab = WordVocab.build(self._train_words, self.hparams.vocab_size, self.hparams.min_count)
-
-    # ----- the vocabulary travels with the checkpoint
-    def state_dict(self) -> dict:
-        return {"vocab": self.vocab.words} if self.vocab is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "vocab" in state:
-            self.vocab = WordVocab(list(state["vocab"]))
+            self.learned["vocab"] = WordTokenizer.build(self._train_words, hp.vocab_size, hp.min_count).words
 
     # ----- tokens
-    def encode(self, texts: list[str], tokenised: list[list[str]] | None = None) -> tuple[Tensor, Tensor]:
-        """(all tokens back to back, per-text lengths), each text cut to `max_len` tokens; `tokenised`: the texts
-        already split into words."""
-        cut = self.hparams.max_len
-        if self.hparams.tokenizer == "words":
-            vocab = self.words_vocab
-            encoded = [vocab.encode(tokens[:cut]) for tokens in tokenised or map(words, texts)]
-        else:  # never past the model's position table, which the tokenizer records (512 for BERT and DistilBERT)
-            cut = min(cut, self.hf_tokenizer.model_max_length)
-            encoded = self.hf_tokenizer(texts, truncation=True, max_length=cut)["input_ids"]
-        ragged = Ragged.from_lists(encoded)
-        return ragged.tokens, ragged.lengths
+    def encode(self, texts: list[str], tokenised: list[list[str]] | None = None) -> Ragged:
+        """All tokens back to back with per-text lengths, each text cut to `max_len` tokens."""
+        return Ragged.from_lists(self.tokenizer.encode(texts, self.hparams.max_len, tokenised))
 
     def _dataset(self, split: str) -> Sequences:
         if split not in self.datasets:  # tokenised once, after the vocabulary is known (fit or checkpoint)
-            tokenised = self._train_words if split == "train" else None  # split into words once, for the vocabulary
-            tokens, lengths = self.encode(self.texts[split], tokenised)
-            if split == "train":
-                self._train_words = None
+            tokenised, self._train_words = (self._train_words, None) if split == "train" else (None, self._train_words)
             texts = {} if split == "train" else {"text": self.texts[split]}  # what evaluation may show
             self.datasets[split] = Sequences(
-                tokens, lengths, self.pad_id, self.hparams.pad_to_multiple, y=self.targets[split], **texts
-            )
+                self.encode(self.texts[split], tokenised), self.pad_id, self.hparams.pad_to_multiple,
+                y=self.targets[split], **texts,
+            )  # fmt: skip
         return self.datasets[split]
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset, hp = self._dataset(split), self.hparams
-        batch_size = hp.batch_size if train else hp.eval_batch_size or 2 * hp.batch_size
-        on_gpu = trains_on_gpu(self.trainer)
-        return length_batched_loader(dataset, dataset.lengths, batch_size, train, hp.num_workers, on_gpu, hp.bucket)
+        dataset, size = self._dataset(split), self.batch_size if train else self.eval_batch_size
+        return self.loader(dataset, batch_sampler=length_batches(dataset, size, train, self.hparams.bucket))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -309,10 +197,10 @@ class ImdbData(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         items = self.predict_inputs()  # (the text or the file's name, the review)
-        tokens, lengths = self.encode([text for _, text in items])
-        for (given, text), length in zip(items, lengths.tolist()):
+        tokens = self.encode([text for _, text in items])
+        for (given, text), length in zip(items, tokens.lengths.tolist()):
             if length == 0 or not text.strip():
                 raise LitlabError(f"predict input {given[:60]!r} is empty (no words to classify)")
         names = [given for given, _ in items]  # what predictions are labelled with
-        dataset = Sequences(tokens, lengths, self.pad_id, self.hparams.pad_to_multiple, name=names)
-        return length_batched_loader(dataset, lengths, 32, train=False, bucket=False)
+        dataset = Sequences(tokens, self.pad_id, self.hparams.pad_to_multiple, name=names)
+        return self.loader(dataset, batch_sampler=length_batches(dataset, self.eval_batch_size, False, bucket=False))

@@ -1,18 +1,17 @@
 """Small datasets held whole as tensors, optionally on the training device.
 
 A batch is gathered with one index operation per column (`TensorColumns.__getitems__`, which the DataLoader calls with
-the batch's indices), never item by item and never collated. The loaders are plain DataLoaders with the standard
-samplers, so Lightning still injects its `DistributedSampler` under DDP (each rank sees its own shard), turns shuffling
-off for `overfit_batches`, and tracks predict indices.
+the batch's indices), never item by item and never collated (`data_module.DataModule.loader`).
 """
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from datamodules.data_module import DataModule
 
 Columns = dict[str, Tensor | list]  # a list column holds what a model shows but never computes on (file names)
 
@@ -56,39 +55,14 @@ class TensorColumns(Dataset):
         return {name: gather(c, index if isinstance(c, Tensor) else on_host) for name, c in self.columns.items()}
 
 
-def keep_batch(batch: Columns) -> Columns:
-    """The dataset already returns a collated batch."""
-    return batch
-
-
-def trains_on_gpu(trainer: L.Trainer | None) -> bool:
-    return trainer is not None and trainer.strategy.root_device.type == "cuda"
-
-
-def batch_loader(dataset: Dataset, num_workers: int = 0, pin_memory: bool = False, **sampling) -> DataLoader:
-    """The DataLoader every litlab DataModule uses: over a dataset whose `__getitems__` returns whole batches (never
-    collated item by item), workers kept alive between epochs when there are any; `sampling` is the DataLoader's
-    batch_size / shuffle / sampler / batch_sampler."""
-    return DataLoader(
-        dataset,
-        collate_fn=keep_batch,
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        pin_memory=pin_memory,
-        **sampling,
-    )
-
-
-class InMemoryDataModule(L.LightningDataModule):
+class InMemoryDataModule(DataModule):
     """Base for datasets that fit in memory: subclasses build each split as a dict of tensors in `make_split`.
 
     Args:
-        batch_size: training batch size per device.
-        eval_batch_size: validation/test/predict batch size per device (default: `batch_size`).
+        batch_size, eval_batch_size, num_workers: see `DataModule`; 0 workers is right for these datasets (a batch is
+            one index operation per column), and workers need the data on the host.
         data_on_device: hold the tensors on the training device (no host-to-device copy per batch);
             `None` means yes on a GPU, no on the CPU.
-        num_workers: loader processes; 0 is right for these datasets (a batch is one index op per column), and
-            workers need the data on the host.
         full_batch_steps: when `batch_size` covers the whole training set (full-batch gradient descent, single
             process), optimizer steps per epoch; each is over the whole set, without any indexing.
     """
@@ -101,13 +75,8 @@ class InMemoryDataModule(L.LightningDataModule):
         num_workers: NonNegativeInt = 0,
         full_batch_steps: PositiveInt = 1,
     ) -> None:
-        super().__init__()
-        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
-            raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        super().__init__(batch_size, eval_batch_size, num_workers)
         self.data_on_device = data_on_device
-        self.num_workers = num_workers
         self.full_batch_steps = full_batch_steps
         self.splits: dict[str, Columns] = {}
 
@@ -129,29 +98,23 @@ class InMemoryDataModule(L.LightningDataModule):
                 columns = self.make_split(split).items()
                 self.splits[split] = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in columns}
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+    def split_loader(self, split: str) -> DataLoader:
         dataset = TensorColumns(self.splits[split])
-        if shuffle and self.batch_size >= len(dataset) and (self.trainer is None or self.trainer.world_size == 1):
-            # full-batch gradient descent: every step is the whole set, whose order does not matter, so no indexing
-            steps = [slice(None)] * self.full_batch_steps
-            return batch_loader(dataset, batch_size=None, sampler=steps)
+        train = split == "train"
         on_host = all(c.device.type == "cpu" for c in dataset.columns.values() if isinstance(c, Tensor))
-        return batch_loader(
-            dataset,
-            self.num_workers,
-            pin_memory=on_host and trains_on_gpu(self.trainer),
-            batch_size=self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
-        )
+        if train and self.batch_size >= len(dataset) and (self.trainer is None or self.trainer.world_size == 1):
+            # full-batch gradient descent: every step is the whole set, whose order does not matter, so no indexing
+            return self.loader(dataset, on_host=on_host, sampler=[slice(None)] * self.full_batch_steps, batch_size=None)
+        return self.loader(dataset, train, on_host)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self.split_loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self.split_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+        return self.split_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
+        return self.split_loader("predict")

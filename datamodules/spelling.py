@@ -11,7 +11,7 @@ correct, so the model learns to leave good text alone. Training noise is drawn a
 `seed` and the epoch: the training loader is rebuilt every epoch); val/test noise is fixed.
 
 Tokenizer: a Hugging Face one by name (`facebook/bart-base`), or `train`: a byte-level BPE trained on the training
-segments here, kept in the checkpoint (`state_dict`).
+segments here, kept in the checkpoint (`tokenizers.train_bpe`).
 """
 
 from __future__ import annotations
@@ -19,51 +19,18 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import lightning as L
 import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.char_corpus import corpus_files, fetch_corpus, read_corpus
-from datamodules.in_memory import gather, trains_on_gpu
+from datamodules.data_module import DataModule
+from datamodules.in_memory import gather
 from datamodules.spelling_noise import add_noise, make_segments
-from datamodules.text_batches import Ragged, length_batched_loader, read_predict_file
+from datamodules.text_batches import Ragged, length_batches
+from datamodules.texts import corpus_files, fetch_corpus, read_corpus, read_predict_file
+from datamodules.tokenizers import HubTokenizer, bpe_tokenizer, train_bpe
 from litlab.errors import LitlabError
-from litlab.hf_models import load_tokenizer
-
-SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # BART's ids 0-3
-
-
-def train_tokenizer(texts: list[str], vocab_size: int):
-    """A byte-level BPE (BART's special tokens at ids 0-4) trained on `texts`, as a Hugging Face fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
-    )
-    return wrap_tokenizer(tokenizer.to_str())
-
-
-def wrap_tokenizer(serialised: str):
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(serialised),
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        mask_token="<mask>",
-    )
 
 
 class Pairs(Dataset):
@@ -73,6 +40,7 @@ class Pairs(Dataset):
 
     def __init__(self, inputs: Ragged, targets: Ragged, pad_id: int, **texts: list[str]) -> None:
         self.inputs, self.targets, self.pad_id, self.texts = inputs, targets, pad_id, texts
+        self.lengths = inputs.lengths  # what batches are bucketed by
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -90,7 +58,7 @@ class Pairs(Dataset):
         }
 
 
-class SpellingData(L.LightningDataModule):
+class SpellingData(DataModule):
     """Clean text segments and their noisy copies as token batches (see the module docstring).
 
     Args:
@@ -105,7 +73,7 @@ class SpellingData(L.LightningDataModule):
         verb_rate, plural_rate, punctuation_rate, replace_rate, swap_rate, lowercase_rate: per word (or mark) rates.
         clean_fraction: inputs left without errors.
         max_len: tokens kept per sequence.
-        batch_size, eval_batch_size, num_workers: loader settings (eval default: batch_size).
+        batch_size, eval_batch_size, num_workers: see `DataModule`.
         predict_texts, predict_files: text to correct with `litlab predict` (strings, or files with one per line).
 
     What a model may read (`Experiment.from_data`): `tokenizer`, `vocab_size`. Validation and test batches carry
@@ -138,12 +106,11 @@ class SpellingData(L.LightningDataModule):
         predict_texts: list[str] | None = None,
         predict_files: list[Path] | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(logger=False)
+        super().__init__(batch_size, eval_batch_size, num_workers)
         self.segments: dict[str, list[str]] = {}
         self.noisy: dict[str, list[str]] = {}
         self._tokenizer = None
-        self._trained: str | None = None  # a trained tokenizer, serialised (kept in the checkpoint)
+        self._trained: str | None = None  # the BPE `_tokenizer` was read from
         self._fixed: dict[str, Pairs] = {}
 
     @property
@@ -160,13 +127,13 @@ class SpellingData(L.LightningDataModule):
 
     @property
     def tokenizer(self):
-        if self._tokenizer is None:
-            if self.hparams.tokenizer != "train":
-                self._tokenizer = load_tokenizer(self.hparams.tokenizer)
-            elif self._trained is not None:
-                self._tokenizer = wrap_tokenizer(self._trained)
-            else:
-                raise LitlabError("the tokenizer is trained by `fit` and stored in its checkpoint: pass --ckpt_path")
+        """The Hugging Face tokenizer: the one named, or the BPE trained by `fit` (kept in checkpoints)."""
+        if self.hparams.tokenizer != "train":
+            self._tokenizer = self._tokenizer or HubTokenizer(self.hparams.tokenizer).tokenizer
+        elif "tokenizer" not in self.learned:
+            raise LitlabError("the tokenizer is trained by `fit` and stored in its checkpoint: pass --ckpt_path")
+        elif self._tokenizer is None or self._trained != self.learned["tokenizer"]:  # new, or a checkpoint's
+            self._tokenizer, self._trained = bpe_tokenizer(self.learned["tokenizer"]), self.learned["tokenizer"]
         return self._tokenizer
 
     def _files(self) -> list[Path]:
@@ -175,7 +142,7 @@ class SpellingData(L.LightningDataModule):
     def prepare_data(self) -> None:
         fetch_corpus(self.hparams.text_files, self.hparams.urls, self.hparams.data_dir)
         if self.hparams.tokenizer != "train":
-            load_tokenizer(self.hparams.tokenizer)  # rank 0 fills the cache
+            HubTokenizer(self.hparams.tokenizer)  # rank 0 fills the cache
 
     def noise(self, texts: list[str], stream: int) -> list[str]:
         """Noisy copies of `texts`, the same for the same seed and stream (the epoch; -1 val, -2 test)."""
@@ -198,16 +165,8 @@ class SpellingData(L.LightningDataModule):
             "train": segments[n_val + n_test :],
         }
         self.noisy = {"val": self.noise(self.segments["val"], -1), "test": self.noise(self.segments["test"], -2)}
-        if hp.tokenizer == "train" and self._trained is None:
-            self._tokenizer = train_tokenizer(self.segments["train"], hp.vocab_size)
-            self._trained = self._tokenizer.backend_tokenizer.to_str()
-
-    def state_dict(self) -> dict:
-        return {"tokenizer": self._trained} if self._trained is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("tokenizer"):
-            self._trained, self._tokenizer = state["tokenizer"], None
+        if hp.tokenizer == "train" and "tokenizer" not in self.learned:
+            self.learned["tokenizer"] = train_bpe(self.segments["train"], hp.vocab_size)
 
     @property
     def vocab_size(self) -> int:
@@ -220,10 +179,8 @@ class SpellingData(L.LightningDataModule):
         return Pairs(self.encode(noisy), self.encode(clean), self.tokenizer.pad_token_id, **texts)
 
     def _loader(self, dataset: Pairs, train: bool) -> DataLoader:
-        hp = self.hparams
-        size = hp.batch_size if train else hp.eval_batch_size or hp.batch_size
-        on_gpu = trains_on_gpu(self.trainer)
-        return length_batched_loader(dataset, dataset.inputs.lengths, size, train, hp.num_workers, on_gpu)
+        size = self.batch_size if train else self.eval_batch_size
+        return self.loader(dataset, batch_sampler=length_batches(dataset, size, train))
 
     def train_dataloader(self) -> DataLoader:
         # rebuilt every epoch (the config sets `reload_dataloaders_every_n_epochs: 1`): this epoch's noise
@@ -260,4 +217,4 @@ class SpellingData(L.LightningDataModule):
         texts = self.predict_inputs()
         inputs = self.encode(texts)
         dataset = Pairs(inputs, inputs, self.tokenizer.pad_token_id, source=texts)
-        return length_batched_loader(dataset, inputs.lengths, 16, train=False, bucket=False)
+        return self.loader(dataset, batch_sampler=length_batches(dataset, self.eval_batch_size, False, bucket=False))

@@ -10,14 +10,12 @@ so Lightning swaps in its `DistributedSampler` under DDP and a sequential one fo
 from __future__ import annotations
 
 from itertools import chain
-from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from datamodules.in_memory import batch_loader, gather
-from litlab.errors import LitlabError
+from datamodules.in_memory import gather
 
 
 class Ragged:
@@ -52,13 +50,11 @@ class Sequences(Dataset):
     """Token sequences with per-sequence columns (e.g. labels); a batch is
     `{"ids": (B, T) padded with pad_id, "lengths": (B,), "index": (B,), **columns}` (see `Ragged.batch`)."""
 
-    def __init__(
-        self, tokens: Tensor, lengths: Tensor, pad_id: int, multiple: int = 8, **columns: Tensor | list
-    ) -> None:
-        self.sequences = Ragged(tokens, lengths)
-        if any(len(c) != len(lengths) for c in columns.values()):
+    def __init__(self, sequences: Ragged, pad_id: int, multiple: int = 8, **columns: Tensor | list) -> None:
+        if any(len(c) != len(sequences) for c in columns.values()):
             raise ValueError("every column must have one entry per sequence")
-        self.lengths, self.pad_id, self.multiple, self.columns = lengths, pad_id, multiple, columns
+        self.sequences, self.lengths = sequences, sequences.lengths
+        self.pad_id, self.multiple, self.columns = pad_id, multiple, columns
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -106,28 +102,10 @@ def padding_fraction(batches: list[list[int]], lengths: Tensor) -> float:
     return 1.0 - sum(int(lengths[b].sum()) for b in batches) / cells
 
 
-def length_batched_loader(
-    dataset: Dataset,
-    lengths: Tensor,
-    batch_size: int,
-    train: bool,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-    bucket: bool = True,
-) -> DataLoader:
-    """A DataLoader over `dataset` (whose `__getitems__` returns whole batches): shuffled for training, in batches of
-    similar `lengths` unless `bucket` is False."""
+def length_batches(dataset: Dataset, batch_size: int, train: bool, bucket: bool = True) -> BatchSampler:
+    """The batches of a dataset of sequences (its `lengths`): random for training, in order otherwise, of similar
+    lengths unless `bucket` is False."""
     sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
     if bucket:
-        batches = BucketBatchSampler(sampler, batch_size, drop_last=False, lengths=lengths)
-    else:
-        batches = BatchSampler(sampler, batch_size, drop_last=False)
-    return batch_loader(dataset, num_workers, pin_memory, batch_sampler=batches)
-
-
-def read_predict_file(file: Path) -> str:
-    """A `--data.predict_files` text; one line naming the file if it cannot be read as UTF-8."""
-    try:
-        return Path(file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise LitlabError(f"--data.predict_files: cannot read {file} as UTF-8 text ({err})") from None
+        return BucketBatchSampler(sampler, batch_size, drop_last=False, lengths=dataset.lengths)
+    return BatchSampler(sampler, batch_size, drop_last=False)

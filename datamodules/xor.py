@@ -36,7 +36,6 @@ class XorData(InMemoryDataModule):
         full_batch_steps: PositiveInt = 1,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, data_on_device, num_workers, full_batch_steps)
-        self.save_hyperparameters(logger=False)
         if min(train_size, val_size, test_size) < 1:
             raise LitlabError(f"split sizes must be positive, got {train_size}/{val_size}/{test_size}")
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}

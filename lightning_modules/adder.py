@@ -20,26 +20,37 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassExactMatch
 
 from lightning_modules.components.seq2seq import PeekySeq2Seq, TransformerSeq2Seq
-from litlab.arithmetic import ArithmeticTokenizer as Tokens
-from litlab.experiment import Experiment
-from litlab.optim import LRSchedulerCallable, OptimizerCallable
+from litlab.experiment import Experiment, per_stage
 
 
 class AdderSystem(Experiment):
-    """Training and evaluation shared by the adder networks; subclasses build `self.net` (see `components.seq2seq`)."""
+    """Training and evaluation shared by the adder networks; subclasses make the network (`make_net`, see
+    `components.seq2seq`) over the data's vocabulary (`tokenizer`: its size, its pad, bos, eos and minus ids, and the
+    text of generated ids).
+
+    Args:
+        reverse_answer: the network writes the answer's digits last first, as one adds by hand (carries flow
+            forward), after its sign; outputs and metrics are always in normal order.
+        label_smoothing: for the cross-entropy over answer tokens.
+        kwargs: the optimizer and schedule (`Experiment`).
+    """
 
     monitor, monitor_mode = "val/exact_match", "max"
     prediction_format = "{input} = {output}"
-    net: nn.Module
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, reverse_answer: bool = True, label_smoothing: ClosedUnitInterval = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+
+    def make_net(self, vocab_size: int, pad_id: int) -> nn.Module:
+        raise NotImplementedError
+
+    def build(self) -> None:
+        self.tokens = tokens = self.from_data("tokenizer")
+        self.net = self.make_net(tokens.vocab_size, tokens.PAD)
         # validate_args=False: no data-dependent checks (host syncs) in every update
-        metric = dict(num_classes=Tokens.vocab_size, ignore_index=Tokens.PAD, validate_args=False)
-        self.exact_match = nn.ModuleDict({s: MulticlassExactMatch(**metric) for s in ("val", "test")})
-        self.token_acc = nn.ModuleDict(
-            {s: MulticlassAccuracy(average="micro", multidim_average="global", **metric) for s in ("val", "test")}
-        )
+        metric = dict(num_classes=tokens.vocab_size, ignore_index=tokens.PAD, validate_args=False)
+        self.exact_match = per_stage(lambda: MulticlassExactMatch(**metric))
+        self.token_acc = per_stage(lambda: MulticlassAccuracy(average="micro", multidim_average="global", **metric))
 
     def _answer_order(self, ids: Tensor) -> Tensor:
         """The network's answer order: with `reverse_answer`, the digits before eos reversed, a leading minus sign kept
@@ -49,14 +60,14 @@ class AdderSystem(Experiment):
             return ids
         steps = ids.size(1)
         position = torch.arange(steps, device=ids.device)  # (T,)
-        is_eos = ids == Tokens.EOS
+        is_eos = ids == self.tokens.EOS
         length = torch.where(is_eos.any(1), is_eos.int().argmax(1), steps).unsqueeze(1)  # (B, 1)
-        start = (ids[:, :1] == Tokens.MINUS).long()  # (B, 1): 1 for negative answers
+        start = (ids[:, :1] == self.tokens.MINUS).long()  # (B, 1): 1 for negative answers
         digits = (position >= start) & (position < length)
         return ids.gather(1, torch.where(digits, start + length - 1 - position, position))
 
     def _generate(self, src: Tensor, steps: int) -> Tensor:
-        return self._answer_order(self.net.generate(src, steps, Tokens.BOS))  # (B, steps), natural order
+        return self._answer_order(self.net.generate(src, steps, self.tokens.BOS))  # (B, steps), natural order
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         src, tgt = batch["src"], batch["tgt"]  # (B, S), (B, T+1): bos, answer, eos, pad
@@ -65,7 +76,10 @@ class AdderSystem(Experiment):
         tgt_in = torch.cat([tgt[:, :1], net_labels[:, :-1]], dim=1)  # teacher forcing: bos + shifted target
         logits = self.net(src, tgt_in)  # (B, T, V)
         loss = F.cross_entropy(
-            logits.transpose(1, 2), net_labels, ignore_index=Tokens.PAD, label_smoothing=self.hparams.label_smoothing
+            logits.transpose(1, 2),
+            net_labels,
+            ignore_index=self.tokens.PAD,
+            label_smoothing=self.hparams.label_smoothing,
         )
         self.log_loss(stage, loss, batch_size=len(src))
         if stage != "train":  # the answer as a user gets it: generated from bos, never teacher-forced
@@ -78,11 +92,11 @@ class AdderSystem(Experiment):
 
     def forward(self, src: Tensor) -> Tensor:
         """Greedy answers (B, steps) for expressions (B, S)."""
-        return self._generate(src, Tokens.answer_steps(src.size(1)))
+        return self._generate(src, self.tokens.answer_steps(src.size(1)))
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
-        answers = Tokens.decode(self(batch["src"]))
-        return [{"input": text, "output": answer} for text, answer in zip(Tokens.decode(batch["text"]), answers)]
+        answers = self.tokens.decode(self(batch["src"]))
+        return [{"input": text, "output": answer} for text, answer in zip(self.tokens.decode(batch["text"]), answers)]
 
 
 class AdderLSTM(AdderSystem):
@@ -90,10 +104,7 @@ class AdderLSTM(AdderSystem):
 
     Args:
         embed_dim, hidden_dim, num_layers, dropout: network sizes (the notebook: 256, 512, 2, 0.5).
-        reverse_answer: the network writes the answer's digits last first, as one adds by hand (carries flow
-            forward), after its sign; outputs and metrics are always in normal order.
-        label_smoothing: for the cross-entropy over answer tokens.
-        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
+        kwargs: `AdderSystem`'s.
     """
 
     def __init__(
@@ -102,15 +113,13 @@ class AdderLSTM(AdderSystem):
         hidden_dim: PositiveInt = 256,
         num_layers: PositiveInt = 2,
         dropout: ClosedUnitInterval = 0.1,
-        reverse_answer: bool = True,
-        label_smoothing: ClosedUnitInterval = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(logger=False)
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
-        self.net = PeekySeq2Seq(Tokens.vocab_size, Tokens.PAD, embed_dim, hidden_dim, num_layers, dropout)
+        super().__init__(**kwargs)
+
+    def make_net(self, vocab_size: int, pad_id: int) -> nn.Module:
+        hp = self.hparams
+        return PeekySeq2Seq(vocab_size, pad_id, hp.embed_dim, hp.hidden_dim, hp.num_layers, hp.dropout)
 
 
 class AdderTransformer(AdderSystem):
@@ -118,11 +127,8 @@ class AdderTransformer(AdderSystem):
 
     Args:
         d_model, nhead, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout: network sizes.
-        positions: learned position vectors (found the alignment of digits in half the steps here) or sinusoids.
-        reverse_answer: the network writes the answer's digits last first, as one adds by hand (carries flow
-            forward), after its sign; outputs and metrics are always in normal order.
-        label_smoothing: for the cross-entropy over answer tokens.
-        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
+        positions: learned position vectors, or sinusoids.
+        kwargs: `AdderSystem`'s.
     """
 
     def __init__(
@@ -134,22 +140,13 @@ class AdderTransformer(AdderSystem):
         dim_feedforward: PositiveInt = 512,
         dropout: ClosedUnitInterval = 0.1,
         positions: Literal["learned", "sinusoidal"] = "learned",
-        reverse_answer: bool = True,
-        label_smoothing: ClosedUnitInterval = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(logger=False)
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
-        self.net = TransformerSeq2Seq(
-            Tokens.vocab_size,
-            Tokens.PAD,
-            d_model,
-            nhead,
-            num_encoder_layers,
-            num_decoder_layers,
-            dim_feedforward,
-            dropout,
-            positions,
-        )
+        super().__init__(**kwargs)
+
+    def make_net(self, vocab_size: int, pad_id: int) -> nn.Module:
+        hp = self.hparams
+        return TransformerSeq2Seq(
+            vocab_size, pad_id, hp.d_model, hp.nhead, hp.num_encoder_layers, hp.num_decoder_layers,
+            hp.dim_feedforward, hp.dropout, hp.positions,
+        )  # fmt: skip

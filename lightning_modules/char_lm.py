@@ -24,8 +24,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from lightning_modules.components.char_nets import CharGPT, RecurrentLM
-from litlab.experiment import Experiment
-from litlab.optim import LRSchedulerCallable, OptimizerCallable
+from litlab.experiment import Experiment, per_stage
 
 NOTEBOOK_CONTEXT = 40  # the notebook predicted the 41st character from 40
 
@@ -42,9 +41,9 @@ class _Logits(torch.nn.Module):
 
 
 class CharLM(Experiment):
-    """A next-character model; the vocabulary size comes from the data (`vocab_size`, recorded in the checkpoint), and
-    so do the vocabulary that encodes prompts and decodes samples (`vocab`) and the prompts of the samples generated
-    each epoch (`prompts`).
+    """A next-character model; the vocabulary size and the window length come from the data (`vocab_size`,
+    `context_len`, recorded in the checkpoint), and so do the vocabulary that encodes prompts and decodes samples
+    (`vocab`) and the prompts of the samples generated each epoch (`prompts`).
 
     Args:
         arch: "rnn_scratch" (the notebook's hand-written tanh RNN), "lstm", "gru" or "gpt".
@@ -52,18 +51,18 @@ class CharLM(Experiment):
         hidden: recurrent state size.
         layers: recurrent layers or Transformer blocks.
         heads: attention heads (gpt).
-        context_len: longest context the GPT attends to (its position table).
         positions: "learned" or "sinusoidal" (gpt).
         dropout: between layers and before the output (gpt: on the embeddings and each residual branch).
         attention_dropout: on the attention weights (gpt); 0 keeps the CPU on the fused attention kernels.
-        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         generate_chars, temperature, top_k: `litlab predict` continues each prompt by `generate_chars` characters
             sampled at `temperature` from the `top_k` likeliest (all when None); temperature 0 is greedy.
         vocab_size: the data's at the first fit.
+        context_len: the longest context the GPT attends to (its position table); the data's window at the first fit.
+        kwargs: the optimizer and schedule (`Experiment`).
     """
 
     monitor, monitor_mode = "val/loss", "min"
-    data_arguments = ("vocab_size",)
+    data_arguments = ("vocab_size", "context_len")
     prediction_format = "{input!r} -> {output!r}"
 
     def __init__(
@@ -73,32 +72,26 @@ class CharLM(Experiment):
         hidden: int = 512,
         layers: PositiveInt = 2,
         heads: PositiveInt = 4,
-        context_len: PositiveInt = 256,
         positions: Literal["learned", "sinusoidal"] = "learned",
         dropout: ClosedUnitInterval = 0.2,
         attention_dropout: ClosedUnitInterval = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
         generate_chars: PositiveInt = 200,
         temperature: NonNegativeFloat = 0.8,
         top_k: PositiveInt | None = None,
         vocab_size: PositiveInt | None = None,
+        context_len: PositiveInt | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        super().__init__(**kwargs)
         self.net = None
-        self.acc = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
-        self.acc_last = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
+        self.acc, self.acc_last = per_stage(MeanMetric), per_stage(MeanMetric)
         self.carried: dict[str, object] = {}  # per stage: the recurrent state a stream batch leaves for the next
-        if self.sized():
-            self.configure_model()
 
     def build(self) -> None:
-        hp, vocab_size = self.hparams, self.data_argument("vocab_size")
+        hp, vocab_size, context_len = self.hparams, self.data_argument("vocab_size"), self.data_argument("context_len")
         if hp.arch == "gpt":
             self.net = CharGPT(
-                vocab_size, hp.embed_dim, hp.heads, hp.layers, hp.context_len, hp.dropout, hp.positions,
+                vocab_size, hp.embed_dim, hp.heads, hp.layers, context_len, hp.dropout, hp.positions,
                 hp.attention_dropout,
             )  # fmt: skip
         else:

@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from litlab.experiment import Experiment
+from litlab.experiment import Experiment, per_stage
 
 
 class Classifier(Experiment):
@@ -29,7 +29,7 @@ class Classifier(Experiment):
     def add_class_metrics(self, num_classes: int) -> None:
         # the share of correct predictions (torchmetrics' default, "macro", would average the per-class recalls)
         accuracy = {"num_classes": num_classes, "average": "micro", "validate_args": False}
-        self.acc = nn.ModuleDict({s: MulticlassAccuracy(**accuracy) for s in ("val", "test")})
+        self.acc = per_stage(lambda: MulticlassAccuracy(**accuracy))
         self.confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
 
     def classify(

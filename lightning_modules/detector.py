@@ -1,18 +1,20 @@
 """What both detectors share (`fast_rcnn.FastRCNN`, `fast_rcnn.FasterRCNN`): COCO-style mAP, drawn validation boxes
-(figures/ and W&B), predictions in the original image's pixels with a drawn PNG, and the class layers sized by the
-data."""
+(figures/ and W&B), predictions in the original image's pixels, each image drawn with its boxes (`DrawnDetections`),
+and the class layers sized by the data."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
-from litlab.experiment import Experiment
+from litlab.experiment import Experiment, per_stage
+from litlab.runs import run_dir
 
 
 def wandb_boxes(found: dict[str, Tensor], caption: str, size: int, classes: dict[int, str]) -> dict:
@@ -49,10 +51,10 @@ def box_captions(found: dict[str, Tensor], names: list[str]) -> tuple[list[list[
 
 
 class Detector(Experiment):
-    """What both detectors share: mAP metrics, drawn validation boxes, predictions in original pixels with a drawn PNG.
+    """What both detectors share: mAP metrics, drawn validation boxes, predictions in original pixels, drawn.
     Subclasses implement `detect(batch) -> list of {"boxes", "scores", "labels"}` in resized-image pixels and
-    `add_class_layers(num_classes)`, the layers sized by the data's class count (built at once from a checkpoint's
-    recorded count, or at the first fit in `configure_model`)."""
+    `add_class_layers(num_classes)`, the layers sized by the data's class count (`configure_model`), call
+    `add_map_metrics` in their constructor and `evaluate` in `_shared_step` outside training."""
 
     monitor, monitor_mode = "val/map_50", "max"
     prediction_format = "{input}: {summary}"
@@ -65,20 +67,18 @@ class Detector(Experiment):
     def build(self) -> None:
         self.add_class_layers(self.data_argument("num_classes"))
 
-    def _metrics(self) -> None:
-        self.map = nn.ModuleDict({s: MeanAveragePrecision(box_format="xyxy", iou_type="bbox") for s in ("val", "test")})
+    def add_map_metrics(self) -> None:
+        self.map = per_stage(lambda: MeanAveragePrecision(box_format="xyxy", iou_type="bbox"))
 
     def detect(self, batch: dict) -> list[dict[str, Tensor]]:
         raise NotImplementedError
 
-    def _evaluate(self, batch: dict, stage: str, detections: list[dict[str, Tensor]]) -> None:
+    def evaluate(self, batch: dict, stage: str, detections: list[dict[str, Tensor]]) -> None:
+        """Detections of a batch against its ground truth, into the stage's mAP; the epoch's first few are drawn."""
         truth = [{"boxes": b, "labels": lab} for b, lab in zip(batch["boxes"], batch["labels"])]
         self.map[stage].update(detections, truth)
-        if stage == "val" and not self._shown:
-            self._shown = [(image, d, t) for image, d, t in zip(batch["images"][:4], detections, truth)]
-
-    def on_validation_epoch_start(self) -> None:
-        self._shown = []
+        if stage == "val":
+            self.keep_for_figures(shown=list(zip(batch["images"][:4], detections, truth)))
 
     def _log_map(self, stage: str) -> None:
         scores = self.map[stage].compute()  # COCO evaluation once per epoch, summed over DDP ranks
@@ -89,9 +89,9 @@ class Detector(Experiment):
 
     def on_validation_epoch_end(self) -> None:
         self._log_map("val")
-        shown, self._shown = self._shown, []
-        if not self.reporting() or not shown:
+        if self.figure_batch is None:
             return
+        shown = self.figure_batch["shown"]
         names = self.from_data("classes")
         classes = {i + 1: c for i, c in enumerate(names)}
         size = shown[0][0].shape[-1]  # the square the images were resized to
@@ -126,7 +126,6 @@ class Detector(Experiment):
         classes, size = self.from_data("classes"), batch["images"].shape[-1]
         records = []
         for name, (width, height), found in zip(batch["name"], batch["size"], self.detect(batch)):
-            path = Path(name)
             scale = torch.tensor([width / size, height / size] * 2)
             boxes = (found["boxes"].float().cpu() * scale).round(decimals=1)
             objects = [
@@ -136,25 +135,32 @@ class Detector(Experiment):
             confident = [o for o in objects if o["score"] >= self.shown_score]
             summary = "; ".join(f"{o['class']} {o['score']:.2f} at {[round(v) for v in o['box']]}" for o in confident)
             records.append(
-                {
-                    "input": str(path),
-                    "output": objects,
-                    "drawn": str(self._draw(path, confident)),
-                    "summary": summary or f"nothing above {self.shown_score}",
-                }
+                {"input": name, "output": objects, "summary": summary or f"nothing above {self.shown_score}"}
             )
         return records
 
-    def _draw(self, path: Path, objects: list[dict]) -> Path:
-        """The image with its boxes drawn, as a PNG beside the run's predictions.jsonl."""
-        from litlab.tracking import run_dir
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [DrawnDetections(self.shown_score)]
 
-        folder = run_dir(self.trainer) / "detections"
-        folder.mkdir(parents=True, exist_ok=True)
-        with Image.open(path) as image:
-            picture = image.convert("RGB")
-        captions = [f"{o['class']} {o['score']:.2f}" for o in objects]
-        picture = draw_boxes(picture, [o["box"] for o in objects], captions, (255, 0, 0), width=3)
-        target = folder / f"{path.stem}.png"
-        picture.save(target)
-        return target
+
+class DrawnDetections(L.Callback):
+    """`litlab predict` of a detector: each input image with its detections above `shown_score` drawn, as
+    `detections/<name>.png` beside the run's `predictions.jsonl`."""
+
+    def __init__(self, shown_score: float) -> None:
+        self.shown_score = shown_score
+        self.folder: Path | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "predict":
+            self.folder = run_dir(trainer) / "detections"
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs: list[dict], batch, batch_idx: int, dataloader_idx=0):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for record in outputs:
+            confident = [o for o in record["output"] if o["score"] >= self.shown_score]
+            with Image.open(record["input"]) as image:
+                picture = image.convert("RGB")
+            captions = [f"{o['class']} {o['score']:.2f}" for o in confident]
+            draw_boxes(picture, [o["box"] for o in confident], captions, (255, 0, 0), width=3)
+            picture.save(self.folder / f"{Path(record['input']).stem}.png")

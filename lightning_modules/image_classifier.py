@@ -21,8 +21,7 @@ from torchvision.transforms.v2 import CutMix
 
 from lightning_modules.classifier import Classifier
 from lightning_modules.components.convnets import Standardize
-from litlab.optim import LRSchedulerCallable, OptimizerCallable
-from litlab.pretrained import TorchvisionWeights
+from lightning_modules.pretrained import TorchvisionWeights
 
 
 class ClassifierSystem(Classifier):
@@ -32,16 +31,18 @@ class ClassifierSystem(Classifier):
     titled with their true and predicted classes each validation epoch (from outputs already computed, rank 0 only)
     and `test/confusion` at test end.
     Class names and their number come from the DataModule (`classes`, `num_classes`).
+
+    Args:
+        label_smoothing: cross-entropy label smoothing in training.
+        logged_images: validation images shown each epoch (figures/val_examples.png, W&B; 0: none).
+        kwargs: the optimizer and schedule (`Experiment`).
     """
 
     prediction_format = "{input}: {output} ({probability:.1%})"
     net: nn.Module
 
-    def __init__(self, label_smoothing: ClosedUnitInterval, logged_images: NonNegativeInt) -> None:
-        super().__init__()
-        self.label_smoothing = label_smoothing
-        self.logged_images = logged_images
-        self._shown: tuple[Tensor, Tensor, Tensor] | None = None
+    def __init__(self, label_smoothing: ClosedUnitInterval = 0.0, logged_images: NonNegativeInt = 20, **kwargs) -> None:
+        super().__init__(**kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (B, C, H, W) in [0, 1] -> logits (B, classes)
@@ -53,18 +54,17 @@ class ClassifierSystem(Classifier):
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         x, y = batch["x"], batch["y"]
-        loss, predicted = self.classify(self(x), y, stage, self.label_smoothing if stage == "train" else 0.0)
-        if stage == "val" and self._shown is None and self.logged_images:  # the epoch's first images, for W&B
-            n = self.logged_images
-            self._shown = x[:n].detach(), y[:n].detach(), predicted[:n].detach()
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss, predicted = self.classify(self(x), y, stage, smoothing)
+        if stage == "val" and (n := self.hparams.logged_images):
+            self.keep_for_figures(images=x[:n], truth=y[:n], predicted=predicted[:n])
         return loss
 
     def on_validation_epoch_end(self) -> None:
-        shown, self._shown = self._shown, None
-        if shown is None or not self.reporting():
+        if self.figure_batch is None:
             return
         classes = self.from_data("classes")
-        images, truth, predicted = (t.cpu() for t in shown)  # one copy per epoch
+        images, truth, predicted = (self.figure_batch[k].cpu() for k in ("images", "truth", "predicted"))
         pixels = images.mul(255).round().byte().permute(0, 2, 3, 1).squeeze(-1)  # (N, H, W[, 3]) uint8
         captions = [f"true: {classes[t]} | pred: {classes[p]}" for t, p in zip(truth.tolist(), predicted.tolist())]
         self.report_images("val/examples", list(pixels.numpy()), captions)
@@ -93,8 +93,6 @@ class ImageClassifier(ClassifierSystem):
     Args:
         net: the network: its class path and every argument but the class count, which it takes first (as the
             networks of `components.convnets` do) and which comes from the data.
-        label_smoothing: cross-entropy label smoothing in training.
-        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         vector_lr_scale: learning-rate factor of biases and norms (which get no weight decay).
         channels_last: NHWC memory layout (faster convolutions on GPUs with tensor cores and on oneDNN CPUs).
         flip_tta: outside training, average the logits of each image and its mirror image.
@@ -105,31 +103,24 @@ class ImageClassifier(ClassifierSystem):
         members: independently initialised copies of `net` trained side by side on the same batches, each by its own
             loss (a deep ensemble, Lakshminarayanan et al., 2017); outside training their logits are averaged, with
             the test-time views'. `train/loss` is the members' mean.
-        logged_images: validation images shown in W&B each epoch (0: none).
         num_classes: the data's at the first fit.
+        kwargs: `ClassifierSystem`'s (label smoothing, logged images, the optimizer and schedule).
     """
 
     def __init__(
         self,
         net: Callable[[int], nn.Module],
-        label_smoothing: ClosedUnitInterval = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
         vector_lr_scale: PositiveFloat = 1.0,
         channels_last: bool = False,
         flip_tta: bool = False,
         shift_tta: NonNegativeInt = 0,
         cutmix: ClosedUnitInterval = 0.0,
         members: PositiveInt = 1,
-        logged_images: NonNegativeInt = 20,
         num_classes: PositiveInt | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__(label_smoothing, logged_images)
-        self.save_hyperparameters()  # LightningCLI records `net` as its config (class path and arguments)
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        super().__init__(**kwargs)  # LightningCLI records `net` as its config (class path and arguments)
         self.make_net = net
-        if self.sized():
-            self.configure_model()
 
     def add_class_layers(self, num_classes: int) -> None:
         nets = [self.make_net(num_classes) for _ in range(self.hparams.members)]
@@ -212,9 +203,10 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
             torch's hub cache ($TORCH_HOME/hub/checkpoints).
         num_classes: classes of the new head; the data's at the first fit.
         image_size: side the inputs are resized to (ImageNet networks see 224 px; CIFAR images are 32 px).
-        freeze_backbone_epochs: epochs in which only the new head learns (the backbone's learning rate is 0).
-        label_smoothing, optimizer, lr_scheduler, channels_last, logged_images: as in `ImageClassifier`; a frozen
-            backbone needs `litlab.optim.WarmupDecay` (or no schedule).
+        freeze_backbone_epochs: epochs in which only the new head learns (the backbone's learning rate is 0; needs
+            `litlab.optim.WarmupDecay`, or no schedule).
+        channels_last: NHWC memory layout.
+        kwargs: `ClassifierSystem`'s (label smoothing, logged images, the optimizer and schedule).
     """
 
     def __init__(
@@ -224,15 +216,10 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
         num_classes: PositiveInt | None = None,
         image_size: PositiveInt = 224,
         freeze_backbone_epochs: NonNegativeInt = 0,
-        label_smoothing: ClosedUnitInterval = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
         channels_last: bool = True,
-        logged_images: NonNegativeInt = 20,
+        **kwargs,
     ) -> None:
-        super().__init__(label_smoothing, logged_images)
-        self.save_hyperparameters()
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        super().__init__(**kwargs)
         self.choose_weights(arch, weights)
         self.backbone = get_model(arch, weights=None)  # the weights arrive in `setup`
         self.features = self.backbone.fc.in_features
@@ -241,8 +228,6 @@ class TorchvisionClassifier(TorchvisionWeights, ClassifierSystem):
         self.standardize = Standardize(transforms.mean, transforms.std)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
-        if self.sized():
-            self.configure_model()
 
     def add_class_layers(self, num_classes: int) -> None:
         self.head = nn.Linear(self.features, num_classes)

@@ -29,9 +29,9 @@ from lightning_modules.components.text_encoders import (
     RegionCNNClassifier,
     real_tokens,
 )
+from lightning_modules.hub import from_recorded_config, load_pretrained
+from lightning_modules.word_vectors import glove_vectors, pretrained_embeddings
 from litlab.errors import LitlabError
-from litlab.hf_models import from_recorded_config, load_hf
-from litlab.optim import LRSchedulerCallable, OptimizerCallable
 
 
 class ReviewClassifier(Classifier):
@@ -41,8 +41,8 @@ class ReviewClassifier(Classifier):
 
     prediction_format = "{output} ({probability:.1%}): {input:.70}"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
         self.net: nn.Module | None = None
         self._errors: list[Tensor] = []
         self._error_texts: list[list[str]] = []
@@ -112,25 +112,22 @@ class WordClassifier(ReviewClassifier):
             maximum over the review's words.
         ngrams, buckets: the longest word n-gram and the embedding rows the n-grams are hashed into (bag); ngrams is
             the window's width in words (region_cnn).
-        dropout: in the head, between layers, and on the embeddings (attention only: on the BiLSTM's embeddings it
-            read 87.68 % against 87.48 % on held-out movies, within noise; docs/results.md).
+        dropout: in the head, between layers, and on the embeddings (attention only).
         word_dropout: the share of each training review's words replaced by the unknown word, drawn afresh every step
-            (evaluation reads every word). On the BiLSTM it stops validation loss climbing but does not raise the best
-            epoch's accuracy (docs/results.md), so the recipes leave it at 0.
+            (evaluation reads every word).
         attention_dropout: on the attention weights (attention); 0 keeps the CPU on the fused attention kernel, and
             dropping attention weights on a CPU costs about half of each training step.
         adversarial: adversarial training on the embeddings (Miyato et al., 2017): each training review's embedded
             words are also read moved by this L2 distance (over the whole review) in the direction that raises its
             loss most, and the loss is the mean of the clean and the moved reading. 0: off. The embeddings start at
-            unit variance per feature, where the paper's 5.0 applies. A step costs about three times as much; at 5.0
-            the BiLSTM read 1-3 points under the recipe at every epoch (docs/results.md), so the recipes leave it off.
+            unit variance per feature, where the paper's 5.0 applies. A step costs about three times as much.
         glove_path: a `glove.6B.<d>d.txt`-style file whose vectors start the word embeddings (words it lacks keep
             their random start); needs `--data.tokenizer=words`.
         embeddings_from: a Hugging Face model (name or folder) whose input embeddings are copied; needs the same
             model's tokenizer as `--data.tokenizer` (notebook 15.9.8: bert-base-uncased).
         freeze_embeddings: keep pretrained vectors fixed.
-        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         vocab_size, pad_id, num_classes: the data's at the first fit.
+        kwargs: the optimizer and schedule (`Experiment`).
     """
 
     data_arguments = ("vocab_size", "pad_id", "num_classes")
@@ -153,21 +150,16 @@ class WordClassifier(ReviewClassifier):
         glove_path: Path | None = None,
         embeddings_from: str | None = None,
         freeze_embeddings: bool = True,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
         vocab_size: PositiveInt | None = None,
         pad_id: NonNegativeInt | None = None,
         num_classes: PositiveInt | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        super().__init__(**kwargs)
         if glove_path is not None and embeddings_from is not None:
             raise LitlabError("pass either --model.init_args.glove_path or --model.init_args.embeddings_from, not both")
         if arch == "region_cnn" and (glove_path is not None or embeddings_from is not None):
             raise LitlabError("the region_cnn learns its windows' one-hot weights: it takes no pretrained vectors")
-        if self.sized():  # from a checkpoint: its weights arrive when it is restored
-            self.configure_model()
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -208,7 +200,7 @@ class WordClassifier(ReviewClassifier):
         if self.hparams.embeddings_from and self.hparams.vocab_size is None and self.trainer.state.fn == "fit":
             from transformers import AutoModel
 
-            load_hf(AutoModel, self.hparams.embeddings_from)  # rank 0 fills the cache
+            load_pretrained(AutoModel, self.hparams.embeddings_from)  # rank 0 fills the cache
 
     def add_class_layers(self, classes: int) -> None:
         hp = self.hparams
@@ -254,45 +246,6 @@ class WordClassifier(ReviewClassifier):
             self.net.embed.weight.requires_grad_(False)
 
 
-def glove_vectors(path: Path, words: list[str], vocab_size: int) -> Tensor:
-    """(vocab_size, d) rows for the vocabulary's words from a GloVe text file (`word v1 ... vd` per line); NaN for
-    words the file lacks and for the padding/unknown ids."""
-    if not path.is_file():
-        raise LitlabError(
-            f"GloVe file {path} not found: download glove.6B.zip from https://nlp.stanford.edu/"
-            f"projects/glove/ and pass --model.init_args.glove_path to glove.6B.100d.txt, or null"
-        )
-    wanted = {word: i + 2 for i, word in enumerate(words)}
-    rows, ids = [], []
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, 1):
-            word, _, rest = line.rstrip().partition(" ")
-            if word in wanted:
-                try:
-                    rows.append([float(v) for v in rest.split(" ")])
-                except ValueError:
-                    raise LitlabError(f"{path}:{number}: not a GloVe line (a word, then numbers)") from None
-                ids.append(wanted[word])
-    if not rows or len({len(r) for r in rows}) != 1:
-        raise LitlabError(f"{path}: no vectors of one size for the vocabulary's words")
-    vectors = torch.full((vocab_size, len(rows[0])), float("nan"))
-    vectors[torch.tensor(ids)] = torch.tensor(rows)
-    return vectors
-
-
-def pretrained_embeddings(name: str, vocab_size: int) -> Tensor:
-    """A Hugging Face model's input embedding table (vocab_size, d)."""
-    from transformers import AutoModel
-
-    model = load_hf(AutoModel, name)
-    weight = model.get_input_embeddings().weight.detach().float()
-    if len(weight) != vocab_size:
-        raise LitlabError(
-            f"{name} embeds {len(weight)} tokens but the tokenizer has {vocab_size}: pass --data.tokenizer={name}"
-        )
-    return weight.clone()
-
-
 class PretrainedClassifier(ReviewClassifier):
     """A Hugging Face sequence classifier fine-tuned end to end (DistilBERT, BERT, ...), with AdamW and linear
     warmup/decay sized by the Trainer's total optimizer steps (gradient accumulation included).
@@ -302,29 +255,24 @@ class PretrainedClassifier(ReviewClassifier):
 
     Args:
         pretrained: model name on the hub, or a local folder.
-        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         num_classes, hf_config: the data's class count and the model's config, recorded at the first fit.
+        kwargs: the optimizer and schedule (`Experiment`).
     """
 
     def __init__(
         self,
         pretrained: str = "distilbert-base-uncased",
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
         num_classes: PositiveInt | None = None,
         hf_config: dict | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
-        if hf_config is not None:
-            self.configure_model()
+        super().__init__(**kwargs)
 
     def prepare_data(self) -> None:
         if self.hparams.hf_config is None and self.trainer.state.fn == "fit":
             from transformers import AutoModelForSequenceClassification
 
-            load_hf(AutoModelForSequenceClassification, self.hparams.pretrained)  # rank 0 fills the cache
+            load_pretrained(AutoModelForSequenceClassification, self.hparams.pretrained)  # rank 0 fills the cache
 
     def add_class_layers(self, num_classes: int) -> None:
         from transformers import AutoModelForSequenceClassification
@@ -333,7 +281,9 @@ class PretrainedClassifier(ReviewClassifier):
         if hp.hf_config is None:  # the first fit
             classes = self.from_data("classes")
             labels = {"id2label": dict(enumerate(classes)), "label2id": {c: i for i, c in enumerate(classes)}}
-            self.net = load_hf(AutoModelForSequenceClassification, hp.pretrained, num_labels=len(classes), **labels)
+            self.net = load_pretrained(
+                AutoModelForSequenceClassification, hp.pretrained, num_labels=len(classes), **labels
+            )
             self.learned["hf_config"] = self.net.config.to_diff_dict()
         else:
             self.net = from_recorded_config(AutoModelForSequenceClassification, hp.hf_config)

@@ -22,9 +22,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import CharErrorRate
 
 from lightning_modules.components.text_encoders import real_tokens
-from litlab.experiment import Experiment
-from litlab.hf_models import from_recorded_config, load_hf
-from litlab.optim import LRSchedulerCallable, OptimizerCallable
+from lightning_modules.hub import from_recorded_config, load_pretrained
+from litlab.experiment import Experiment, per_stage
 
 
 def word_accuracy(output: str, target: str) -> float:
@@ -55,9 +54,9 @@ class SpellCorrector(Experiment):
             randomly initialised with the data's vocabulary (the offline `spell_bart_tiny` config).
         d_model, layers, heads, ffn_dim, dropout: the new BART's sizes (encoder and decoder alike).
         num_beams: beams of `generate()` for val/test/predict.
-        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
         logged_examples: validation segments shown each epoch (figures/val_examples.txt, W&B) (input / output / target).
         hf_config: the model's config, recorded at the first fit.
+        kwargs: the optimizer and schedule (`Experiment`).
     """
 
     monitor, monitor_mode = "val/exact_match", "max"
@@ -72,24 +71,15 @@ class SpellCorrector(Experiment):
         ffn_dim: PositiveInt = 1024,
         dropout: ClosedUnitInterval = 0.1,
         num_beams: PositiveInt = 1,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
         logged_examples: NonNegativeInt = 8,
         hf_config: dict | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        super().__init__(**kwargs)
         self.net: nn.Module | None = None
-        stages = ("val", "test")
-        self.exact = nn.ModuleDict({s: MeanMetric() for s in stages})
-        self.copy_exact = nn.ModuleDict({s: MeanMetric() for s in stages})
-        self.cer = nn.ModuleDict({s: CharErrorRate() for s in stages})
-        self.copy_cer = nn.ModuleDict({s: CharErrorRate() for s in stages})
+        self.exact, self.copy_exact = per_stage(MeanMetric), per_stage(MeanMetric)
+        self.cer, self.copy_cer = per_stage(CharErrorRate), per_stage(CharErrorRate)
         self.word_acc, self.copy_word_acc = MeanMetric(), MeanMetric()
-        self._examples: list[tuple[str, str, str]] = []
-        if hf_config is not None:
-            self.configure_model()
 
     def build(self) -> None:
         from transformers import BartConfig, BartForConditionalGeneration
@@ -100,7 +90,7 @@ class SpellCorrector(Experiment):
             return
         tokenizer = self.from_data("tokenizer")
         if hp.pretrained is not None:
-            self.net = load_hf(BartForConditionalGeneration, hp.pretrained)
+            self.net = load_pretrained(BartForConditionalGeneration, hp.pretrained)
         else:
             ids = {name: getattr(tokenizer, f"{name}_token_id") for name in ("pad", "bos", "eos")}
             config = BartConfig(
@@ -165,12 +155,12 @@ class SpellCorrector(Experiment):
             self.copy_word_acc(torch.tensor([word_accuracy(i, t) for i, t in zip(inputs, targets)]))
             self.log("test/word_acc", self.word_acc, batch_size=len(targets))
             self.log("test/copy_word_acc", self.copy_word_acc, batch_size=len(targets))
-        elif len(self._examples) < self.hparams.logged_examples:
-            self._examples += list(zip(inputs, outputs, targets))[: self.hparams.logged_examples - len(self._examples)]
+        elif self.hparams.logged_examples:
+            self.keep_for_figures(rows=list(zip(inputs, outputs, targets))[: self.hparams.logged_examples])
 
     def on_validation_epoch_end(self) -> None:
-        examples, self._examples = self._examples, []
-        self.report_table("val/examples", ["input", "output", "target"], examples)
+        if self.figure_batch is not None:
+            self.report_table("val/examples", ["input", "output", "target"], self.figure_batch["rows"])
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
         records = []

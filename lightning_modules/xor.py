@@ -19,8 +19,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
-from litlab.experiment import Experiment
-from litlab.optim import LRSchedulerCallable, OptimizerCallable
+from litlab.experiment import Experiment, per_stage
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
@@ -54,7 +53,7 @@ class XorMLP(Experiment):
         activation: hidden nonlinearity.
         loss: "bce" on the logit, or "mse" of the raw output towards +1 (same sign) / -1 (the notebook's).
         normal_init: N(0, 1) weights and zero biases, as the notebook drew them (default: PyTorch's init).
-        optimizer, lr_scheduler: see `litlab.optim` (None: a constant rate).
+        kwargs: the optimizer and schedule (`Experiment`).
     """
 
     monitor, monitor_mode = "val/acc", "max"
@@ -66,15 +65,11 @@ class XorMLP(Experiment):
         activation: Literal["relu", "gelu", "tanh", "sigmoid"] = "relu",
         loss: Literal["bce", "mse"] = "bce",
         normal_init: bool = False,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(logger=False)
-        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        super().__init__(**kwargs)
         self.net = MLP(hidden, activation, normal_init)
-        self.acc = nn.ModuleDict({stage: BinaryAccuracy() for stage in ("val", "test")})
-        self.within = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
+        self.acc, self.within = per_stage(BinaryAccuracy), per_stage(MeanMetric)
 
     def forward(self, x: Tensor) -> Tensor:
         """Score in [-1, 1] per point: > 0 means same sign."""

@@ -1,4 +1,4 @@
-"""litlab's core: the launcher (`cli`), the `Experiment` base, callbacks, checkpoints, tracking, errors, optimizers and
-schedules, hub and torchvision weights, export, and the few pieces an experiment's data and model both need
-(`arithmetic`, `box_coding`). It imports no experiment: `datamodules` and `lightning_modules` import it, never the
-other way round, and never each other."""
+"""litlab's core: the launcher (`__main__`, `cli`, `runs`), the `Experiment` base, callbacks, checkpoints, tracking,
+figures, errors, optimizers and schedules, ONNX export and hyperparameter search (`tune`, `search_space`, `study`). It
+names no experiment family: `datamodules` and `lightning_modules` import it, never the other way round, and never each
+other."""

@@ -3,32 +3,20 @@
 A checkpoint written by litlab carries its model and data config (LightningCLI stores them, with their class paths, as
 the hyperparameters) and, from `RunRecord`, the trainer config and W&B run id. So:
 
-- `litlab test|validate|predict --ckpt_path X` needs no model arguments: the checkpoint's model and data config are
-  applied first, and any `--config` or flag the user gives is applied over them;
-- `litlab fit --ckpt_path last.ckpt` also restores the trainer config and re-attaches to the same W&B run;
-- a config that selects another experiment than the checkpoint's is refused in one line.
+- `litlab test|validate|predict --ckpt_path X` needs no model arguments: the checkpoint's experiment, model and data
+  config are applied first (`checkpoint_config`), and any `--config` or flag the user gives is applied over them;
+- `litlab fit --ckpt_path last.ckpt` also restores the trainer config and the seed (`runs` re-attaches the W&B run);
+- a config that selects another experiment than the checkpoint's is refused in one line (`check_matches`).
 """
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
 import torch
 
 from litlab.errors import LitlabError, first_line
-
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
-
-def find_ckpt_path(args: list[str]) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == "--ckpt_path" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--ckpt_path="):
-            return arg.split("=", 1)[1]
-    return None
 
 
 def load_checkpoint(path: str) -> dict:
@@ -79,40 +67,18 @@ def _section(checkpoint: dict, key: str) -> dict | None:
 
 
 def checkpoint_config(checkpoint: dict, subcommand: str) -> dict:
-    """The config this checkpoint was trained with, as far as it should carry over to `subcommand`."""
+    """The config this checkpoint was trained with, as far as it carries over to `subcommand`; a one-line error when
+    it records no model (not written by litlab)."""
     config = {}
     for key, section in (("model", "hyper_parameters"), ("data", "datamodule_hyper_parameters")):
         if (value := _section(checkpoint, section)) is not None:
             config[key] = value
     record = checkpoint.get("litlab") or {}
-    if subcommand == "fit" and record.get("trainer"):
-        trainer = record["trainer"]
-        logger = trainer.get("logger")
-        is_wandb = isinstance(logger, dict) and logger.get("class_path", "").endswith("WandbLogger")
-        if is_wandb and record.get("wandb_run_id"):
-            logger.setdefault("init_args", {})["id"] = record["wandb_run_id"]
-        config["trainer"] = trainer
-        if record.get("seed_everything") is not None:
-            config["seed_everything"] = record["seed_everything"]
+    if record.get("experiment"):
+        config["experiment"] = record["experiment"]
+    if subcommand == "fit":
+        config |= {key: record[key] for key in ("trainer", "seed_everything") if record.get(key) is not None}
     return config
-
-
-def with_checkpoint_config(args: list[str]) -> tuple[list[str], dict | None]:
-    """`args` with the checkpoint's config inserted right after the subcommand, and the loaded checkpoint."""
-    ckpt_path = find_ckpt_path(args)
-    position = next((i for i, arg in enumerate(args) if arg in SUBCOMMANDS), None)
-    if ckpt_path is None or position is None or "-h" in args or "--help" in args:
-        return args, None
-    checkpoint = load_checkpoint(ckpt_path)
-    config = checkpoint_config(checkpoint, args[position])
-    if "model" not in config and not any(arg.startswith(("--config", "-c", "--model")) for arg in args):
-        raise LitlabError(
-            f"--ckpt_path {ckpt_path} does not record its model (not written by litlab): "
-            f"add --config configs/<experiment>.yaml"
-        )
-    if not config:
-        return args, checkpoint
-    return [*args[: position + 1], "--config", json.dumps(config), *args[position + 1 :]], checkpoint
 
 
 def check_matches(config, checkpoint: dict, ckpt_path: str) -> None:

@@ -74,6 +74,16 @@ def install_hint(err: ModuleNotFoundError) -> str:
     return f"a package is not installed: {what} (install it into the environment litlab runs in)"
 
 
+def unavailable_from_hub(name: str, err: BaseException) -> LitlabError:
+    """A model or tokenizer that Hugging Face could not load (offline, no cached copy, no such folder), in one line."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return LitlabError(
+        f"could not load {name!r} (looked in {HF_HUB_CACHE} and the folder {name!r}: {first_line(err, 100)}): "
+        f"connect to the internet once, or pass a local folder"
+    )
+
+
 class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "💡 Tip" not in record.getMessage()
@@ -84,4 +94,6 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs. newer torch
     warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided.*")
     warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")  # test/predict in a new run dir
+    # the launcher hands LightningCLI the arguments it prepared (the checkpoint's config first), not sys.argv
+    warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from within Python")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())

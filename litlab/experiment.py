@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 import lightning as L
 import numpy as np
+import torch
+from jsonargparse import ArgumentParser, Namespace
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 from litlab import figures
 from litlab.errors import LitlabError
 from litlab.optim import LRSchedulerCallable, OptimizerCallable, configure_optimizers
+from litlab.tracking import log_confusion, wandb_run
 
 
 class Experiment(L.LightningModule):
@@ -25,8 +28,10 @@ class Experiment(L.LightningModule):
     - `monitor`, `monitor_mode`: the validation metric `best.ckpt` is chosen by, and whether higher ("max") is better;
     - `prediction_format`: the `str.format` template of the line `litlab predict` prints per record.
 
-    Constructors take `optimizer` and `lr_scheduler` (LightningCLI's `OptimizerCallable` / `LRSchedulerCallable`, see
-    `litlab.optim`) and keep them as `self.optimizer` and `self.lr_scheduler`.
+    Subclass constructors take their own arguments and pass the rest on (`**kwargs`): this constructor takes the
+    optimizer and schedule every experiment shares and saves every argument of the chain as the hyperparameters.
+    Figures: `report_table`, `report_images`, `report_confusion`, from a batch kept by `keep_for_figures`; metrics
+    of each stage: `per_stage`.
 
     The contract with the data. An experiment reads its DataModule only through `from_data(name)`: a public attribute
     the DataModule documents (`classes`, `vocab`, `vocab_size`, `pad_id`, `tokenizer`, `prompts`), never its private
@@ -34,8 +39,8 @@ class Experiment(L.LightningModule):
     Constructor arguments that the data decides (a class count, a vocabulary size) are listed in `data_arguments`
     and default to None; the layers they size are created in `build`, which reads them with `data_argument(name)`:
     the configured value or, at the first fit, the DataModule's attribute of the same name. `build` runs once, in
-    Lightning's `configure_model` hook (after the data is set up, before weights are trained or restored), or at the
-    end of the constructor when the sizes are already known (`sized()`: a checkpoint's). `on_save_checkpoint` records
+    Lightning's `configure_model` hook: after the data is set up, before weights are trained or restored (and in
+    `load_from_checkpoint`; `litlab-export` calls it itself). `on_save_checkpoint` records
     what the data decided (and anything else the model learned, see `learned`) in the checkpoint's hyperparameters,
     so a checkpoint rebuilds its model without the data. The hyperparameters are never rewritten after `__init__`.
     """
@@ -43,14 +48,23 @@ class Experiment(L.LightningModule):
     monitor: ClassVar[str]
     monitor_mode: ClassVar[Literal["min", "max"]]
     prediction_format: ClassVar[str] = "{input} -> {output}"
-    optimizer: OptimizerCallable
-    lr_scheduler: LRSchedulerCallable | None = None
     data_arguments: ClassVar[tuple[str, ...]] = ()
     compile_mode: str | None = None  # `litlab fit --compile=true` (or a torch.compile mode) sets it for the run
 
-    def __init__(self) -> None:
+    def __init__(
+        self, optimizer: OptimizerCallable = torch.optim.AdamW, lr_scheduler: LRSchedulerCallable | None = None
+    ) -> None:
+        """
+        Args:
+            optimizer: any `torch.optim` optimizer and its arguments (`--model.optimizer=SGD --model.optimizer.lr=.1`).
+            lr_scheduler: None (a constant rate), `litlab.optim.WarmupDecay` or a torch scheduler, sized from the run
+                (see `litlab.optim`).
+        """
         super().__init__()
+        self.save_hyperparameters(logger=False)  # the arguments of every constructor of the chain (`RunRecord` logs)
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.learned: dict[str, Any] = {}  # constructor arguments decided at the first fit, for the checkpoint
+        self.figure_batch: dict[str, Any] | None = None  # see `keep_for_figures`
         self._built = False
 
     def build(self) -> None:
@@ -74,13 +88,17 @@ class Experiment(L.LightningModule):
             if not isinstance(child, containers) and next(child.parameters(), None) is not None
         ]
 
-    def sized(self) -> bool:
-        """Whether every `data_arguments` value is known without the data (configured, or from a checkpoint)."""
-        return all(self.hparams.get(name) is not None for name in self.data_arguments)
+    def attached_trainer(self) -> L.Trainer | None:
+        """The Trainer running this module, or None (Lightning's `trainer` raises when there is none)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
 
     def from_data(self, name: str) -> Any:
         """The DataModule's public attribute `name` (one line when there is no DataModule or it lacks one)."""
-        data = self.trainer.datamodule if self._trainer is not None else None
+        trainer = self.attached_trainer()
+        data = trainer.datamodule if trainer is not None else None
         if data is None or not hasattr(data, name):
             owner = type(data).__name__ if data is not None else "no DataModule"
             raise LitlabError(f"{type(self).__name__} needs the data's `{name}`, which {owner} does not provide")
@@ -125,11 +143,21 @@ class Experiment(L.LightningModule):
 
     def wandb_run(self):
         """The W&B run on rank 0 when a WandbLogger is active (for what only W&B shows), else None."""
-        return figures.wandb_run(self.trainer) if self.trainer.is_global_zero else None
+        return wandb_run(self.trainer) if self.trainer.is_global_zero else None
 
     def reporting(self) -> bool:
         """Whether figures are made now: on rank 0 of a trainer's run, outside Lightning's sanity check."""
-        return self._trainer is not None and self.trainer.is_global_zero and not self.trainer.sanity_checking
+        trainer = self.attached_trainer()
+        return trainer is not None and trainer.is_global_zero and not trainer.sanity_checking
+
+    def keep_for_figures(self, **items: Any) -> None:
+        """Keeps the `items` of the epoch's first validation batch (tensors detached, still on the device) for the
+        figures drawn at the epoch's end (`figure_batch`); only where figures are made (`reporting`)."""
+        if self.figure_batch is None and self.reporting():
+            self.figure_batch = {k: v.detach() if isinstance(v, Tensor) else v for k, v in items.items()}
+
+    def on_validation_epoch_start(self) -> None:
+        self.figure_batch = None
 
     def report_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
         """A table into the run's `figures/<key>.txt` (a block per epoch) and, with W&B, as a W&B table."""
@@ -137,7 +165,7 @@ class Experiment(L.LightningModule):
             return
         path = figures.figure_path(self.trainer, key, ".txt")
         figures.write_table(path, f"{key}, epoch {self.current_epoch}", columns, rows)
-        if (run := figures.wandb_run(self.trainer)) is not None:
+        if (run := wandb_run(self.trainer)) is not None:
             import wandb
 
             table = wandb.Table(columns=list(columns), data=[list(row) for row in rows])
@@ -149,7 +177,7 @@ class Experiment(L.LightningModule):
         if not self.reporting() or not len(images):
             return
         figures.save_grid(figures.figure_path(self.trainer, key, ".png"), images, captions)
-        if (run := figures.wandb_run(self.trainer)) is not None:
+        if (run := wandb_run(self.trainer)) is not None:
             import wandb
 
             shown = wandb_images or [wandb.Image(image, caption=c) for image, c in zip(images, captions)]
@@ -160,9 +188,7 @@ class Experiment(L.LightningModule):
         if not self.reporting():
             return
         figures.save_confusion(figures.figure_path(self.trainer, key, ".png"), matrix, class_names)
-        if (run := figures.wandb_run(self.trainer)) is not None:
-            from litlab.tracking import log_confusion
-
+        if (run := wandb_run(self.trainer)) is not None:
             log_confusion(run, matrix, class_names, key)
 
     def log_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
@@ -177,3 +203,16 @@ class Experiment(L.LightningModule):
             sync_dist=evaluating,
             batch_size=batch_size,
         )
+
+
+def per_stage(make: Callable[[], Metric], stages: Sequence[str] = ("val", "test")) -> nn.ModuleDict:
+    """A metric object of its own for each stage (`self.acc = per_stage(BinaryAccuracy)`; `self.acc[stage]`)."""
+    return nn.ModuleDict({stage: make() for stage in stages})
+
+
+def experiment_from_config(model: dict | Namespace) -> Experiment:
+    """The Experiment a config's `model` section describes (class path and arguments), built without a Trainer."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(Experiment, "model")
+    given = model.as_dict() if isinstance(model, Namespace) else model
+    return parser.instantiate_classes(parser.parse_object({"model": given})).model

@@ -20,11 +20,10 @@ import warnings
 from pathlib import Path
 
 import torch
-from jsonargparse import ArgumentParser
 
 from litlab.checkpoints import checkpoint_config, load_checkpoint
 from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
-from litlab.experiment import Experiment
+from litlab.experiment import Experiment, experiment_from_config
 
 
 def model_from_checkpoint(ckpt_path: str) -> tuple[Experiment, type]:
@@ -33,9 +32,8 @@ def model_from_checkpoint(ckpt_path: str) -> tuple[Experiment, type]:
     config = checkpoint_config(checkpoint, "predict")
     if "model" not in config or "data" not in config:
         raise LitlabError(f"--ckpt_path {ckpt_path} does not record its model and data (not written by litlab)")
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(Experiment, "model")
-    model = parser.instantiate_classes(parser.parse_object({"model": config["model"]})).model
+    model = experiment_from_config(config["model"])
+    model.configure_model()  # the layers the data sized: their sizes are recorded in the checkpoint
     model.load_state_dict(checkpoint["state_dict"])
     module, name = config["data"]["class_path"].rsplit(".", 1)
     return model.eval(), getattr(importlib.import_module(module), name)

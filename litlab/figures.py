@@ -1,4 +1,4 @@
-"""Figures every run keeps in its own folder, with or without W&B: `<run>/figures/` (see `tracking.run_dir`).
+"""Figures every run keeps in its own folder, with or without W&B: `<run>/figures/` (see `runs`).
 
 Experiments report through `Experiment.report_table`, `report_images` and `report_confusion`; each writes a file
 into the run's `figures/` folder on rank 0 and, when a W&B logger is active, sends the same figure to W&B:
@@ -23,10 +23,9 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from litlab.tracking import local_run_dir
+from litlab.tracking import wandb_run
 
 _warned = False
 
@@ -49,14 +48,9 @@ def pyplot():
 
 def figure_path(trainer: L.Trainer, key: str, suffix: str) -> Path:
     """`<run>/figures/<key with / as _><suffix>`, its folder created (rank 0's view: call it only on rank 0)."""
-    folder = local_run_dir(trainer) / "figures"
+    folder = Path(trainer.default_root_dir) / "figures"  # rank 0's is the run folder
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{key.replace('/', '_')}{suffix}"
-
-
-def wandb_run(trainer: L.Trainer):
-    loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
-    return loggers[0].experiment if loggers else None
 
 
 def write_table(path: Path, title: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:

@@ -1,7 +1,9 @@
-"""Shared fixtures: every test runs in its own temporary directory, with no network and no W&B account.
+"""What the tests share: every test runs in its own temporary directory, with no network and no W&B account, and finds
+the tiny datasets (written once per test process in the real on-disk formats) under `fixtures/` there.
 
-What makes each experiment's runs tiny, what it predicts and what memorising a batch needs is in `registry.py`; every
-test is parametrized over `configs/*.yaml`, so a new experiment config is covered as soon as its family is listed there.
+Tests are parametrized over `configs/*.yaml`; `tiny(experiment)` composes what makes an experiment's runs take seconds
+(`configs/tiny/<family>.yaml`, then `configs/tiny/<experiment>.yaml` where there is one), so a new experiment config is
+covered as soon as its family has a tiny config.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from image_fixtures import write_cifar10, write_fashion_mnist, write_predict_images
-from registry import FIXTURES, config, family
 from text_fixtures import review, write_aclimdb, write_book, write_tiny_hf
 
 from datamodules.synthetic_fruit import write_dataset
@@ -26,29 +29,60 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
 
 LITLAB = str(Path(sys.executable).with_name("litlab"))
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+EXPERIMENTS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+# Datasets in their real formats, written once per test process (see `fixture_data`), outside the repository; each
+# test's working directory links to them as fixtures/ (`workdir`).
+FIXTURES = Path(tempfile.gettempdir()) / f"litlab-fixtures-{os.getpid()}"
+QUIET = ("--trainer.logger=false", "--trainer.enable_progress_bar=false")
+
+
+def config(name: str) -> str:
+    return str(CONFIG_DIR / f"{name}.yaml")
+
+
+def family(experiment: str) -> str:
+    """An experiment's data family: its DataModule's module (`datamodules.fashion_mnist.X` -> fashion_mnist)."""
+    data = yaml.safe_load(Path(config(experiment)).read_text())["data"]["class_path"]
+    return data.rsplit(".", 2)[-2]
+
+
+def tiny(experiment: str) -> list[str]:
+    """The `--config` flags that make an experiment's runs tiny (`configs/tiny/`)."""
+    names = [f"tiny/{family(experiment)}", f"tiny/{experiment}"]
+    return [arg for name in names if Path(config(name)).is_file() for arg in ("--config", config(name))]
+
+
+def built(model):
+    """A model constructed outside a Trainer, with the layers the data sizes built (its sizes given)."""
+    model.configure_model()
+    return model
+
+
+def workdir(folder: Path) -> Path:
+    """A working directory for litlab with the fixtures at hand (`fixtures/`, which `configs/tiny/` reads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "fixtures").exists():
+        (folder / "fixtures").symlink_to(FIXTURES, target_is_directory=True)
+    return folder
 
 
 def cli(*args: str, run: bool = True):
-    """Run litlab in this process and return the LightningCLI (for its trainer, model and metrics); with `run=False`,
-    only build them (no subcommand then)."""
-    from litlab.cli import LitlabCLI
+    """Run `litlab <subcommand> <args>` in this process and return its LightningCLI (trainer, model, metrics); with
+    `run=False`, only build them."""
+    from litlab.cli import launch, prepare
 
-    return LitlabCLI(args=[str(a) for a in args], run=run)
+    subcommand, *rest = map(str, args)
+    return launch(subcommand, rest) if run else prepare(subcommand, rest)
 
 
 def debug_fit(experiment: str, *args: str):
     """One batch per stage of an experiment on its tiny data (the debug preset), without a logger."""
-    tiny = family(experiment)["tiny"]
     return cli(
-        "fit",
-        "--config",
-        config(experiment),
-        *tiny,
-        "--config",
-        config("trainer/debug"),
-        "--trainer.logger=false",
-        *args,
-    )
+        "fit", "--config", config(experiment), *tiny(experiment), "--config", config("trainer/debug"),
+        "--trainer.logger=false", *args,
+    )  # fmt: skip
 
 
 def run_litlab(
@@ -62,6 +96,8 @@ def run_litlab(
     None unset."""
     environment = {**os.environ, **(env or {})}
     environment = {key: value for key, value in environment.items() if value is not None}
+    if cwd is not None:
+        workdir(Path(cwd))
     return subprocess.run(
         [str(Path(LITLAB).with_name(program)), *map(str, args)],
         capture_output=True,
@@ -98,8 +134,9 @@ def fixture_data():
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Each test in a fresh directory (runs/ lands there), W&B offline-only and without credentials."""
-    monkeypatch.chdir(tmp_path)
+    """Each test in a fresh directory (runs/ lands there) with the fixtures at hand, W&B offline-only and without
+    credentials."""
+    monkeypatch.chdir(workdir(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -111,7 +148,7 @@ def isolated(tmp_path, monkeypatch):
 
 def fails_in_one_line(capfd, *args: str, naming: str) -> str:
     """Run litlab in this process and check it failed with one readable line naming `naming`; return the line."""
-    from litlab.cli import main
+    from litlab.__main__ import main
 
     with pytest.raises(SystemExit) as exit_:
         main([str(a) for a in args])

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from registry import CONFIG_DIR, EXPERIMENTS
+from conftest import CONFIG_DIR, EXPERIMENTS
 
+from litlab.__main__ import main
 from litlab.catalogue import experiments, readme_rows, uses_short_class_name
-from litlab.cli import main
 
 
 def test_list_shows_every_config_with_the_readme_figures(capsys):

@@ -7,19 +7,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from datamodules.char_corpus import (
-    CharVocab,
-    JitteredWindows,
-    StreamSampler,
-    TextStreams,
-    clean_text,
-    contiguous_splits,
-    corpus_files,
-    read_corpus,
-    strip_gutenberg,
-    tiled_windows,
-)
-from datamodules.in_memory import keep_batch
+from datamodules.char_corpus import CharVocab
+from datamodules.char_windows import JitteredWindows, StreamSampler, TextStreams, contiguous_splits, tiled_windows
+from datamodules.data_module import keep_batch
+from datamodules.texts import clean_text, corpus_files, read_corpus, strip_gutenberg
 from litlab.errors import LitlabError
 
 GUTENBERG = """The Project Gutenberg eBook of Jane Eyre: An Autobiography
@@ -44,7 +35,7 @@ def test_cleaning_keeps_the_notebooks_alphabet():
 
 
 def test_vocabulary_round_trip_and_unknown_characters():
-    vocab = CharVocab.from_text("abca .")
+    vocab = CharVocab(CharVocab.from_text("abca ."))
     assert len(vocab) == 5 + 1 and vocab.chars == " .abc"
     ids = vocab.encode("cab.")
     assert vocab.decode(ids) == "cab." and (ids > 0).all()

@@ -8,14 +8,13 @@ import urllib.request
 
 import pytest
 import torch
-from conftest import cli, fails_in_one_line
-from registry import FAMILIES, config
+from conftest import built, cli, config, fails_in_one_line, tiny
 from torch import Tensor
 
 from lightning_modules.char_lm import CharLM
 from lightning_modules.components.char_nets import CausalSelfAttention, CharGPT
 
-TINY = FAMILIES["datamodules.char_corpus.CharCorpusData"]["tiny"]
+TINY = tiny("char_lstm")
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
 
 
@@ -104,7 +103,7 @@ def test_gpt_never_reads_the_future():
 @pytest.mark.parametrize("arch", ["lstm", "gru", "rnn_scratch"])
 def test_stream_batches_carry_the_state_across_batches(arch):
     torch.manual_seed(0)
-    model = CharLM(arch, embed_dim=8, hidden=16, layers=2, dropout=0.0, vocab_size=12).eval()
+    model = built(CharLM(arch, embed_dim=8, hidden=16, layers=2, dropout=0.0, vocab_size=12, context_len=50)).eval()
     ids = torch.randint(1, 12, (4, 51), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         whole = model._shared_step({"x": ids[:, :-1], "y": ids[:, 1:]}, "val")  # each row in one reading

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import cli
-from registry import config, family
+from conftest import cli, config, tiny
 
 
 @pytest.mark.parametrize("experiment", ["xor_mlp", "fashion_cnn"])
@@ -14,7 +13,7 @@ def test_compiled_networks_train_the_same_weights(experiment):
         "fit",
         "--config",
         config(experiment),
-        *family(experiment)["tiny"],
+        *tiny(experiment),
         "--model.init_args.net.init_args.dropout=0" if experiment == "fashion_cnn" else "--trainer.max_epochs=1",
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=3",
@@ -47,6 +46,6 @@ def test_compiled_networks_train_the_same_weights(experiment):
 
 
 def test_compile_is_off_unless_asked():
-    trainer = cli("fit", "--config", config("xor_mlp"), *family("xor_mlp")["tiny"], "--trainer.fast_dev_run=1").trainer
+    trainer = cli("fit", "--config", config("xor_mlp"), *tiny("xor_mlp"), "--trainer.fast_dev_run=1").trainer
     assert trainer.lightning_module.compile_mode is None
     assert trainer.lightning_module.net._compiled_call_impl is None

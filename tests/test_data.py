@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from datamodules.arithmetic import ArithmeticData, expression_key
-from datamodules.in_memory import TensorColumns, keep_batch
+from datamodules.arithmetic import ArithmeticData, ArithmeticTokenizer, expression_key
+from datamodules.data_module import keep_batch
+from datamodules.in_memory import TensorColumns
 from datamodules.xor import XorData
-from litlab.arithmetic import ArithmeticTokenizer
 from litlab.errors import LitlabError
 
 

@@ -13,34 +13,31 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import LITLAB, run_litlab
-from registry import FAMILIES, config, family
+from conftest import LITLAB, config, run_litlab, tiny
 
 DDP = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
 CASES = {
     # experiment: (arguments for a short run with the global batch of the single-process run, metric, tolerance)
-    "xor_mlp": (FAMILIES["datamodules.xor.XorData"]["tiny"][:3] + ["--trainer.max_epochs=4"], "test/acc", 0.02),
+    "xor_mlp": (tiny("xor_mlp") + ["--trainer.max_epochs=4"], "test/acc", 0.02),
     "adder_transformer": (
-        FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"][:4] + ["--trainer.max_epochs=2"],
+        tiny("adder_transformer") + ["--trainer.max_epochs=2"],
         "test/loss",
         0.15,
     ),
     "fashion_cnn": (
-        FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"][:3] + ["--trainer.max_epochs=2"],
+        tiny("fashion_cnn") + ["--trainer.max_epochs=2"],
         "test/loss",
         0.15,
     ),
     # stream batches: each rank must read its own rows, in order, for the state it carries to fit them
     "char_lstm": (
-        family("char_lstm")["tiny"][:2]
-        + family("char_lstm")["tiny"][3:]
-        + ["--data.streams=true", "--trainer.max_epochs=2"],
+        tiny("char_lstm")[:2] + tiny("char_lstm")[3:] + ["--data.streams=true", "--trainer.max_epochs=2"],
         "test/loss",
         0.15,
     ),
     # length-bucketed batches: Lightning re-creates the batch sampler over its DistributedSampler
     "imdb_bilstm": (
-        family("imdb_bilstm")["tiny"][:4] + family("imdb_bilstm")["tiny"][5:] + ["--trainer.max_epochs=2"],
+        tiny("imdb_bilstm")[:4] + tiny("imdb_bilstm")[5:] + ["--trainer.max_epochs=2"],
         "test/loss",
         0.15,
     ),
@@ -147,7 +144,7 @@ def test_ranks_draw_their_own_random_numbers_and_resume_them_exactly(tmp_path):
     """seed_everything gives every rank the same seed, which the model's initial weights need; past that, ranks drawing
     the same numbers would mask, shift and flip their different batches alike. Each rank draws its own, rank 0 as a
     single process would, and a run resumed from `last.ckpt` draws on every rank what the uninterrupted run drew."""
-    adder = FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"][:4]
+    adder = tiny("adder_transformer")
     args = ["fit", "--config", config("adder_transformer"), *adder, "--data.batch_size=32", "--model.dropout=0.1"]
     args += ["--trainer.max_epochs=2", "--trainer.logger=false", "--trainer.enable_progress_bar=false", *DDP]
     record = "--trainer.callbacks+=test_ddp.RecordRandomState"

@@ -1,29 +1,29 @@
-"""Detection: VOC parsing edge cases, image modes, the proposal cache, box encoding, RoI sampling, the measured
-RoIAlign stride, per-class NMS, and predictions in original pixels with a drawn PNG."""
+"""Detection: VOC parsing edge cases, image modes, the proposal cache, the RoI head (box coding, RoI sampling and
+matching, RoIAlign at the backbone's stride, per-class NMS), data without proposals, and predictions in original pixels
+with a drawn PNG."""
 
 from __future__ import annotations
 
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli, fails_in_one_line
+from conftest import FIXTURES, QUIET, cli, config, fails_in_one_line, tiny
 from lightning import Trainer
 from PIL import Image
-from registry import FAMILIES, FIXTURES, config, family
 from torchvision.ops import FrozenBatchNorm2d
 
 import datamodules.proposals as proposals_module
 from datamodules.fruit_detection import FruitDetectionData
 from datamodules.proposals import ProposalCache, extra_boxes
-from datamodules.roi_sampling import label_rois, sample_rois
 from datamodules.synthetic_fruit import voc_xml, write_dataset
 from datamodules.voc import parse_voc, read_image, valid_boxes
 from lightning_modules.components.detection import losses_without_updates
-from lightning_modules.fast_rcnn import FasterRCNN, FastRCNN
-from litlab.box_coding import decode_boxes, encode_boxes
+from lightning_modules.components.roi_head import RoIHead, decode_boxes, encode_boxes, match, sample_rois
+from lightning_modules.fast_rcnn import STRIDES, FasterRCNN, FastRCNN
 from litlab.errors import LitlabError
 
 CLASSES = ("apple", "banana", "orange")
@@ -96,28 +96,45 @@ def test_sampled_rois_hold_ground_truth_and_the_foreground_share():
     proposals = torch.cat([boxes + torch.randn(40, 4), torch.rand(200, 4).sort(dim=1).values[:, [0, 1, 2, 3]] * 200])
     proposals[:, 2:] = torch.maximum(proposals[:, 2:], proposals[:, :2] + 2)
     rois = sample_rois(proposals, boxes, labels, count=32, fg_fraction=0.25)
-    iou, roi_labels, _ = label_rois(rois, boxes, labels)
+    iou, roi_labels, _ = match(rois, boxes, labels)
     assert len(rois) == 32 and torch.equal(rois[0], boxes[0])
     assert int((roi_labels == 2).sum()) == 8 and (roi_labels[8:] == 0).all() and (iou[8:] < 0.5).all()
 
 
-@pytest.mark.parametrize(("stage", "stride"), [("layer3", 16), ("layer4", 32)])
-def test_roi_align_uses_the_measured_stride(stage, stride):
-    model = FastRCNN(arch="resnet18", weights=None, num_classes=3, feature_stage=stage, fc_dim=32)
-    assert model.stride == stride
-    image = torch.zeros(1, 3, 128, 128, dtype=torch.uint8)
-    image[..., 64:96, 64:96] = 255  # a white square: its RoI's features differ from a dark RoI's
-    logits, deltas = model.eval()(image, torch.tensor([[0.0, 64, 64, 95, 95], [0.0, 0, 0, 31, 31]]))
+def test_training_rois_are_sampled_per_image_and_evaluation_reads_every_proposal():
+    head = RoIHead(channels=8, stride=16, num_classes=3, fc_dim=16, rois_per_image=16)
+    boxes, labels = [torch.tensor([[10.0, 10, 60, 60]]), torch.zeros(0, 4)], [torch.tensor([2]), torch.zeros(0).long()]
+    proposals = [torch.tensor([[11.0, 11, 61, 61], [70, 70, 90, 90]]), torch.tensor([[5.0, 5, 30, 30]])]
+    rois, roi_labels, targets = head.rois(proposals, boxes, labels, sample=True)
+    assert rois.shape == (32, 5) and rois[:16, 0].eq(0).all() and rois[16:, 0].eq(1).all()
+    assert roi_labels[0] == 2 and roi_labels[16:].eq(0).all() and targets.shape == (32, 4)
+    rois, roi_labels, _ = head.rois(proposals, boxes, labels, sample=False)
+    assert rois[:, 0].tolist() == [0, 0, 1] and roi_labels.tolist() == [2, 0, 0]
+
+
+@pytest.mark.parametrize("stage", ["layer2", "layer3", "layer4"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_the_backbone_has_the_stride_and_width_the_head_pools_at(arch, stage):
+    model = FastRCNN(arch=arch, weights=None, feature_stage=stage)
+    features = model.backbone(torch.zeros(1, 3, 128, 128))
+    assert features.shape[1:] == (model.channels, 128 // STRIDES[stage], 128 // STRIDES[stage])
+
+
+def test_roi_align_tells_regions_apart():
+    torch.manual_seed(0)
+    head = RoIHead(channels=1, stride=1, num_classes=3, fc_dim=32).eval()
+    features = torch.zeros(1, 1, 128, 128)
+    features[..., 64:96, 64:96] = 1  # a bright square: its RoI's pooled features differ from a dark RoI's
+    logits, deltas = head(features, torch.tensor([[0.0, 64, 64, 95, 95], [0.0, 0, 0, 31, 31]]))
     assert logits.shape == (2, 4) and deltas.shape == (2, 4, 4) and not torch.allclose(logits[0], logits[1])
 
 
 def test_nms_keeps_one_box_per_object_and_class():
-    model = FastRCNN(arch="resnet18", weights=None, num_classes=3, fc_dim=32, score_threshold=0.1, nms_iou=0.3)
+    head = RoIHead(channels=8, stride=16, num_classes=3, fc_dim=32, score_threshold=0.1, nms_iou=0.3)
     rois = torch.tensor([[0.0, 10, 10, 50, 50], [0.0, 12, 12, 52, 52], [1.0, 10, 10, 50, 50], [0.0, 60, 60, 90, 90]])
     logits = torch.full((4, 4), -10.0)
     logits[0, 1], logits[1, 1], logits[2, 1], logits[3, 3] = 5.0, 4.0, 5.0, 3.0  # apple, apple (overlap), apple, orange
-    batch = {"images": torch.zeros(2, 3, 100, 100), "rois": rois}
-    found = model.postprocess(batch, logits, torch.zeros(4, 4, 4))
+    found = head.detections(logits, torch.zeros(4, 4, 4), rois, images=2, size=100)
     assert found[0]["labels"].tolist() == [1, 3] and found[0]["boxes"][0].tolist() == [10, 10, 50, 50]
     assert found[1]["labels"].tolist() == [1]  # the same box in another image is its own detection
 
@@ -125,21 +142,26 @@ def test_nms_keeps_one_box_per_object_and_class():
 def test_default_nms_keeps_touching_fruit_of_one_class():
     """A fifth of the real fruit overlap another of their class at IoU > 0.3: both must be detected, while a
     near-duplicate box of one of them (IoU 0.82) is still suppressed."""
-    model = FastRCNN(arch="resnet18", weights=None, num_classes=3, fc_dim=32)
+    head = RoIHead(channels=8, stride=16, num_classes=3, fc_dim=32)
     rois = torch.tensor([[0.0, 10, 10, 50, 50], [0.0, 27, 10, 67, 50], [0.0, 14, 10, 54, 50]])  # IoU 0.40, 0.82
     logits = torch.full((3, 4), -10.0)
     logits[:, 1] = torch.tensor([5.0, 4.0, 3.0])
-    found = model.postprocess({"images": torch.zeros(1, 3, 100, 100), "rois": rois}, logits, torch.zeros(3, 4, 4))
+    found = head.detections(logits, torch.zeros(3, 4, 4), rois, images=1, size=100)
     assert found[0]["boxes"].tolist() == [[10, 10, 50, 50], [27, 10, 67, 50]]
 
 
+def test_fast_rcnn_on_data_without_proposals_is_one_line(capfd):
+    fit = ["fit", "--config", config("fruit_fast_rcnn_scratch"), *tiny("fruit_fast_rcnn_scratch"), *QUIET]
+    fails_in_one_line(capfd, *fit, "--data.proposals=none", naming="FastRCNN pools the data's region proposals")
+
+
 def test_predictions_are_in_original_pixels_with_a_drawn_image(tmp_path, capsys):
-    tiny = family("fruit_fast_rcnn")["tiny"]
+    small = tiny("fruit_fast_rcnn")
     cli(
         "fit",
         "--config",
         config("fruit_fast_rcnn"),
-        *tiny,
+        *small,
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=2",
         "--trainer.logger=false",
@@ -157,7 +179,8 @@ def test_predictions_are_in_original_pixels_with_a_drawn_image(tmp_path, capsys)
     assert record["output"] and all(o["class"] in CLASSES for o in record["output"])
     boxes = torch.tensor([o["box"] for o in record["output"]])
     assert boxes[:, 2].max() <= 640 and boxes[:, 3].max() <= 200 and boxes[:, 2].max() > 128  # original, not 128 px
-    assert Image.open(record["drawn"]).size == (640, 200)
+    drawn = Path(path.removeprefix("predictions written to ")).parent / "detections" / "photo.png"
+    assert Image.open(drawn).size == (640, 200)
 
 
 def test_missing_dataset_and_bad_class_fail_in_one_line(tmp_path, capfd):
@@ -165,16 +188,16 @@ def test_missing_dataset_and_bad_class_fail_in_one_line(tmp_path, capfd):
         "fit",
         "--config",
         config("fruit_fast_rcnn"),
-        *FAMILIES["datamodules.fruit_detection.FruitDetectionData"]["tiny"],
-        *family("fruit_fast_rcnn")["tiny"][4:],
+        *tiny("fruit_fast_rcnn"),
         "--trainer.logger=false",
     ]
-    fails_in_one_line(capfd, *fit, f"--data.data_dir={tmp_path}", "--data.download=false", naming="no VOC train/")
+    folder = tmp_path / "voc"
+    fails_in_one_line(capfd, *fit, f"--data.data_dir={folder}", "--data.download=false", naming="no VOC train/")
     for split in ("train", "test"):
-        (tmp_path / split).mkdir()
-        Image.new("RGB", (50, 50)).save(tmp_path / split / "a.jpg")
-        (tmp_path / split / "a.xml").write_text(voc_xml("a.jpg", 50, 50, [("pear", (1, 1, 20, 20))]))
-    fails_in_one_line(capfd, *fit, f"--data.data_dir={tmp_path}", naming="'pear' is not one of")
+        (folder / split).mkdir(parents=True)
+        Image.new("RGB", (50, 50)).save(folder / split / "a.jpg")
+        (folder / split / "a.xml").write_text(voc_xml("a.jpg", 50, 50, [("pear", (1, 1, 20, 20))]))
+    fails_in_one_line(capfd, *fit, f"--data.data_dir={folder}", naming="'pear' is not one of")
     assert FIXTURES.is_dir()
 
 
@@ -185,6 +208,7 @@ def batchnorm_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_faster_rcnn_validation_changes_no_statistics():
     torch.manual_seed(0)
     model = FasterRCNN(weights=None, num_classes=3, image_size=128)  # from scratch: live BatchNorm everywhere
+    model.configure_model()
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     data = FruitDetectionData(FIXTURES / "fruit", val_size=4, image_size=128, proposals="none", batch_size=2)
     before = batchnorm_state(model)
@@ -201,9 +225,8 @@ def test_faster_rcnn_validation_changes_no_statistics():
 
 
 def test_faster_rcnn_with_coco_weights_freezes_batchnorm_and_early_stages():
-    model = FasterRCNN(
-        weights="COCO_V1", num_classes=3, trainable_backbone_layers=2
-    )  # the weights are fetched in fit only
+    model = FasterRCNN(weights="COCO_V1", num_classes=3, image_size=128, trainable_backbone_layers=2)
+    model.configure_model()  # the weights are fetched in fit only
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert any(isinstance(m, FrozenBatchNorm2d) for m in model.net.roi_heads.modules())
     body = model.net.backbone.body

@@ -6,11 +6,10 @@ import sys
 
 import pytest
 import torch
-from conftest import checkpoints, cli, fails_in_one_line, run_litlab
-from registry import FAMILIES, config
+from conftest import checkpoints, cli, config, fails_in_one_line, run_litlab, tiny
 
-XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
-ADDER_TINY = FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"]
+XOR_TINY = tiny("xor_mlp")
+ADDER_TINY = tiny("adder_transformer")
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import cli, run_litlab
-from registry import config, family
+from conftest import cli, config, run_litlab, tiny
 
 from litlab.export import model_from_checkpoint
 
@@ -20,7 +19,7 @@ def export_a_short_fit(experiment: str, tmp_path, exporter: str = "dynamo", *ove
     """Fit the experiment for two batches, export its best checkpoint to tmp_path/model.onnx; the checkpoint."""
     quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
     short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
-    cli("fit", "--config", config(experiment), *family(experiment)["tiny"], *short, *quiet, *overrides)
+    cli("fit", "--config", config(experiment), *tiny(experiment), *short, *quiet, *overrides)
     best = next(tmp_path.glob("runs/**/best.ckpt"))
     output = ("--output", tmp_path / "model.onnx", "--exporter", exporter)
     result = run_litlab("--ckpt_path", best, *output, program="litlab-export")
@@ -72,20 +71,13 @@ def test_character_model_exports_with_dynamic_batch_and_length(experiment, expor
 
 
 def test_the_torchscript_exporter_stays_as_a_fallback_and_unexportable_models_say_so(tmp_path):
-    tiny = ["--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
-    cli(
-        "fit",
-        "--config",
-        config("fashion_fcn"),
-        *family("fashion_fcn")["tiny"],
-        "--trainer.limit_train_batches=2",
-        *tiny,
-    )
+    short = ["--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    cli("fit", "--config", config("fashion_fcn"), *tiny("fashion_fcn"), "--trainer.limit_train_batches=2", *short)
     best = next(tmp_path.glob("runs/**/best.ckpt"))
     args = ("--ckpt_path", best, "--output", tmp_path / "old.onnx", "--exporter", "torchscript")
     result = run_litlab(*args, program="litlab-export")
     assert result.returncode == 0 and "exported" in result.stdout, result.stderr[-3000:]
-    cli("fit", "--config", config("xor_mlp"), *family("xor_mlp")["tiny"], *tiny)
+    cli("fit", "--config", config("xor_mlp"), *tiny("xor_mlp"), *short)
     xor = next(tmp_path.glob("runs/xor_mlp/**/best.ckpt"))
     result = run_litlab("--ckpt_path", xor, program="litlab-export")
     assert result.returncode == 2 and "XorMLP has no ONNX export" in result.stderr.strip().splitlines()[-1]

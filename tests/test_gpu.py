@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import cli
-from registry import EXPERIMENTS, config, family
+from conftest import EXPERIMENTS, cli, config, tiny
 
 from datamodules.in_memory import InMemoryDataModule
 
@@ -22,7 +21,7 @@ def test_gpu_preset_trains_in_bf16_with_data_on_device(experiment, tmp_path):
         "fit",
         "--config",
         config(experiment),
-        *family(experiment)["tiny"],
+        *tiny(experiment),
         "--config",
         config("trainer/gpu"),
         "--trainer.max_epochs=2",
@@ -39,7 +38,7 @@ def test_gpu_preset_trains_in_bf16_with_data_on_device(experiment, tmp_path):
         "test",
         "--ckpt_path",
         best,
-        *family(experiment)["tiny"],
+        *tiny(experiment),
         "--config",
         config("trainer/gpu"),
         "--trainer.logger=false",

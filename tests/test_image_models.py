@@ -8,10 +8,9 @@ import urllib.error
 import pytest
 import torch
 import torchvision
-from conftest import cli, fails_in_one_line
-from registry import FAMILIES, config
+from conftest import built, cli, config, fails_in_one_line, tiny
 
-CIFAR_TINY = FAMILIES["datamodules.cifar10.CIFAR10Data"]["tiny"]
+CIFAR_TINY = tiny("cifar10_fast")
 
 
 def batch(n: int = 16) -> torch.Tensor:
@@ -120,7 +119,7 @@ def test_flip_tta_predicts_the_same_for_an_image_and_its_mirror():
     from lightning_modules.image_classifier import ImageClassifier
 
     x = batch(4)
-    plain, tta = (ImageClassifier(SmallCNN, flip_tta=flag, num_classes=10).eval() for flag in (False, True))
+    plain, tta = (built(ImageClassifier(SmallCNN, flip_tta=flag, num_classes=10)).eval() for flag in (False, True))
     tta.load_state_dict(plain.state_dict())
     assert not torch.allclose(plain(x), plain(x.flip(-1)), atol=1e-4)
     torch.testing.assert_close(tta(x), tta(x.flip(-1)))
@@ -131,7 +130,7 @@ def test_accuracy_is_the_share_of_correct_predictions_with_imbalanced_classes():
     from lightning_modules.components.convnets import SmallCNN
     from lightning_modules.image_classifier import ImageClassifier
 
-    model = ImageClassifier(SmallCNN, num_classes=3)
+    model = built(ImageClassifier(SmallCNN, num_classes=3))
     y, predicted = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2]), torch.tensor([0, 0, 0, 0, 0, 0, 2, 1])
     model.acc["val"](predicted, y)
     assert model.acc["val"].compute().item() == 0.75  # 6 of 8; not the mean of the per-class recalls, 1/3
@@ -142,8 +141,8 @@ def test_shift_tta_averages_the_shifted_and_mirrored_views_and_stays_symmetric()
     from lightning_modules.image_classifier import ImageClassifier
 
     x = batch(4)
-    plain = ImageClassifier(SmallCNN, num_classes=10).eval()
-    tta = ImageClassifier(SmallCNN, flip_tta=True, shift_tta=2, num_classes=10).eval()
+    plain = built(ImageClassifier(SmallCNN, num_classes=10)).eval()
+    tta = built(ImageClassifier(SmallCNN, flip_tta=True, shift_tta=2, num_classes=10)).eval()
     tta.load_state_dict(plain.state_dict())
     zeros = torch.zeros_like(x[..., :2])
     right, left = torch.cat([zeros, x[..., :-2]], -1), torch.cat([x[..., 2:], zeros], -1)  # content moved 2 px
@@ -161,7 +160,7 @@ def test_cutmix_pastes_a_rectangle_from_another_image_and_weights_the_classes_by
     from lightning_modules.image_classifier import ImageClassifier
 
     torch.manual_seed(0)
-    model = ImageClassifier(SmallCNN, cutmix=1.0, num_classes=10)
+    model = built(ImageClassifier(SmallCNN, cutmix=1.0, num_classes=10))
     x = torch.arange(8.0).view(8, 1, 1, 1).expand(8, 1, 28, 28) / 8  # each image one grey level: its class
     y = torch.arange(8)
     mixed = 0
@@ -184,7 +183,7 @@ def test_cutmix_is_drawn_for_its_share_of_training_batches_only(monkeypatch):
     torch.manual_seed(0)
     batch = {"x": torch.rand(2, 1, 28, 28), "y": torch.tensor([0, 1])}
     for share, expected in [(0.0, 0), (0.5, range(35, 66)), (1.0, 100)]:
-        model, mixed = ImageClassifier(SmallCNN, cutmix=share, num_classes=10), []
+        model, mixed = built(ImageClassifier(SmallCNN, cutmix=share, num_classes=10)), []
         monkeypatch.setattr(model, "cut_and_mix", lambda b, mixed=mixed: mixed.append(b) or b)
         for _ in range(100):
             model._shared_step(batch, "train")
@@ -198,10 +197,10 @@ def test_ensemble_members_learn_as_they_would_alone_and_predict_together():
     from lightning_modules.image_classifier import ImageClassifier
 
     torch.manual_seed(0)
-    ensemble = ImageClassifier(SmallCNN, members=2, flip_tta=True, num_classes=10)
+    ensemble = built(ImageClassifier(SmallCNN, members=2, flip_tta=True, num_classes=10))
     first, second = ensemble.net.members
     assert not torch.allclose(first.layers[1].weight, second.layers[1].weight)  # each initialised afresh
-    alone = [ImageClassifier(SmallCNN, flip_tta=True, num_classes=10) for _ in range(2)]
+    alone = [built(ImageClassifier(SmallCNN, flip_tta=True, num_classes=10)) for _ in range(2)]
     for solo, member in zip(alone, ensemble.net.members):
         solo.net.load_state_dict(member.state_dict())
     images = {"x": batch(8), "y": torch.arange(8)}
@@ -218,9 +217,10 @@ def test_ensemble_members_learn_as_they_would_alone_and_predict_together():
 def test_fast_cifar_whitens_from_its_first_training_batch(members):
     quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false"]
     steps = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0"]
-    sized = "--model.init_args.num_classes=10"  # the network exists before fit (else the data sizes it in fit)
+    sized = "--model.init_args.num_classes=10"  # the network can be built before fit (else the data sizes it in fit)
     shape = [sized, f"--model.init_args.members={members}"]
-    run = cli("--config", config("cifar10_fast"), *CIFAR_TINY, *steps, *quiet, *shape, run=False)
+    run = cli("fit", "--config", config("cifar10_fast"), *CIFAR_TINY, *steps, *quiet, *shape, run=False)
+    run.model.configure_model()
     nets = run.model.net.members if members > 1 else [run.model.net]
     initial = [net.whiten.weight.clone() for net in nets]
     run.trainer.fit(run.model, run.datamodule)

@@ -10,17 +10,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import cli, fails_in_one_line
+from conftest import cli, config, fails_in_one_line, tiny
 from image_fixtures import shapes
-from registry import FAMILIES, config
 from torchvision.datasets import FashionMNIST
 
 from datamodules.cifar10 import CIFAR10Data
 from datamodules.fashion_mnist import FashionMNISTData
 from datamodules.images import augment_batch
 
-FASHION_TINY = FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"]
-CIFAR_TINY = FAMILIES["datamodules.cifar10.CIFAR10Data"]["tiny"]
+FASHION_TINY = tiny("fashion_cnn")
+CIFAR_TINY = tiny("cifar10_fast")
 
 
 def batch(n: int = 16) -> torch.Tensor:

@@ -8,15 +8,16 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cli, debug_fit, fails_in_one_line
-from registry import FAMILIES, FIXTURES, config
+from conftest import FIXTURES, built, cli, config, debug_fit, fails_in_one_line, tiny
 from text_fixtures import write_aclimdb
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
-from datamodules import imdb
-from datamodules.imdb import RATINGS, ImdbData, read_reviews, words
-from datamodules.text_batches import BucketBatchSampler, Sequences, padding_fraction
+from datamodules import imdb_reviews
+from datamodules.imdb import ImdbData
+from datamodules.imdb_reviews import RATINGS, read_reviews
+from datamodules.text_batches import BucketBatchSampler, Ragged, Sequences, padding_fraction
+from datamodules.tokenizers import WordTokenizer, words
 from lightning_modules.components.positional import SinusoidalPositions
 from lightning_modules.components.text_encoders import (
     AttentionClassifier,
@@ -28,7 +29,7 @@ from lightning_modules.components.text_encoders import (
 from lightning_modules.imdb import WordClassifier
 from litlab.errors import LitlabError
 
-TINY = FAMILIES["datamodules.imdb.ImdbData"]["tiny"]
+TINY = tiny("imdb_bilstm")
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
 
 
@@ -53,7 +54,7 @@ def test_vocabulary_comes_from_training_reviews_only(tmp_path):
     (tmp_path / "aclImdb/test/pos/999_9.txt").write_text("zyzzyva only in the test set")
     data = ImdbData(data_dir=tmp_path, download=False, val_size=10, seed=0)
     data.setup("fit")
-    vocab = set(data.vocab.words)
+    vocab = set(data.tokenizer.words)
     assert "zyzzyva" not in vocab
     val_only = {w for t in data.texts["val"] for w in words(t)} - {w for t in data.texts["train"] for w in words(t)}
     assert not (val_only & vocab)
@@ -61,7 +62,7 @@ def test_vocabulary_comes_from_training_reviews_only(tmp_path):
 
 
 def test_movie_runs_are_blocks_of_consecutive_ids_per_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(imdb, "MOVIE_RUN", 10)
+    monkeypatch.setattr(imdb_reviews, "MOVIE_RUN", 10)
     write_aclimdb(tmp_path, {"train": 25})
     _, binary, runs = read_reviews(tmp_path / "aclImdb/train", "binary")
     ids = [
@@ -74,7 +75,7 @@ def test_movie_runs_are_blocks_of_consecutive_ids_per_folder(tmp_path, monkeypat
 
 
 def test_movie_validation_holds_whole_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(imdb, "MOVIE_RUN", 10)
+    monkeypatch.setattr(imdb_reviews, "MOVIE_RUN", 10)
     write_aclimdb(tmp_path, {"train": 50, "test": 5})
     for label in ("neg", "pos"):  # each run's reviews name their movie
         for file in (tmp_path / f"aclImdb/train/{label}").iterdir():
@@ -104,7 +105,7 @@ def test_notebook_split_pools_and_resplits_nine_to_one(tmp_path):
 
 def test_batches_pad_to_their_longest_review():
     tokens = torch.arange(1, 10)
-    dataset = Sequences(tokens, torch.tensor([2, 4, 3]), pad_id=0, multiple=1, y=torch.tensor([0, 1, 0]))
+    dataset = Sequences(Ragged(tokens, torch.tensor([2, 4, 3])), pad_id=0, multiple=1, y=torch.tensor([0, 1, 0]))
     batch = dataset.__getitems__([2, 0])
     assert batch["ids"].tolist() == [[7, 8, 9], [1, 2, 0]]
     assert batch["lengths"].tolist() == [3, 2] and batch["y"].tolist() == [0, 0] and batch["index"].tolist() == [2, 0]
@@ -150,8 +151,8 @@ def test_hugging_face_tokens_stop_at_the_models_position_table():
         data_dir=FIXTURES / "imdb", download=False, tokenizer=str(FIXTURES / "tiny-distilbert"), max_len=512
     )
     long_review = " ".join(["wonderful"] * 400)
-    _, lengths = data.encode([long_review, "A short one."])
-    assert lengths[0] == data.hf_tokenizer.model_max_length == 128 and lengths[1] < 30
+    lengths = data.encode([long_review, "A short one."]).lengths
+    assert lengths[0] == data.tokenizer.tokenizer.model_max_length == 128 and lengths[1] < 30
 
 
 def test_word_transformer_reads_reviews_longer_than_its_precomputed_positions():
@@ -218,8 +219,8 @@ def test_glove_vectors_start_the_embeddings_and_stay_frozen(tmp_path):
         "--trainer.limit_train_batches=2",
         *QUIET,
     )
-    model, vocab = run.model, run.datamodule.vocab
-    assert model.hparams.embed_dim == 128 and model.learned["embed_dim"] == 8  # the vectors' width, for checkpoints
+    model, vocab = run.model, run.datamodule.tokenizer
+    assert model.hparams.embed_dim == 32 and model.learned["embed_dim"] == 8  # the vectors' width, for checkpoints
     assert model.net.embed.weight.shape[1] == 8 and not model.net.embed.weight.requires_grad
     assert torch.equal(model.net.embed.weight[vocab.ids["wonderful"]], torch.full((8,), 0.5))
     assert torch.equal(model.net.embed.weight[vocab.ids["awful"]], torch.full((8,), -0.5))
@@ -295,7 +296,8 @@ def test_missing_data_glove_and_tokenizer_fail_in_one_line(tmp_path, capfd):
         "fit",
         "--config",
         config("imdb_distilbert"),
-        *TINY,
+        "--config",
+        config("tiny/imdb"),  # the family's tiny data, but not the experiment's tiny local DistilBERT
         *QUIET,
         naming="could not load 'distilbert-base-uncased'",
     )
@@ -353,7 +355,7 @@ def test_bilstm_max_pooling_reads_only_a_reviews_words():
 def test_adversarial_training_moves_each_reviews_embeddings_uphill_by_epsilon():
     torch.manual_seed(0)
     sizes = {"vocab_size": 50, "pad_id": 0, "num_classes": 2}
-    model = WordClassifier(embed_dim=8, hidden=6, pooling="max", dropout=0.0, adversarial=2.0, **sizes)
+    model = built(WordClassifier(embed_dim=8, hidden=6, pooling="max", dropout=0.0, adversarial=2.0, **sizes))
     lengths, y = torch.tensor([9, 4, 6]), torch.tensor([0, 1, 1])
     real = real_tokens(torch.empty(3, 9), lengths)
     ids = torch.randint(2, 50, (3, 9)) * real  # 0 = padding
@@ -414,6 +416,6 @@ def test_word_dropout_makes_a_share_of_training_words_unknown_and_only_in_traini
     ids = torch.randint(2, 50, (64, 300)) * real  # 0 = padding
     dropped = run.model.drop_words(ids, lengths)
     changed = dropped != ids
-    assert (dropped[changed] == imdb.WordVocab.UNKNOWN).all()
+    assert (dropped[changed] == WordTokenizer.unknown_id).all()
     assert not changed[~real].any()  # padding stays padding
     assert abs(changed.sum() / lengths.sum() - 0.3) < 0.02

@@ -1,5 +1,6 @@
 """The packages import one way: `litlab` (the core) imports no experiment; `datamodules` and `lightning_modules` import
-`litlab` and never each other."""
+`litlab` and never each other. Inside the core no two modules import each other, even through others; no source file
+holds more than about 300 lines."""
 
 from __future__ import annotations
 
@@ -16,14 +17,19 @@ FORBIDDEN = {
 }
 
 
-def imported_packages(file: Path) -> set[str]:
-    packages = set()
+def imported_modules(file: Path) -> set[str]:
+    """Every module a file imports, at its top or inside functions (`a.b` for `from a.b import c`)."""
+    modules = set()
     for node in ast.walk(ast.parse(file.read_text(), filename=str(file))):
         if isinstance(node, ast.Import):
-            packages.update(alias.name.split(".")[0] for alias in node.names)
+            modules.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            packages.add(node.module.split(".")[0])
-    return packages
+            modules.add(node.module)
+    return modules
+
+
+def imported_packages(file: Path) -> set[str]:
+    return {module.split(".")[0] for module in imported_modules(file)}
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -62,3 +68,52 @@ def test_the_check_sees_datamodule_reads(tmp_path):
     file = tmp_path / "model.py"
     file.write_text("def f(self):\n    return self.trainer.datamodule.texts['test']\n")
     assert datamodule_reads(file) == ["model.py:2"]
+
+
+def core_imports() -> dict[str, set[str]]:
+    """Who imports whom inside `litlab/`: module name -> the litlab modules it imports."""
+    core = {file.stem: file for file in (ROOT / "litlab").glob("*.py") if file.stem != "__init__"}
+    return {
+        name: {m.split(".")[1] for m in imported_modules(file) if m.startswith("litlab.") and m.count(".") == 1}
+        for name, file in core.items()
+    }
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of a graph: each as the path from a module back to itself (depth-first)."""
+    found, done = [], set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            found.append(path[path.index(node) :] + [node])
+            return
+        if node in done:
+            return
+        for imported in sorted(graph.get(node, ())):
+            visit(imported, [*path, node])
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [])
+    return found
+
+
+def test_no_module_of_the_core_imports_itself_back():
+    graph = core_imports()
+    assert not cycles(graph), cycles(graph)
+    assert "cli" in graph["tune"] and "tune" not in graph["cli"]  # tune is a client of the launcher
+
+
+def test_the_cycle_check_finds_cycles():
+    assert cycles({"cli": {"tune"}, "tune": {"search"}, "search": {"cli"}}) == [["cli", "tune", "search", "cli"]]
+    assert cycles({"tune": {"cli"}, "cli": {"runs"}}) == []
+
+
+@pytest.mark.parametrize("package", ["litlab", "lightning_modules", "datamodules"])
+def test_files_hold_about_300_lines_at_most(package):
+    long = {
+        str(f.relative_to(ROOT)): n
+        for f in (ROOT / package).rglob("*.py")
+        if (n := len(f.read_text().splitlines())) > 300
+    }
+    assert not long, long

@@ -4,14 +4,13 @@ picks bf16 for a CPU, and asking for it on a CPU without it is said in one line.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import cli
-from registry import CONFIG_DIR, config
+from conftest import CONFIG_DIR, EXPERIMENTS, QUIET, cli, config, tiny
 
 from litlab import hardware
+from litlab.cli import fit_parser
 from litlab.hardware import cpu_has_native_bf16, cpu_vector_unit, precision_notice
 
 AVX2 = {"sse4_2", "avx", "avx2", "fma"}
@@ -36,21 +35,40 @@ def test_bf16_on_a_cpu_without_it_gets_a_notice_and_nothing_else_does():
 
 def test_the_cli_says_it_before_training(monkeypatch, caplog):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: AVX2)
+    bf16 = [
+        "--config",
+        config("xor_mlp"),
+        *tiny("xor_mlp"),
+        "--trainer.precision=bf16-mixed",
+        "--trainer.accelerator=cpu",
+    ]
     with caplog.at_level(logging.INFO):
-        cli("--config", config("xor_mlp"), "--trainer.precision=bf16-mixed", "--trainer.accelerator=cpu", run=False)
+        cli("validate", *bf16, *QUIET)
     assert sum("--trainer.precision=32-true" in r.getMessage() for r in caplog.records) == 1
     caplog.clear()
     monkeypatch.setattr(hardware, "cpu_flags", lambda: ZEN4)
     with caplog.at_level(logging.INFO):
-        cli("--config", config("xor_mlp"), "--trainer.precision=bf16-mixed", "--trainer.accelerator=cpu", run=False)
+        cli("validate", *bf16, *QUIET)
     assert not any("32-true" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
-def test_no_experiment_config_picks_bf16_for_a_cpu(path: Path):
-    trainer = (yaml.safe_load(path.read_text()) or {}).get("trainer") or {}
-    if "bf16" in str(trainer.get("precision", "")):
-        assert trainer.get("accelerator") in ("gpu", "cuda"), f"{path.name}: bf16 would run on a CPU too"
+def bf16_off_a_gpu(trainer) -> bool:
+    """Whether a resolved trainer config asks for bf16 without asking for a GPU (so a CPU without it would emulate)."""
+    return "bf16" in str(trainer.precision) and str(trainer.accelerator) not in ("gpu", "cuda")
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_no_experiment_config_picks_bf16_for_a_cpu(experiment):
+    resolved = fit_parser(["--config", config(experiment)]).parse_args(["--config", config(experiment)])
+    assert not bf16_off_a_gpu(resolved.trainer), f"{experiment}: bf16 would run on a CPU too"
+
+
+def test_the_check_sees_a_config_that_picks_bf16(tmp_path):
+    (tmp_path / "bf16.yaml").write_text("trainer:\n  precision: bf16-mixed\n")
+    args = ["--config", config("xor_mlp"), "--config", str(tmp_path / "bf16.yaml")]
+    assert bf16_off_a_gpu(fit_parser(args).parse_args(args).trainer)
+    args += ["--config", config("trainer/gpu")]
+    assert not bf16_off_a_gpu(fit_parser(args).parse_args(args).trainer)
 
 
 def test_the_presets_name_their_hardware():

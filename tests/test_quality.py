@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import config
 from quality_runs import extra_args, fit_then_test, logged, machine
-from registry import config
 
 from datamodules.synthetic_fruit import write_dataset
 
@@ -25,8 +25,8 @@ TARGETS = {
     "adder_transformer": ("test/exact_match", 0.999, 7 * 60),  # make run: venv, this fit and its test in 10 min
     "fruit_fast_rcnn_scratch": ("test/map_50", 0.8, 15 * 60),
     # 30 minutes on its default text, Jane Eyre (tests/test_real_data.py); this prose has 302 validation segments
-    # to generate at each of its four validations against the novel's 181
-    "spell_bart_tiny": ("test/exact_match", 0.0, 35 * 60),
+    # to generate at each of its four validations against the novel's 181 (measured: 48.51 %, copying 35.60 %)
+    "spell_bart_tiny": ("test/exact_match", 0.45, 35 * 60),
 }
 # metrics that must beat a baseline logged beside them by a margin: experiment: (baseline, margin)
 BEATS = {"spell_bart_tiny": ("test/copy_exact_match", 0.05)}

@@ -6,13 +6,12 @@ from types import SimpleNamespace
 
 import lightning as L
 import torch
-from conftest import cli
-from registry import FAMILIES, config
+from conftest import cli, config, tiny
 
-from litlab.callbacks import ResumableRNG, _random_states, _reseed_by_rank, _set_random_states
+from litlab.rng import ResumableRNG, _random_states, _reseed_by_rank, _set_random_states
 
-ADDER_TINY = FAMILIES["datamodules.arithmetic.ArithmeticData"]["tiny"]
-XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
+ADDER_TINY = tiny("adder_transformer")
+XOR_TINY = tiny("xor_mlp")
 
 
 class StopAfterFirstEpoch(L.Callback):

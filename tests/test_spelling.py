@@ -8,14 +8,13 @@ import random
 
 import pytest
 import torch
-from conftest import cli, fails_in_one_line
-from registry import FAMILIES, FIXTURES, config
+from conftest import FIXTURES, cli, config, fails_in_one_line, tiny
 
 from datamodules.spelling import SpellingData
 from datamodules.spelling_noise import add_noise, make_segments, sentences
 from lightning_modules.spell_bart import SpellCorrector, mark_changes, word_accuracy
 
-TINY = FAMILIES["datamodules.spelling.SpellingData"]["tiny"]
+TINY = tiny("spell_bart_tiny")
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
 NONE = {"verb": 0.0, "plural": 0.0, "punctuation": 0.0, "replace": 0.0, "swap": 0.0, "lowercase": 0.0}
 
@@ -137,7 +136,8 @@ def test_predict_needs_only_the_checkpoint_and_marks_changes(tmp_path, capsys):
     assert torch.load(best, weights_only=True)["SpellingData"]["tokenizer"]  # the trained tokenizer travels
     inputs = tmp_path / "inputs.txt"
     inputs.write_text("The litle girl.\n\nShe red her book.\n")
-    cli("predict", "--ckpt_path", best, "--data.text_files=[/nonexistent.txt]", f"--data.predict_files=[{inputs}]")
+    given = ["--data.predict_texts=null", f"--data.predict_files=[{inputs}]"]  # the tiny config's texts not among them
+    cli("predict", "--ckpt_path", best, "--data.text_files=[/nonexistent.txt]", *given)
     out = capsys.readouterr().out
     path = next(line for line in out.splitlines() if line.startswith("predictions written to "))
     records = [json.loads(line) for line in open(path.removeprefix("predictions written to "))]

@@ -11,14 +11,13 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import cli, run_litlab
+from conftest import cli, config, run_litlab, tiny
 from PIL import Image
-from registry import FAMILIES, config, family
 from wandb.proto import wandb_internal_pb2
 
 from litlab.checkpoints import weights_only_copy
 
-XOR_TINY = FAMILIES["datamodules.xor.XorData"]["tiny"]
+XOR_TINY = tiny("xor_mlp")
 QUIET = ["--trainer.enable_progress_bar=false"]
 
 
@@ -169,25 +168,25 @@ def test_logger_false_and_csv_logger(tmp_path):
 
 
 def test_default_root_dir_places_the_run_whichever_logger(tmp_path):
-    """`--trainer.default_root_dir` decides where runs land, with W&B (the default logger) as without one; a logger's
-    own save_dir, given, wins."""
+    """`--trainer.default_root_dir` decides where runs land, with W&B (the default logger) as without one or with
+    another; the logger writes into the run folder, whatever save_dir it was given."""
     base = ["--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=1"]
     fit(*base, "--trainer.default_root_dir=scratch/w")
     assert len(list(tmp_path.glob("scratch/w/xor_mlp/*/wandb/offline-run-*"))) == 1
     for root, logger in (("scratch/n", "--trainer.logger=false"), ("scratch/c", "--trainer.logger=CSVLogger")):
         cli("fit", *base, f"--trainer.default_root_dir={root}", logger, *QUIET)
         assert len(list(tmp_path.glob(f"{root}/xor_mlp/*/checkpoints/best.ckpt"))) == 1
-    cli("fit", *base, "--trainer.default_root_dir=scratch/n", "--trainer.logger=CSVLogger",
-        "--trainer.logger.save_dir=scratch/s", *QUIET)  # fmt: skip
-    assert len(list(tmp_path.glob("scratch/s/xor_mlp/*/metrics.csv"))) == 1
+    cli("fit", *base, "--trainer.default_root_dir=scratch/c", "--trainer.logger=CSVLogger",
+        "--trainer.logger.save_dir=elsewhere", *QUIET)  # fmt: skip
+    assert len(list(tmp_path.glob("scratch/c/xor_mlp/*/metrics.csv"))) == 2 and not (tmp_path / "elsewhere").exists()
     assert not (tmp_path / "runs").exists()
 
 
 def test_image_classifier_logs_examples_and_confusion_matrix(tmp_path):
-    tiny = FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"]
-    fit("--config", config("fashion_fcn"), *tiny, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
+    small = tiny("fashion_cnn")
+    fit("--config", config("fashion_fcn"), *small, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
     best = next(tmp_path.glob("runs/fashion_fcn/*/checkpoints/best.ckpt"))
-    tested = run_litlab("test", "--ckpt_path", best, *tiny, *QUIET)
+    tested = run_litlab("test", "--ckpt_path", best, *small, *QUIET)
     assert tested.returncode == 0, tested.stderr[-3000:]
     first, second = offline_runs(tmp_path)
     logged = logged_keys(first, second)
@@ -198,8 +197,8 @@ def test_image_classifier_logs_examples_and_confusion_matrix(tmp_path):
 
 
 def test_char_model_logs_samples_and_embedding_projection(tmp_path):
-    tiny = FAMILIES["datamodules.char_corpus.CharCorpusData"]["tiny"]
-    fit("--config", config("char_lstm"), *tiny, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
+    small = tiny("char_lstm")
+    fit("--config", config("char_lstm"), *small, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
     (run,) = offline_runs(tmp_path)
     logged = logged_keys(run)
     assert any(key.startswith("val/samples") for key in logged), logged
@@ -207,10 +206,10 @@ def test_char_model_logs_samples_and_embedding_projection(tmp_path):
 
 
 def test_review_classifier_logs_confusion_and_confident_errors(tmp_path):
-    tiny = family("imdb_self_attention")["tiny"]
-    fit("--config", config("imdb_self_attention"), *tiny, "--trainer.max_epochs=1")
+    small = tiny("imdb_self_attention")
+    fit("--config", config("imdb_self_attention"), *small, "--trainer.max_epochs=1")
     best = next(tmp_path.glob("runs/imdb_self_attention/*/checkpoints/best.ckpt"))
-    tested = run_litlab("test", "--ckpt_path", best, *tiny, *QUIET)
+    tested = run_litlab("test", "--ckpt_path", best, *small, *QUIET)
     assert tested.returncode == 0, tested.stderr[-3000:]
     _, second = offline_runs(tmp_path)
     logged = logged_keys(second)
@@ -227,7 +226,7 @@ def test_detector_logs_box_overlays_and_spell_checker_logs_examples(tmp_path):
         fit(
             "--config",
             config(experiment),
-            *family(experiment)["tiny"],
+            *tiny(experiment),
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=2",
             "--trainer.check_val_every_n_epoch=1",
@@ -246,19 +245,20 @@ def test_detector_logs_box_overlays_and_spell_checker_logs_examples(tmp_path):
 
 
 def test_figures_are_written_into_the_run_folder_without_wandb(tmp_path):
-    tiny = FAMILIES["datamodules.fashion_mnist.FashionMNISTData"]["tiny"]
+    small = tiny("fashion_cnn")
     off = ("--trainer.logger=false", *QUIET)
     short = ("--trainer.max_epochs=2", "--trainer.limit_train_batches=2")
-    cli("fit", "--config", config("fashion_fcn"), *tiny, *short, *off)
+    cli("fit", "--config", config("fashion_fcn"), *small, *short, *off)
     (folder,) = tmp_path.glob("runs/fashion_fcn/*")
-    cli("test", "--ckpt_path", folder / "checkpoints/best.ckpt", *tiny, *off)
+    cli("test", "--ckpt_path", folder / "checkpoints/best.ckpt", *small, *off)
     for name in ("learning_curves.png", "val_examples.png", "test_confusion.png"):
         with Image.open(folder / "figures" / name) as picture:  # a real PNG, small enough for a README
             assert picture.format == "PNG" and 200 < picture.width < 2000
     assert not offline_runs(tmp_path)
 
-    tiny = FAMILIES["datamodules.char_corpus.CharCorpusData"]["tiny"]
-    cli("fit", "--config", config("char_gru"), *tiny, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", *off)
+    small = tiny("char_lstm")
+    short = ("--trainer.max_epochs=1", "--trainer.limit_train_batches=2")
+    cli("fit", "--config", config("char_gru"), *small, *short, *off)
     (samples,) = tmp_path.glob("runs/char_gru/*/figures/val_samples.txt")
     assert "== val/samples, epoch 0" in samples.read_text() and samples.read_text().count("temperature: ") >= 2
 
@@ -268,9 +268,9 @@ def test_without_matplotlib_tables_are_still_written_and_one_line_says_so(tmp_pa
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setattr(litlab.figures, "_warned", False)
-    tiny = FAMILIES["datamodules.char_corpus.CharCorpusData"]["tiny"]
+    small = tiny("char_lstm")
     with caplog.at_level("INFO"):
-        cli("fit", "--config", config("char_gru"), *tiny, "--trainer.max_epochs=1", "--trainer.logger=false", *QUIET)
+        cli("fit", "--config", config("char_gru"), *small, "--trainer.max_epochs=1", "--trainer.logger=false", *QUIET)
     (folder,) = tmp_path.glob("runs/char_gru/*")
     assert (folder / "figures/val_samples.txt").is_file() and not list(folder.glob("figures/*.png"))
     notices = [r.getMessage() for r in caplog.records if "matplotlib is not installed" in r.getMessage()]

@@ -10,14 +10,15 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import LITLAB, fails_in_one_line
+from conftest import LITLAB, config, fails_in_one_line
 from optuna.trial import TrialState
-from registry import config
 from test_tracking import wandb_records
 
+import litlab.study
 import litlab.tune
-from litlab.cli import main
-from litlab.tune import baseline, check_space, read_space, resolved_config
+from litlab.__main__ import main
+from litlab.cli import fit_parser
+from litlab.search_space import baseline, check_space, read_space
 
 SEARCH_FILES = sorted(Path(__file__).parents[1].glob("configs/search/*.yaml"))
 STUDY = "xor_mlp-tune"
@@ -57,9 +58,9 @@ def test_study_beats_a_bad_start_and_its_best_config_runs(tmp_path):
     lr = yaml.safe_load(best_yaml.read_text())["model"]["init_args"]["optimizer"]["init_args"]["lr"]
     assert lr == best.params["model.optimizer.lr"]
     main(["fit", "--config", str(best_yaml), "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])
-    (run,) = Path("runs/xor_mlp").iterdir()  # named for its experiment, not for the file
+    (run,) = Path("runs/xor_mlp").iterdir()  # named for its experiment (best.yaml names it), not for the file
     fitted = yaml.safe_load((run / "config.yaml").read_text())
-    assert fitted["model"]["init_args"]["optimizer"]["init_args"]["lr"] == lr
+    assert fitted["model"]["init_args"]["optimizer"]["init_args"]["lr"] == lr and fitted["experiment"] == "xor_mlp"
 
 
 def test_every_trial_is_its_own_wandb_run_in_the_studys_group(tmp_path):
@@ -71,13 +72,14 @@ def test_every_trial_is_its_own_wandb_run_in_the_studys_group(tmp_path):
     for run in runs:
         records = wandb_records(run)
         (settings,) = [r.run for r in records if r.HasField("run")][:1]
-        assert settings.run_group == STUDY and "tune" in settings.tags
+        assert settings.run_group == STUDY and set(settings.tags) == {"xor_mlp", "xor"}
         assert settings.display_name == f"{STUDY} {run.parent.parent.name}"
         config_items = {
             i.key: json.loads(i.value_json) for r in records if r.HasField("config") for i in r.config.update
         }
-        assert config_items["tune"]["study"] == STUDY and config_items["model"]["class_path"].endswith("XorMLP")
-        params.append(config_items["tune"]["params"]["model.optimizer.lr"])
+        assert config_items["experiment"] == "xor_mlp" and config_items["model"]["class_path"].endswith("XorMLP")
+        assert config_items["run_dir"] == f"runs/{STUDY}/{run.parent.parent.name}"  # a trial: a fit's plain overrides
+        params.append(config_items["model"]["init_args"]["optimizer"]["init_args"]["lr"])
     assert params[0] == 0.01 and params[1] != 0.01  # the configured value first, then a sampled one
 
 
@@ -140,7 +142,7 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path):
 
 
 def join(folder: Path) -> int:
-    study = litlab.tune.open_study(
+    study = litlab.study.open_study(
         "race",
         f"sqlite:///{folder / 'study.db'}",
         folder,
@@ -215,6 +217,7 @@ def test_bad_storage_options_and_another_experiments_study_are_one_line(tmp_path
 def test_every_search_space_fits_its_experiment_and_holds_its_configured_values(search):
     args = ["--config", config(search.stem)]
     space = read_space(str(search))
-    check_space(args, space, str(search))  # raises on a key or value the experiment refuses
-    start = baseline(yaml.safe_load(resolved_config(args)), space)
+    parser = fit_parser(args)
+    check_space(parser, args, space, str(search))  # raises on a key or value the experiment refuses
+    start = baseline(yaml.safe_load(parser.dump(parser.parse_args(args))), space)
     assert start is not None and set(start) == set(space)  # the hand-tuned config is the study's first trial

@@ -111,9 +111,9 @@ def write_tiny_hf(folder: Path, kind: str, texts: list[str]) -> Path:
 def write_tiny_bart(folder: Path, texts: list[str]) -> Path:
     from transformers import BartConfig, BartForConditionalGeneration
 
-    from datamodules.spelling import train_tokenizer
+    from datamodules.tokenizers import bpe_tokenizer, train_bpe
 
-    tokenizer = train_tokenizer(texts, vocab_size=300)
+    tokenizer = bpe_tokenizer(train_bpe(texts, vocab_size=300))
     tokenizer.save_pretrained(folder)
     config = BartConfig(
         vocab_size=len(tokenizer),

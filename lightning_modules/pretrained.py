@@ -1,5 +1,5 @@
-"""Torchvision weights for a LightningModule: fetched once (rank 0, `prepare_data`) and loaded for the first `fit`
-only, so `test`/`predict` from a checkpoint never need a download or a connection."""
+"""Torchvision weights for a LightningModule: fetched once (rank 0, `prepare_data`) and loaded into the network for a
+`fit` only, so `test`/`predict` from a checkpoint never need a download or a connection."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from litlab.errors import LitlabError, first_line
 
 
 class TorchvisionWeights:
-    """Mixin: call `choose_weights(model, weights)` in the constructor and implement `load_pretrained(state)`; a resumed
-    fit restores its checkpoint over what that loads."""
+    """Mixin of an `Experiment`: call `choose_weights(model, weights)` in the constructor and implement
+    `load_pretrained(state)`, which runs once the network is built (`configure_model`) in a fit; a resumed fit
+    restores its checkpoint over what that loads."""
 
     weights = None
     weights_name = "model"
@@ -48,8 +49,10 @@ class TorchvisionWeights:
         if self.weights is not None and self.trainer.state.fn == "fit":
             self.pretrained_state()  # rank 0 fills the cache
 
-    def setup(self, stage: str) -> None:
-        if self.weights is None or stage != "fit" or self._pretrained_loaded:
+    def configure_model(self) -> None:
+        super().configure_model()
+        trainer = self.attached_trainer()
+        if self.weights is None or self._pretrained_loaded or trainer is None or trainer.state.fn != "fit":
             return
         self.load_pretrained(self.pretrained_state())
         self._pretrained_loaded = True
