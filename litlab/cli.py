@@ -130,6 +130,8 @@ class LitlabCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config
         config.experiment = experiment_name(config)
+        if config.ckpt_path is not None and self.checkpoint is None:  # given in a config file, not as a flag
+            self.checkpoint = load_checkpoint(config.ckpt_path)
         if self.checkpoint is not None:
             check_matches(config, self.checkpoint, config.ckpt_path)
         self.place = place_run(config, self.command, self.checkpoint, config.ckpt_path)

@@ -16,8 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import lightning  # noqa: F401  (see `wandb`)
 import pytest
 import torch
+import wandb  # noqa: F401  wandb patches the process's stdout and stderr when imported: here, pytest's own, not a test's
 import yaml
 from image_fixtures import write_cifar10, write_fashion_mnist, write_predict_images
 from text_fixtures import review, write_aclimdb, write_book, write_tiny_hf

@@ -211,6 +211,15 @@ def test_checkpoint_of_another_experiment(capfd, xor_checkpoint):
     assert last.read_bytes() == before  # the refused resume wrote nothing over it
 
 
+def test_checkpoint_of_another_experiment_named_in_a_config_file(capfd, tmp_path, xor_checkpoint):
+    last = xor_checkpoint[1]
+    before = last.read_bytes()
+    (tmp_path / "resume.yaml").write_text(f"ckpt_path: {last}\n")
+    args = ("fit", "--config", config("adder_lstm"), "--config", tmp_path / "resume.yaml", "--trainer.logger=false")
+    fails_in_one_line(capfd, *args, naming="XorMLP")
+    assert last.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("bad", "naming"),
     [("12a+3", "'12a+3'"), ("123+4", "'123+4'"), ("", "''"), ("5*3", "'5*3'")],

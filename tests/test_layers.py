@@ -18,13 +18,15 @@ FORBIDDEN = {
 
 
 def imported_modules(file: Path) -> set[str]:
-    """Every module a file imports, at its top or inside functions (`a.b` for `from a.b import c`)."""
+    """Every module a file imports, at its top or inside functions (`a.b` and `a.b.c` for `from a.b import c`: c may
+    be a module)."""
     modules = set()
     for node in ast.walk(ast.parse(file.read_text(), filename=str(file))):
         if isinstance(node, ast.Import):
             modules.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from litlab import figures`
     return modules
 
 
@@ -74,7 +76,7 @@ def core_imports() -> dict[str, set[str]]:
     """Who imports whom inside `litlab/`: module name -> the litlab modules it imports."""
     core = {file.stem: file for file in (ROOT / "litlab").glob("*.py") if file.stem != "__init__"}
     return {
-        name: {m.split(".")[1] for m in imported_modules(file) if m.startswith("litlab.") and m.count(".") == 1}
+        name: {m.split(".")[1] for m in imported_modules(file) if m.startswith("litlab.")} & set(core)
         for name, file in core.items()
     }
 
