@@ -8,6 +8,7 @@ covered as soon as its family has a tiny config.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -16,15 +17,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-import lightning  # noqa: F401  (see `wandb`)
+import lightning  # noqa: F401
 import pytest
 import torch
-import wandb  # noqa: F401  wandb patches the process's stdout and stderr when imported: here, pytest's own, not a test's
+import wandb  # noqa: F401
 import yaml
 from image_fixtures import write_cifar10, write_fashion_mnist, write_predict_images
 from text_fixtures import review, write_aclimdb, write_book, write_tiny_hf
 
 from datamodules.synthetic_fruit import write_dataset
+
+# Lightning gives its loggers a handler on the stderr of the moment it is imported, and wandb patches stdout and stderr
+# when it is: imported here, at collection, they hold pytest's own streams, not one a test's capfd closes at its end.
 
 # No test reaches the Hugging Face hub: set before transformers or huggingface_hub is imported (they read it once).
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -132,6 +136,20 @@ def fixture_data():
     write_tiny_hf(FIXTURES / "tiny-bart", "bart", (FIXTURES / "book.txt").read_text().split(". "))
     yield FIXTURES
     shutil.rmtree(FIXTURES, ignore_errors=True)
+
+
+@pytest.fixture
+def lightning_logs(caplog):
+    """caplog with Lightning's records (`rank_zero_info`): Lightning's loggers do not propagate to the root logger when
+    they were imported before it had a handler."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    loggers = [logger for logger in loggers if not logger.propagate]  # those that do reach caplog already
+    for logger in loggers:
+        logger.addHandler(caplog.handler)
+    with caplog.at_level(logging.INFO):
+        yield caplog
+    for logger in loggers:
+        logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,6 @@ picks bf16 for a CPU, and asking for it on a CPU without it is said in one line.
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import yaml
 from conftest import CONFIG_DIR, EXPERIMENTS, QUIET, cli, config, tiny
@@ -33,7 +31,7 @@ def test_bf16_on_a_cpu_without_it_gets_a_notice_and_nothing_else_does():
     assert precision_notice("32-true", "cpu", AVX2) is None and precision_notice(None, "cpu", AVX2) is None
 
 
-def test_the_cli_says_it_before_training(monkeypatch, caplog):
+def test_the_cli_says_it_before_training(monkeypatch, lightning_logs):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: AVX2)
     bf16 = [
         "--config",
@@ -42,14 +40,12 @@ def test_the_cli_says_it_before_training(monkeypatch, caplog):
         "--trainer.precision=bf16-mixed",
         "--trainer.accelerator=cpu",
     ]
-    with caplog.at_level(logging.INFO):
-        cli("validate", *bf16, *QUIET)
-    assert sum("--trainer.precision=32-true" in r.getMessage() for r in caplog.records) == 1
-    caplog.clear()
+    cli("validate", *bf16, *QUIET)
+    assert sum("--trainer.precision=32-true" in r.getMessage() for r in lightning_logs.records) == 1
+    lightning_logs.clear()
     monkeypatch.setattr(hardware, "cpu_flags", lambda: ZEN4)
-    with caplog.at_level(logging.INFO):
-        cli("validate", *bf16, *QUIET)
-    assert not any("32-true" in r.getMessage() for r in caplog.records)
+    cli("validate", *bf16, *QUIET)
+    assert not any("32-true" in r.getMessage() for r in lightning_logs.records)
 
 
 def bf16_off_a_gpu(trainer) -> bool:

@@ -263,15 +263,14 @@ def test_figures_are_written_into_the_run_folder_without_wandb(tmp_path):
     assert "== val/samples, epoch 0" in samples.read_text() and samples.read_text().count("temperature: ") >= 2
 
 
-def test_without_matplotlib_tables_are_still_written_and_one_line_says_so(tmp_path, monkeypatch, caplog):
+def test_without_matplotlib_tables_are_still_written_and_one_line_says_so(tmp_path, monkeypatch, lightning_logs):
     import litlab.figures
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setattr(litlab.figures, "_warned", False)
     small = tiny("char_lstm")
-    with caplog.at_level("INFO"):
-        cli("fit", "--config", config("char_gru"), *small, "--trainer.max_epochs=1", "--trainer.logger=false", *QUIET)
+    cli("fit", "--config", config("char_gru"), *small, "--trainer.max_epochs=1", "--trainer.logger=false", *QUIET)
     (folder,) = tmp_path.glob("runs/char_gru/*")
     assert (folder / "figures/val_samples.txt").is_file() and not list(folder.glob("figures/*.png"))
-    notices = [r.getMessage() for r in caplog.records if "matplotlib is not installed" in r.getMessage()]
+    notices = [r.getMessage() for r in lightning_logs.records if "matplotlib is not installed" in r.getMessage()]
     assert len(notices) == 1 and "litlab[plots]" in notices[0]
