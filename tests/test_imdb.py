@@ -333,14 +333,22 @@ def test_bilstm_final_states_are_those_of_packed_sequences():
     packed = torch.nn.LSTM(8, 6, num_layers=2, batch_first=True, bidirectional=True)
     for layer in range(2):
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            getattr(packed, f"{name}_l{layer}").data.copy_(getattr(net.ahead[layer], f"{name}_l0"))
-            getattr(packed, f"{name}_l{layer}_reverse").data.copy_(getattr(net.back[layer], f"{name}_l0"))
+            getattr(packed, f"{name}_l{layer}").data.copy_(getattr(net.lstm.ahead[layer], f"{name}_l0"))
+            getattr(packed, f"{name}_l{layer}_reverse").data.copy_(getattr(net.lstm.back[layer], f"{name}_l0"))
     lengths = torch.tensor([7, 3, 5, 1])
     ids = torch.randint(1, 30, (4, 7)) * (torch.arange(7) < lengths.unsqueeze(1))  # 0 = padding after each review
     with torch.no_grad():
         ours = net(ids, lengths)
         _, (h, _) = packed(pack_padded_sequence(net.embed(ids), lengths, batch_first=True, enforce_sorted=False))
     torch.testing.assert_close(ours, torch.cat([h[-2], h[-1]], dim=1))
+
+
+def test_bilstm_loads_weights_saved_before_the_lstm_had_a_module_of_its_own():
+    net = BiLSTMClassifier(vocab_size=30, embed_dim=8, hidden=6, layers=2, classes=2, dropout=0.0)
+    saved = {key.removeprefix("lstm."): value + 1 for key, value in net.state_dict().items()}  # `ahead.0.weight_ih_l0`
+    net.load_state_dict(saved)
+    torch.testing.assert_close(net.lstm.back[1].bias_hh_l0, saved["back.1.bias_hh_l0"])
+    torch.testing.assert_close(net.embed.weight, saved["embed.weight"])
 
 
 def test_bilstm_max_pooling_reads_only_a_reviews_words():
@@ -360,7 +368,7 @@ def test_adversarial_training_moves_each_reviews_embeddings_uphill_by_epsilon():
     real = real_tokens(torch.empty(3, 9), lengths)
     ids = torch.randint(2, 50, (3, 9)) * real  # 0 = padding
     read = []  # what the forward LSTM reads: the clean embeddings, then the moved ones
-    model.net.ahead[0].register_forward_pre_hook(lambda module, args: read.append(args[0].detach()))
+    model.net.lstm.ahead[0].register_forward_pre_hook(lambda module, args: read.append(args[0].detach()))
     loss = model.adversarial_loss(ids, lengths, y)
     clean = torch.nn.functional.cross_entropy(model(ids, lengths), y)
     move = read[1] - read[0]

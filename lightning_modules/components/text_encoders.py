@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_modules.components.bilstm import PaddedBiLSTM
 from lightning_modules.components.positional import SinusoidalPositions
 
 
@@ -22,15 +23,9 @@ def classifier_head(width: int, hidden: int, classes: int, dropout: float) -> nn
 
 
 class BiLSTMClassifier(nn.Module):
-    """Embedding -> bidirectional LSTM -> both directions' final states (or the maximum of each feature over the
-    review's words, `pooling="max"`) -> MLP.
-
-    Each direction is its own LSTM over the padded batch: the forward one reads each review from its first word, the
-    backward one reads the review reversed within its length, so in both the padding comes after the last real word
-    and never reaches a state that is used. The final states are those of packed sequences (the notebook's
-    unidirectional LSTM read only `hn[-1]` of the forward direction), without packing: on a CPU the packed LSTM's
-    backward pass spends most of its time zero-filling per-step gradients (about 8x slower per review), and no
-    lengths travel to the host."""
+    """Embedding -> bidirectional LSTM (`PaddedBiLSTM`: padding never read) -> both directions' final states (or the
+    maximum of each feature over the review's words, `pooling="max"`) -> MLP. The notebook's unidirectional LSTM read
+    only `hn[-1]` of the forward direction."""
 
     def __init__(
         self, vocab_size: int, embed_dim: int, hidden: int, layers: int, classes: int, dropout: float, pad_id: int = 0,
@@ -39,32 +34,22 @@ class BiLSTMClassifier(nn.Module):
         super().__init__()
         self.pooling = pooling
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        sizes = [embed_dim] + [2 * hidden] * (layers - 1)
-        self.ahead = nn.ModuleList(nn.LSTM(size, hidden, batch_first=True) for size in sizes)
-        self.back = nn.ModuleList(nn.LSTM(size, hidden, batch_first=True) for size in sizes)
-        self.between = nn.Dropout(dropout)
+        self.lstm = PaddedBiLSTM(embed_dim, hidden, layers, dropout)
         self.head = classifier_head(2 * hidden, hidden, classes, dropout)
+        self.register_load_state_dict_pre_hook(rename_unwrapped_lstm)
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
-        x = self.embed(ids)  # (B, T, E)
-        real, last = real_tokens(ids, lengths), lengths.unsqueeze(1) - 1  # (B, T), (B, 1)
-        steps = torch.arange(ids.size(1), device=ids.device)
-        reverse = torch.where(real, last - steps, steps).unsqueeze(-1)  # (B, T, 1): its own inverse
-
-        def flip(t: Tensor) -> Tensor:  # each review's real words in reverse order, padding left in place
-            return t.gather(1, reverse.expand(-1, -1, t.size(-1)))
-
-        for depth, (ahead, back) in enumerate(zip(self.ahead, self.back)):
-            if depth:
-                x = self.between(x)
-            forward_out, _ = ahead(x)  # (B, T, H)
-            backward_out, _ = back(flip(x))  # (B, T, H), reversed order
-            x = torch.cat([forward_out, flip(backward_out)], dim=2)  # (B, T, 2H)
+        outputs, final = self.lstm(self.embed(ids), lengths)  # (B, T, 2H), (B, 2H)
         if self.pooling == "max":
-            return self.head(x.masked_fill(~real.unsqueeze(-1), float("-inf")).amax(1))  # (B, classes)
-        at_last = last.unsqueeze(-1).expand(-1, -1, forward_out.size(-1))  # (B, 1, H)
-        final = torch.cat([forward_out.gather(1, at_last), backward_out.gather(1, at_last)], dim=2)  # (B, 1, 2H)
-        return self.head(final.squeeze(1))  # (B, classes)
+            real = real_tokens(ids, lengths).unsqueeze(-1)  # (B, T, 1)
+            return self.head(outputs.masked_fill(~real, float("-inf")).amax(1))  # (B, classes)
+        return self.head(final)  # (B, classes)
+
+
+def rename_unwrapped_lstm(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints written before the LSTM moved into `PaddedBiLSTM` name its weights `ahead.*` and `back.*`."""
+    for key in [k for k in state_dict if k.startswith((f"{prefix}ahead.", f"{prefix}back."))]:
+        state_dict[f"{prefix}lstm.{key.removeprefix(prefix)}"] = state_dict.pop(key)
 
 
 class AttentionClassifier(nn.Module):
