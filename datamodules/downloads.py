@@ -46,5 +46,6 @@ def download_and_extract(url: str, folder: Path, member: str, md5: str | None = 
     archive = download(url, folder, md5, instead)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".extract-") as unpacked:
         extract_archive(str(archive), unpacked)
+        (folder / member).parent.mkdir(parents=True, exist_ok=True)  # a member may sit below a folder: `A/split`
         shutil.move(Path(unpacked) / member, folder / member)
     return folder / member

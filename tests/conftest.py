@@ -22,6 +22,7 @@ import pytest
 import torch
 import wandb  # noqa: F401
 import yaml
+from audio_fixtures import write_fsdd, write_librispeech
 from image_fixtures import write_cifar10, write_fashion_mnist, write_predict_images
 from text_fixtures import review, write_aclimdb, write_book, write_tiny_hf
 
@@ -130,6 +131,9 @@ def fixture_data():
     write_predict_images(FIXTURES)
     write_aclimdb(FIXTURES / "imdb")
     write_dataset(FIXTURES / "fruit", train=14, test=4)
+    write_fsdd(FIXTURES / "fsdd")
+    for split in ("train-clean-100", "dev-clean", "test-clean"):
+        write_librispeech(FIXTURES / "librispeech", split)
     texts = [review(random.Random(i), i % 2 == 0) for i in range(200)]
     write_tiny_hf(FIXTURES / "tiny-distilbert", "distilbert", texts)
     write_tiny_hf(FIXTURES / "tiny-bert", "bert", texts)

@@ -1,0 +1,209 @@
+"""Spoken digits for speech recognition (the seed tutorial's section 6 applied to the Free Spoken Digit Dataset):
+`recordings/<digit>_<speaker>_<index>.wav`, 6 speakers × 10 digits × 50, mono 8 kHz, trimmed of silence.
+
+CTC needs sequences to align, so utterances are connected digits: up to `max_digits` recordings of one speaker joined
+by short silences. Training utterances are drawn afresh at every access (`ConnectedDigits`); validation and test ones
+are built once with a seeded generator from their own split's recordings, each recording in exactly one of them, and
+every recording is also scored alone (`single`, the single-digit accuracy). Splits:
+
+- official: recordings numbered 0-4 test; of 5-49, `val_indices` (5-9) validate and the rest train;
+- `held_out_speaker`: that speaker's 500 recordings test; the others' 0-4 validate and 5-49 train.
+
+    litlab fit --config configs/speech_ctc.yaml --data.data_dir data/fsdd
+    litlab predict --ckpt_path <best.ckpt> --data.predict_files '[one.wav, two.wav]'
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from jsonargparse.typing import NonNegativeInt, PositiveInt
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.audio import read_audio
+from datamodules.downloads import download_and_extract
+from datamodules.speech import SpeechData, SpeechTokenizer, Utterances, utterance_batch
+from litlab.errors import LitlabError
+
+FSDD = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.9.tar.gz"
+SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
+
+
+class ConnectedDigits(Dataset):
+    """Training utterances, drawn afresh at every access from torch's generator (seeded; under DDP each rank draws its
+    own, `litlab.rng.ResumableRNG`): item i joins recording i and up to `max_digits - 1` other recordings of its
+    speaker, in random order, with random silences; each recording sped up or slowed down by up to `speed` and scaled
+    by up to `gain` dB."""
+
+    def __init__(
+        self, recordings: list[Tensor], speakers: Tensor, texts: list[str], tokenizer: SpeechTokenizer,
+        max_digits: int, pause: tuple[int, int], speed: float = 0.0, gain: float = 0.0,
+    ) -> None:  # fmt: skip
+        self.recordings, self.speakers, self.texts, self.tokenizer = recordings, speakers, texts, tokenizer
+        self.max_digits, self.pause, self.speed, self.gain = max_digits, pause, speed, gain
+        self.by_speaker = {int(s): torch.nonzero(speakers == s).flatten() for s in speakers.unique()}
+
+    def __len__(self) -> int:
+        return len(self.recordings)
+
+    def __getitems__(self, indices: list[int]) -> dict:
+        pieces, pauses, texts = [], [], []
+        for i in indices:
+            same = self.by_speaker[int(self.speakers[i])]
+            count = int(torch.randint(1, self.max_digits + 1, ()))
+            chosen = [i, *same[torch.randint(len(same), (count - 1,))].tolist()]
+            chosen = [chosen[j] for j in torch.randperm(count).tolist()]
+            pieces.append([self.perturb(self.recordings[j]) for j in chosen])
+            pauses.append(torch.randint(self.pause[0], self.pause[1] + 1, (count,)).tolist())
+            texts.append("".join(self.texts[j] for j in chosen))
+        batch = utterance_batch(pieces, pauses, texts, self.tokenizer)
+        return {**batch, "text": texts, "single": torch.tensor([len(p) == 1 for p in pieces])}
+
+    def perturb(self, recording: Tensor) -> Tensor:
+        """The recording resampled by a factor in [1 - speed, 1 + speed] (pitch and tempo together, as sox's `speed`)
+        and scaled by a gain in [-gain, gain] dB."""
+        if self.speed:
+            factor = 1.0 + self.speed * (2 * float(torch.rand(())) - 1)
+            size = max(1, round(len(recording) / factor))
+            recording = torch.nn.functional.interpolate(recording[None, None], size=size, mode="linear")[0, 0]
+        if self.gain:
+            recording = recording * 10 ** (self.gain * (2 * float(torch.rand(())) - 1) / 20)
+        return recording
+
+
+class SpokenDigitsData(SpeechData):
+    """The Free Spoken Digit Dataset as connected digits (see the module docstring).
+
+    Args:
+        data_dir: a folder holding `recordings/` (or a folder below it that does).
+        download: fetch the dataset's release from GitHub in `prepare_data` when no recordings are found.
+        held_out_speaker: test on this speaker alone and train on the others; None: the official split.
+        val_indices: [first, last) recording numbers of the official training range that validate.
+        max_digits: the most recordings one utterance joins (each count from 1 up equally likely).
+        pause: the silence between two recordings, [shortest, longest] in seconds.
+        speed, gain: training recordings resampled by up to this fraction, and scaled by up to this many dB.
+        seed: the generator of the validation and test utterances.
+        predict_files, sample_rate, n_mels, n_fft, hop_length, time_masks, time_width, freq_masks, freq_width,
+            batch_size, eval_batch_size, num_workers: see `SpeechData`.
+    """
+
+    alphabet = "0123456789"
+
+    def __init__(
+        self,
+        data_dir: Path = Path("data/fsdd"),
+        download: bool = True,
+        held_out_speaker: str | None = None,
+        val_indices: tuple[NonNegativeInt, NonNegativeInt] = (5, 10),
+        max_digits: PositiveInt = 7,
+        pause: tuple[float, float] = (0.05, 0.3),
+        speed: float = 0.0,
+        gain: float = 0.0,
+        seed: int = 0,
+        predict_files: list[Path] | None = None,
+        sample_rate: PositiveInt = 8000,
+        n_mels: PositiveInt = 40,
+        n_fft: PositiveInt = 256,
+        hop_length: PositiveInt = 80,
+        time_masks: NonNegativeInt = 0,
+        time_width: NonNegativeInt = 10,
+        freq_masks: NonNegativeInt = 0,
+        freq_width: NonNegativeInt = 8,
+        batch_size: PositiveInt = 32,
+        eval_batch_size: PositiveInt | None = None,
+        num_workers: NonNegativeInt = 0,
+    ) -> None:
+        super().__init__(
+            predict_files, sample_rate, n_mels, n_fft, hop_length, time_masks, time_width, freq_masks, freq_width,
+            batch_size, eval_batch_size, num_workers,
+        )  # fmt: skip
+        if held_out_speaker is not None and held_out_speaker not in SPEAKERS:
+            raise LitlabError(f"--data.held_out_speaker={held_out_speaker!r}: one of {', '.join(SPEAKERS)}")
+        self.splits: dict[str, Dataset] = {}
+
+    def _folder(self) -> Path | None:
+        """The folder of WAV recordings: `data_dir/recordings`, or one or two levels further down."""
+        root = Path(self.hparams.data_dir).expanduser()
+        candidates = [root / "recordings", *sorted(root.glob("*/recordings")), *sorted(root.glob("*/*/recordings"))]
+        return next((d for d in candidates if d.is_dir() and any(d.glob("*.wav"))), None)
+
+    def prepare_data(self) -> None:
+        if self._folder() is None and self.hparams.download:
+            instead = ": check the connection, or pass --data.data_dir to a folder holding recordings/"
+            download_and_extract(FSDD, Path(self.hparams.data_dir), "free-spoken-digit-dataset-1.0.9", instead=instead)
+
+    def _pause(self) -> tuple[int, int]:
+        low, high = self.hparams.pause
+        return round(low * self.hparams.sample_rate), round(high * self.hparams.sample_rate)
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict" or self.splits:
+            return
+        folder = self._folder()
+        if folder is None:
+            raise LitlabError(
+                f"no FSDD recordings (<digit>_<speaker>_<index>.wav) under {self.hparams.data_dir}: pass "
+                f"--data.data_dir to the dataset's folder, or --data.download=true"
+            )
+        files = sorted(f for f in folder.glob("*.wav") if _NAME.match(f.name))
+        digits, speakers, numbers = zip(
+            *((int(m[1]), m[2], int(m[3])) for m in map(_NAME.match, (f.name for f in files)))
+        )
+        names = sorted(set(speakers))
+        recordings = [read_audio(f, self.hparams.sample_rate) for f in files]
+        rank_zero_info(f"{folder}: {len(files)} recordings of {len(names)} speakers read")
+        held, (first, last) = self.hparams.held_out_speaker, self.hparams.val_indices
+        if held is not None and held not in names:
+            raise LitlabError(f"--data.held_out_speaker={held}: no recordings of {held} in {folder}")
+        split = [
+            ("test" if s == held else "val" if n < 5 else "train")
+            if held is not None
+            else ("test" if n < 5 else "val" if first <= n < last else "train")
+            for s, n in zip(speakers, numbers)
+        ]
+        speaker_ids = torch.tensor([names.index(s) for s in speakers])
+        texts = [str(d) for d in digits]
+        members = {part: [i for i, p in enumerate(split) if p == part] for part in ("train", "val", "test")}
+        if any(not ids for ids in members.values()):
+            raise LitlabError(f"{folder}: a split is empty ({ {k: len(v) for k, v in members.items()} })")
+        train = members["train"]
+        self.splits["train"] = ConnectedDigits(
+            [recordings[i] for i in train], speaker_ids[train], [texts[i] for i in train], self.tokenizer,
+            self.hparams.max_digits, self._pause(), self.hparams.speed, self.hparams.gain,
+        )  # fmt: skip
+        for part in ("val", "test"):
+            self.splits[part] = self._evaluation(recordings, speaker_ids, texts, members[part], part == "test")
+
+    def _evaluation(self, recordings, speakers: Tensor, texts: list[str], members: list[int], test: bool) -> Utterances:
+        """The split's recordings cut, per speaker in a seeded order, into utterances of 1 to `max_digits`, each
+        recording in exactly one; then every recording alone."""
+        generator = torch.Generator().manual_seed(self.hparams.seed + test)
+        low, high = self._pause()
+        plan, pauses = [], []
+        for speaker in speakers[members].unique().tolist():
+            mine = [members[j] for j in torch.randperm(len(members), generator=generator).tolist()]
+            mine = [i for i in mine if speakers[i] == speaker]
+            while mine:
+                count = int(torch.randint(1, self.hparams.max_digits + 1, (), generator=generator))
+                plan.append(mine[:count])
+                pauses.append(torch.randint(low, high + 1, (len(plan[-1]),), generator=generator).tolist())
+                mine = mine[count:]
+        connected = len(plan)
+        plan += [[i] for i in members]
+        pauses += [[0] for _ in members]
+        texts = ["".join(texts[i] for i in p) for p in plan]
+        return Utterances(recordings, plan, pauses, texts, self.tokenizer, single_from=connected)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.splits["train"], train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.splits["val"])
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(self.splits["test"])
