@@ -28,6 +28,12 @@ MEMORISING = {
         "--data.max_chars=80",  # a batch of short segments
         "--trainer.max_epochs=600",  # post-norm BARTs from scratch need about 200 epochs of this batch
     ],
+    "spoken_digits": [  # each recording alone, as recorded
+        *("--data.max_digits=1", "--data.pause=[0,0]", "--data.speed=0", "--data.gain=0"),
+        *("--data.time_masks=0", "--data.freq_masks=0", "--model.init_args.dropout=0"),
+    ],
+    "librispeech": ["--model.init_args.dropout=0", "--trainer.max_epochs=600"],  # 26 letters from 3 frames each
+    "speech_ctc_seed": ["--trainer.max_epochs=600"],  # without batch norm, CTC leaves its all-blank start later
     "fruit_detection": [
         "--model.init_args.dropout=0",
         "--model.optimizer=AdamW",

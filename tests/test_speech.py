@@ -1,0 +1,171 @@
+"""Speech: connected-digit utterances that never mix splits or speakers, deterministic evaluation and rank-distinct
+training draws, audio files of any rate and channel count, CTC's lengths after the convolutions, greedy and beam
+decoding on hand-made log-probabilities, and bad audio input in one line."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from conftest import FIXTURES, QUIET, cli, config, fails_in_one_line, tiny
+
+from datamodules.audio import log_mel, mel_filterbank, read_audio, resample, spec_augment
+from datamodules.librispeech import MD5, LibriSpeechData
+from datamodules.spoken_digits import SpokenDigitsData
+from lightning_modules.components.ctc import ConvBiLSTM, beam_search, collapse, greedy_paths
+
+SETTINGS = dict(data_dir=FIXTURES / "fsdd", download=False, val_indices=(5, 7), max_digits=3)
+
+
+def speaker_and_number(path_name: str) -> tuple[str, int]:
+    _, speaker, number = Path(path_name).stem.split("_")
+    return speaker, int(number)
+
+
+@pytest.fixture(scope="module")
+def digits() -> SpokenDigitsData:
+    data = SpokenDigitsData(**SETTINGS)
+    data.setup("fit")
+    return data
+
+
+def test_evaluation_utterances_use_their_own_split_and_speaker_once(digits):
+    files = sorted((FIXTURES / "fsdd/recordings").glob("*.wav"))
+    for split, numbers in (("val", range(5, 7)), ("test", range(0, 5))):
+        utterances = digits.splits[split]
+        owners = [speaker_and_number(files[i].name) for i in range(len(files))]
+        connected = [plan for plan in utterances.plan[: utterances.single_from]]
+        used = [i for plan in connected for i in plan]
+        assert sorted(used) == sorted(set(used)) and len(used) == 2 * 10 * len(numbers)  # each recording once
+        for plan in connected:
+            assert len({owners[i][0] for i in plan}) == 1 and 1 <= len(plan) <= 3  # one speaker
+            assert all(owners[i][1] in numbers for i in plan)  # never another split's recording
+        singles = utterances.plan[utterances.single_from :]
+        assert sorted(i for [i] in singles) == sorted(used)
+    again = SpokenDigitsData(**SETTINGS)
+    again.setup("fit")
+    assert again.splits["test"].plan == digits.splits["test"].plan  # deterministic
+    assert again.splits["test"].pauses == digits.splits["test"].pauses
+
+
+def test_a_held_out_speaker_is_tested_alone(digits):
+    data = SpokenDigitsData(**SETTINGS | {"held_out_speaker": "jackson"})
+    data.setup("fit")
+    files = sorted((FIXTURES / "fsdd/recordings").glob("*.wav"))
+    tested = {speaker_and_number(files[i].name)[0] for plan in data.splits["test"].plan for i in plan}
+    assert tested == {"jackson"} and len(data.splits["test"].plan[data.splits["test"].single_from :]) == 120
+    assert set(data.splits["train"].speakers.tolist()) == {0}  # george only
+
+
+def test_training_utterances_are_drawn_afresh_from_torch_s_generator(digits):
+    train = digits.splits["train"]
+
+    def draw(seed: int) -> list[str]:
+        torch.manual_seed(seed)
+        return train.__getitems__(list(range(8)))["text"]
+
+    assert draw(0) == draw(0) and draw(0) != draw(1)  # seeded; another rank's state, another draw
+    batch = train.__getitems__(list(range(8)))
+    speakers = train.speakers
+    assert all(1 <= len(t) <= 3 for t in batch["text"]) and batch["audio"].shape[0] == 8
+    assert (batch["target_lengths"] == torch.tensor([len(t) for t in batch["text"]])).all()
+    for i in range(len(train)):  # utterance i joins recording i with others of its speaker only
+        assert (speakers[train.by_speaker[int(speakers[i])]] == speakers[i]).all()
+
+
+def test_audio_of_any_rate_and_channels_reads_as_mono_at_the_model_s_rate(tmp_path):
+    t = np.arange(16000) / 16000
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 440 * t)], axis=1).astype(np.float32)
+    soundfile.write(tmp_path / "stereo16k.wav", stereo, 16000)
+    waveform = read_audio(tmp_path / "stereo16k.wav", 8000)
+    assert waveform.shape == (8000,)  # resampled to 8 kHz, channels mixed down
+    spectrum = torch.fft.rfft(waveform).abs()
+    assert abs(int(spectrum.argmax()) - 440) <= 1  # the tone kept at its frequency (1 Hz bins)
+    assert torch.allclose(resample(resample(waveform, 8000, 16000), 16000, 8000), waveform, atol=1e-4)
+
+
+def test_log_mel_normalises_each_utterance_over_its_own_frames():
+    filterbank = mel_filterbank(8000, 256, 40)
+    assert filterbank.shape == (40, 129) and (filterbank.sum(1) > 0).all()
+    audio = torch.randn(3, 4000)
+    audio[1, 2000:] = 0
+    audio[2] = 0.01 * audio[0]  # the same recording, 40 dB quieter
+    features, frames = log_mel(audio, torch.tensor([4000, 2000, 4000]), filterbank, 256, 80)
+    assert frames.tolist() == [51, 26, 51] and features.shape == (3, 40, 51)
+    own = features[1, :, :26]
+    assert abs(float(own.mean())) < 1e-4 and abs(float(own.std(correction=0)) - 1) < 1e-3
+    assert (features[1, :, 26:] == 0).all()  # the padding's frames
+    assert torch.allclose(features[2], features[0], atol=1e-3)  # the level is gone
+    low, high = (torch.sin(torch.arange(4000) * 2 * math.pi * hz / 8000) for hz in (300, 3000))
+    tones, _ = log_mel(torch.stack([low, high]), torch.tensor([4000, 4000]), filterbank, 256, 80)
+    assert tones[0, :10].mean() > tones[1, :10].mean() and tones[0, -10:].mean() < tones[1, -10:].mean()  # the shape
+    masked = spec_augment(features, frames, time_masks=2, time_width=5, freq_masks=2, freq_width=4)
+    assert (masked == 0).sum() > (features == 0).sum()
+
+
+def test_ctc_reads_the_frame_counts_after_the_two_strided_convolutions():
+    net = ConvBiLSTM(n_mels=8, vocab_size=5, channels=4, kernel_size=5, hidden=3, layers=1)
+    for frames in (1, 2, 7, 50, 101):
+        log_probs, lengths = net(torch.randn(1, 8, frames), torch.tensor([frames]))
+        assert lengths.item() == log_probs.size(1) == math.ceil(math.ceil(frames / 2) / 2)  # not `frames`
+    padded, lengths = net(torch.randn(3, 8, 40), torch.tensor([40, 21, 9]))
+    assert lengths.tolist() == [10, 6, 3] and padded.shape[1] == 10
+
+
+def test_greedy_and_beam_decoding_on_hand_made_probabilities():
+    assert collapse([0, 1, 1, 0, 1, 2, 2, 0]) == [1, 1, 2]
+    log_probs = torch.log(torch.tensor([[[0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.1, 0.1, 0.8]]]))
+    path = greedy_paths(log_probs, torch.tensor([3]))[0].tolist()
+    assert path == [1, 1, 0, 0] and collapse(path) == [1]  # the fourth frame is past the length
+    # greedy takes blank twice (0.6 each), but "1" has more paths: 1-1, 1-b, b-1 sum to 0.64 against 0.36 for nothing
+    two = torch.log(torch.tensor([[0.6, 0.4], [0.6, 0.4]]))
+    assert collapse(greedy_paths(two[None], torch.tensor([2]))[0].tolist()) == []
+    assert beam_search(two, beam_width=2) == [1]
+    assert beam_search(log_probs[0, :3], beam_width=3) == [1]
+
+
+def test_predict_transcribes_each_wav_file(tmp_path, capsys):
+    cli("fit", "--config", config("speech_ctc"), *tiny("speech_ctc"), "--trainer.max_epochs=1", *QUIET)
+    best = next(tmp_path.glob("runs/speech_ctc/*/checkpoints/best.ckpt"))
+    sound = soundfile.read(FIXTURES / "fsdd/recordings/4_george_0.wav", dtype="float32")[0]
+    soundfile.write(tmp_path / "stereo.wav", np.stack([sound, sound], axis=1), 8000)
+    soundfile.write(tmp_path / "wide.flac", np.repeat(sound, 2), 16000)  # FLAC at 16 kHz: read and resampled
+    cli("predict", "--ckpt_path", best, f"--data.predict_files=[{tmp_path / 'stereo.wav'}, {tmp_path / 'wide.flac'}]")
+    written = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("predictions written"))
+    records = [json.loads(line) for line in open(written.removeprefix("predictions written to "))]
+    assert [r["input"] for r in records] == [str(tmp_path / "stereo.wav"), str(tmp_path / "wide.flac")]
+    assert all(set(r["output"]) <= set("0123456789") for r in records)
+
+
+def test_bad_audio_input_is_one_line(tmp_path, capfd):
+    fit = ["fit", "--config", config("speech_ctc"), *tiny("speech_ctc"), *QUIET]
+    (tmp_path / "empty").mkdir()
+    fails_in_one_line(capfd, *fit, f"--data.data_dir={tmp_path / 'empty'}", naming="no FSDD recordings")
+    fails_in_one_line(capfd, *fit, "--data.held_out_speaker=zoe", naming="held_out_speaker='zoe'")
+    (tmp_path / "text.wav").write_text("not audio")
+    soundfile.write(tmp_path / "silent.wav", np.zeros(0, dtype=np.float32), 8000)
+    for name, naming in (("text.wav", "is not an audio file"), ("silent.wav", "holds no audio samples")):
+        predict = ("predict", "--config", config("speech_ctc"), *tiny("speech_ctc"), "--trainer.logger=false")
+        fails_in_one_line(capfd, *predict, f"--data.predict_files=[{tmp_path / name}]", naming=naming)
+
+
+def test_librispeech_layout_gives_lower_case_character_targets():
+    data = LibriSpeechData(data_dir=FIXTURES / "librispeech", download=False)
+    data.setup("fit")
+    assert {part: len(dataset) for part, dataset in data.splits.items()} == {"train": 6, "val": 6, "test": 6}
+    batch = data.splits["val"].__getitems__([0, 1])
+    for text, targets, length in zip(batch["text"], batch["targets"], batch["target_lengths"]):
+        assert text == text.lower() and " " in text and data.tokenizer.decode(targets[:length].tolist()) == text
+    assert batch["audio"].shape[0] == 2 and not batch["single"].any()
+    assert set(MD5) == {"train-clean-100", "dev-clean", "test-clean"}  # OpenSLR's published checksums
+
+
+def test_a_librispeech_fit_reports_character_and_word_error_rates(tmp_path):
+    run = cli("fit", "--config", config("librispeech_ctc"), *tiny("librispeech_ctc"), "--trainer.max_epochs=1", *QUIET)
+    assert {"val/cer", "val/wer", "val/exact_match"} <= set(run.trainer.callback_metrics)
+    assert "val/single_acc" not in run.trainer.callback_metrics  # no recording is scored alone here
