@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from jsonargparse.typing import NonNegativeInt, PositiveFloat, PositiveInt
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio import read_audio
@@ -55,8 +55,8 @@ class LibriSpeechData(SpeechData):
         download: fetch a missing split from OpenSLR in `prepare_data`.
         train_split, val_split, test_split: LibriSpeech's split names.
         max_seconds: training utterances longer than this are left out (memory; LibriSpeech's run to 35 s).
-        predict_files, sample_rate, n_mels, n_fft, hop_length, time_masks, time_width, freq_masks, freq_width,
-            batch_size, eval_batch_size, num_workers: see `SpeechData`.
+        predict_files, sample_rate, n_mels, n_fft, hop_length, f_min, time_masks, time_width, freq_masks,
+            freq_width, batch_size, eval_batch_size, num_workers: see `SpeechData`.
     """
 
     alphabet = " 'abcdefghijklmnopqrstuvwxyz"
@@ -74,6 +74,7 @@ class LibriSpeechData(SpeechData):
         n_mels: PositiveInt = 80,
         n_fft: PositiveInt = 400,
         hop_length: PositiveInt = 160,
+        f_min: NonNegativeFloat = 0.0,
         time_masks: NonNegativeInt = 2,
         time_width: NonNegativeInt = 40,
         freq_masks: NonNegativeInt = 2,
@@ -84,7 +85,7 @@ class LibriSpeechData(SpeechData):
     ) -> None:
         super().__init__(
             predict_files, sample_rate, n_mels, n_fft, hop_length, time_masks, time_width, freq_masks, freq_width,
-            batch_size, eval_batch_size, num_workers,
+            batch_size, eval_batch_size, num_workers, f_min,
         )  # fmt: skip
         self.splits: dict[str, SpokenUtterances] = {}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from jsonargparse.typing import NonNegativeInt, PositiveInt
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -102,6 +102,8 @@ class SpeechData(DataModule):
             channel count).
         sample_rate: what every recording is resampled to.
         n_mels, n_fft, hop_length: mel bands; the STFT's window and step in samples.
+        f_min: the lowest mel filter's lower edge in Hz (above 0: the bands below it, which carry a microphone's hum
+            and rumble rather than speech, are left out).
         time_masks, time_width, freq_masks, freq_width: SpecAugment on training batches: masks of up to `time_width`
             frames and `freq_width` bands (0 masks: none).
         batch_size, eval_batch_size, num_workers: see `DataModule`.
@@ -123,6 +125,7 @@ class SpeechData(DataModule):
         batch_size: PositiveInt = 32,
         eval_batch_size: PositiveInt | None = None,
         num_workers: NonNegativeInt = 0,
+        f_min: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers)
         self.tokenizer = SpeechTokenizer(self.alphabet)
@@ -149,7 +152,7 @@ class SpeechData(DataModule):
         hp = self.hparams
         audio = batch.pop("audio")
         if self._filterbank is None or self._filterbank.device != audio.device:
-            self._filterbank = mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels).to(audio.device)
+            self._filterbank = mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels, hp.f_min).to(audio.device)
         features, frames = log_mel(audio, batch.pop("audio_lengths"), self._filterbank, hp.n_fft, hp.hop_length)
         if self.trainer is not None and self.trainer.training and (hp.time_masks or hp.freq_masks):
             features = spec_augment(features, frames, hp.time_masks, hp.time_width, hp.freq_masks, hp.freq_width)

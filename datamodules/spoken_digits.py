@@ -7,7 +7,8 @@ are built once with a seeded generator from their own split's recordings, each r
 every recording is also scored alone (`single`, the single-digit accuracy). Splits:
 
 - official: recordings numbered 0-4 test; of 5-49, `val_indices` (5-9) validate and the rest train;
-- `held_out_speaker`: that speaker's 500 recordings test; the others' 0-4 validate and 5-49 train.
+- `held_out_speaker`: that speaker's 500 recordings test; the others' 0-4 validate and 5-49 train, or, with
+  `val_speaker`, a second speaker's 500 validate (a voice the model has not heard either) and the other four's train.
 
     litlab fit --config configs/speech_ctc.yaml --data.data_dir data/fsdd
     litlab predict --ckpt_path <best.ckpt> --data.predict_files '[one.wav, two.wav]'
@@ -19,7 +20,7 @@ import re
 from pathlib import Path
 
 import torch
-from jsonargparse.typing import NonNegativeInt, PositiveInt
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -83,13 +84,14 @@ class SpokenDigitsData(SpeechData):
         data_dir: a folder holding `recordings/` (or a folder below it that does).
         download: fetch the dataset's release from GitHub in `prepare_data` when no recordings are found.
         held_out_speaker: test on this speaker alone and train on the others; None: the official split.
+        val_speaker: with `held_out_speaker`, validate on this speaker alone too (tuning for voices never heard).
         val_indices: [first, last) recording numbers of the official training range that validate.
         max_digits: the most recordings one utterance joins (each count from 1 up equally likely).
         pause: the silence between two recordings, [shortest, longest] in seconds.
         speed, gain: training recordings resampled by up to this fraction, and scaled by up to this many dB.
         seed: the generator of the validation and test utterances.
-        predict_files, sample_rate, n_mels, n_fft, hop_length, time_masks, time_width, freq_masks, freq_width,
-            batch_size, eval_batch_size, num_workers: see `SpeechData`.
+        predict_files, sample_rate, n_mels, n_fft, hop_length, f_min, time_masks, time_width, freq_masks,
+            freq_width, batch_size, eval_batch_size, num_workers: see `SpeechData`.
     """
 
     alphabet = "0123456789"
@@ -99,6 +101,7 @@ class SpokenDigitsData(SpeechData):
         data_dir: Path = Path("data/fsdd"),
         download: bool = True,
         held_out_speaker: str | None = None,
+        val_speaker: str | None = None,
         val_indices: tuple[NonNegativeInt, NonNegativeInt] = (5, 10),
         max_digits: PositiveInt = 7,
         pause: tuple[float, float] = (0.05, 0.3),
@@ -110,6 +113,7 @@ class SpokenDigitsData(SpeechData):
         n_mels: PositiveInt = 40,
         n_fft: PositiveInt = 256,
         hop_length: PositiveInt = 80,
+        f_min: NonNegativeFloat = 0.0,
         time_masks: NonNegativeInt = 0,
         time_width: NonNegativeInt = 10,
         freq_masks: NonNegativeInt = 0,
@@ -120,10 +124,13 @@ class SpokenDigitsData(SpeechData):
     ) -> None:
         super().__init__(
             predict_files, sample_rate, n_mels, n_fft, hop_length, time_masks, time_width, freq_masks, freq_width,
-            batch_size, eval_batch_size, num_workers,
+            batch_size, eval_batch_size, num_workers, f_min,
         )  # fmt: skip
-        if held_out_speaker is not None and held_out_speaker not in SPEAKERS:
-            raise LitlabError(f"--data.held_out_speaker={held_out_speaker!r}: one of {', '.join(SPEAKERS)}")
+        for option, speaker in (("held_out_speaker", held_out_speaker), ("val_speaker", val_speaker)):
+            if speaker is not None and speaker not in SPEAKERS:
+                raise LitlabError(f"--data.{option}={speaker!r}: one of {', '.join(SPEAKERS)}")
+        if val_speaker is not None and (held_out_speaker is None or val_speaker == held_out_speaker):
+            raise LitlabError("--data.val_speaker: another speaker than --data.held_out_speaker, and only beside it")
         self.splits: dict[str, Dataset] = {}
 
     def _folder(self) -> Path | None:
@@ -157,11 +164,13 @@ class SpokenDigitsData(SpeechData):
         names = sorted(set(speakers))
         recordings = [read_audio(f, self.hparams.sample_rate) for f in files]
         rank_zero_info(f"{folder}: {len(files)} recordings of {len(names)} speakers read")
-        held, (first, last) = self.hparams.held_out_speaker, self.hparams.val_indices
-        if held is not None and held not in names:
-            raise LitlabError(f"--data.held_out_speaker={held}: no recordings of {held} in {folder}")
+        hp = self.hparams
+        held, val_voice, (first, last) = hp.held_out_speaker, hp.val_speaker, hp.val_indices
+        for option, speaker in (("held_out_speaker", held), ("val_speaker", val_voice)):
+            if speaker is not None and speaker not in names:
+                raise LitlabError(f"--data.{option}={speaker}: no recordings of {speaker} in {folder}")
         split = [
-            ("test" if s == held else "val" if n < 5 else "train")
+            ("test" if s == held else "val" if (s == val_voice if val_voice else n < 5) else "train")
             if held is not None
             else ("test" if n < 5 else "val" if first <= n < last else "train")
             for s, n in zip(speakers, numbers)

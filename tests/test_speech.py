@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from audio_fixtures import write_fsdd
 from conftest import FIXTURES, QUIET, cli, config, fails_in_one_line, tiny
 
 from datamodules.audio import log_mel, mel_filterbank, read_audio, resample, spec_augment
 from datamodules.librispeech import MD5, LibriSpeechData
 from datamodules.spoken_digits import SpokenDigitsData
 from lightning_modules.components.ctc import ConvBiLSTM, beam_search, collapse, greedy_paths
+from litlab.errors import LitlabError
 
 SETTINGS = dict(data_dir=FIXTURES / "fsdd", download=False, val_indices=(5, 7), max_digits=3)
 
@@ -60,6 +62,21 @@ def test_a_held_out_speaker_is_tested_alone(digits):
     tested = {speaker_and_number(files[i].name)[0] for plan in data.splits["test"].plan for i in plan}
     assert tested == {"jackson"} and len(data.splits["test"].plan[data.splits["test"].single_from :]) == 120
     assert set(data.splits["train"].speakers.tolist()) == {0}  # george only
+
+
+def test_a_validation_speaker_is_a_second_voice_never_heard(tmp_path):
+    write_fsdd(tmp_path, ("george", "jackson", "lucas"), per_digit=2)
+    data = SpokenDigitsData(**SETTINGS | {"data_dir": tmp_path, "held_out_speaker": "jackson", "val_speaker": "lucas"})
+    data.setup("fit")
+    names = sorted(p.name for p in (tmp_path / "recordings").glob("*.wav"))
+    for split, speaker in (("val", "lucas"), ("test", "jackson")):
+        utterances = data.splits[split]
+        assert {speaker_and_number(names[i])[0] for plan in utterances.plan for i in plan} == {speaker}
+        assert len(utterances.plan[utterances.single_from :]) == 20  # all of the speaker's recordings
+    assert set(data.splits["train"].speakers.tolist()) == {0} and len(data.splits["train"]) == 20  # george's all
+    for wrong in ({"val_speaker": "lucas"}, {"held_out_speaker": "lucas", "val_speaker": "lucas"}):
+        with pytest.raises(LitlabError, match="val_speaker"):
+            SpokenDigitsData(**SETTINGS | wrong)
 
 
 def test_training_utterances_are_drawn_afresh_from_torch_s_generator(digits):
@@ -106,6 +123,13 @@ def test_log_mel_normalises_each_utterance_over_its_own_frames():
     assert tones[0, :10].mean() > tones[1, :10].mean() and tones[0, -10:].mean() < tones[1, -10:].mean()  # the shape
     masked = spec_augment(features, frames, time_masks=2, time_width=5, freq_masks=2, freq_width=4)
     assert (masked == 0).sum() > (features == 0).sum()
+
+
+def test_f_min_leaves_the_bands_below_it_out():
+    full, cut = mel_filterbank(8000, 256, 40), mel_filterbank(8000, 256, 40, f_min=150.0)  # bins of 31.25 Hz
+    below = torch.arange(129) * 8000 / 256 < 150
+    assert full[:, below].sum() > 0 and cut[:, below].sum() == 0
+    assert (cut.sum(1) > 0).all()  # every band still has bins
 
 
 def test_ctc_reads_the_frame_counts_after_the_two_strided_convolutions():
