@@ -4,7 +4,7 @@ and one batch per stage.
 
 Slow, and only where the data is: point `LITLAB_DATA_DIR` at a folder holding the official layouts
 (`FashionMNIST/raw/`, `cifar-10-batches-py/`, `fruit/` with the Kaggle set's `train_zip/train`, `test_zip/test`,
-`aclImdb/`, `jane_eyre.txt`), e.g.
+`aclImdb/`, `jane_eyre.txt`, `fsdd/recordings/`), e.g.
 
     LITLAB_DATA_DIR=data/real .venv/bin/python -m pytest tests/test_real_data.py -m slow -n 0 -s
 
@@ -33,6 +33,7 @@ DATASETS = {  # what an experiment reads: (path that must exist under LITLAB_DAT
     "fruit": ("fruit", "--data.data_dir={root}/fruit", "Kaggle fruit detection, 240/60"),
     "imdb": ("aclImdb", "--data.data_dir={root}", "IMDB, 25k/25k"),
     "jane_eyre": ("jane_eyre.txt", "--data.text_files=[{root}/jane_eyre.txt]", "Jane Eyre"),
+    "fsdd": ("fsdd/recordings", "--data.data_dir={root}/fsdd", "FSDD, official split"),
 }
 # experiment: (dataset, metric, its floor on a CPU, on a GPU). A CPU floor sits just under the figure the README
 # reports (a few runs' noise below), so a change that makes a recipe learn less fails here; a GPU floor is the README's
@@ -58,19 +59,26 @@ TARGETS = {
     "char_gru": ("jane_eyre", "test/acc", 0.595, 0.595),
     "char_gpt_cpu": ("jane_eyre", "test/acc", 0.58, 0.58),
     "char_gpt": ("jane_eyre", "test/acc", None, 0.59),  # GPU only (GPU_ONLY)
+    "speech_ctc": ("fsdd", "test/exact_match", 0.97, 0.97),
+    "speech_ctc_seed": ("fsdd", "test/exact_match", 0.85, 0.85),
 }
 # metrics printed beside the experiment's own when its test logs them
 REPORTED_BESIDE = (
     "test/loss",  # nats per character for the character models
     *("test/map", "test/roi_acc"),  # detection
     *("test/copy_exact_match", "test/cer", "test/copy_cer", "test/word_acc", "test/copy_word_acc"),  # spell-check
+    "test/single_acc",  # speech: one recording alone (test/cer: the digit error rate)
 )
 # metrics that must stay at or under a bound on any device: experiment: (metric, bound)
-CEILINGS = {"char_lstm": ("test/loss", 1.35), "char_gpt": ("test/loss", 1.30)}  # nats per character
+CEILINGS = {
+    "char_lstm": ("test/loss", 1.35),  # nats per character
+    "char_gpt": ("test/loss", 1.30),
+    "speech_ctc": ("test/cer", 0.01),  # digit error rate
+}
 # metrics that must beat a baseline logged beside them by a margin: experiment: (baseline, margin)
 BEATS = {"spell_bart_tiny": ("test/copy_exact_match", 0.10)}
 # fit wall seconds at most on a 2-core CPU (the whole `litlab fit` command)
-CPU_BUDGETS = {"spell_bart_tiny": 30 * 60}
+CPU_BUDGETS = {"spell_bart_tiny": 30 * 60, "speech_ctc": 15 * 60}
 GPU_ONLY = {
     "cifar10_resnet18_scratch": "ResNet-18 at 224 px on 45k images: about 10 images/s, 20 hours of a 2-core CPU",
     "char_gpt": "40 epochs of a 6x256 GPT at 3.3k chars/s in fp32: 3 hours of a 2-core CPU (char_gpt_cpu: its budget)",
@@ -143,3 +151,25 @@ def test_pretrained_recipe_reads_real_data(experiment):
         "--trainer.logger=false", "--trainer.enable_progress_bar=false", timeout=1800,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
+
+
+def test_speech_on_voices_never_heard(tmp_path):
+    """`speech_ctc_speaker` with each of FSDD's six speakers held out in turn: a row per speaker, then the mean digit
+    error rate, which must stay under the README's target."""
+    from datamodules.spoken_digits import SPEAKERS
+
+    data = data_args("fsdd")
+    rates = []
+    for speaker in SPEAKERS:
+        held_out = f"--data.held_out_speaker={speaker}"
+        fit_args = ["--config", config("speech_ctc_speaker"), *device_args(), *data, held_out, *extra_args()]
+        seconds, tested = fit_then_test(*fit_args, timeout=3 * 3600, cwd=tmp_path)
+        rates.append(logged("test/cer", tested))
+        print(
+            f"\n| `speech_ctc_speaker` {speaker} | test/cer {rates[-1]:.2%}, test/exact_match "
+            f"{logged('test/exact_match', tested):.2%}, test/single_acc {logged('test/single_acc', tested):.2%} | "
+            f"fit {seconds / 60:.1f} min | {machine()} | FSDD, {speaker} held out (real) |"
+        )
+    mean = sum(rates) / len(rates)
+    print(f"\n| `speech_ctc_speaker`, mean of {len(rates)} speakers | test/cer {mean:.2%} |")
+    assert mean <= 0.10  # the README's target
