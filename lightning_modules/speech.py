@@ -89,10 +89,9 @@ class SpeechCTC(Experiment):
         self.log_loss(stage, loss, batch_size=len(lengths))
         if stage != "train":
             self.score(stage, self.transcribe(log_probs, lengths), batch)
-            if stage == "val":
-                path = greedy_paths(log_probs[:1], lengths[:1])[0, : lengths[0]]
-                self.keep_for_figures(features=batch["features"][0, :, : batch["frames"][0]], path=path,
-                                      text=batch["text"][0])  # fmt: skip
+            if stage == "val":  # the first batch's first utterance, its path found at the epoch's end
+                self.keep_for_figures(features=batch["features"][0, :, : batch["frames"][0]],
+                                      log_probs=log_probs[0, : lengths[0]], text=batch["text"][0])  # fmt: skip
         return loss
 
     def score(self, stage: str, outputs: list[str], batch: dict) -> None:
@@ -122,7 +121,8 @@ class SpeechCTC(Experiment):
         greedy path emits a token (four input frames per output frame)."""
         if self.figure_batch is None:
             return
-        features, path = self.figure_batch["features"].float().cpu(), self.figure_batch["path"].cpu()
+        features = self.figure_batch["features"].float().cpu()
+        path = self.figure_batch["log_probs"].argmax(-1).cpu()  # the greedy path (T',)
         scaled = (features - features.min()) / (features.max() - features.min() + 1e-6)
         picture = np.repeat((scaled.flip(0) * 255).byte().numpy()[..., None], 3, axis=2)  # (n_mels, T, 3)
         emitted = (path != 0) & torch.cat([torch.tensor([True]), path[1:] != path[:-1]])
