@@ -63,6 +63,7 @@ class CharLM(Experiment):
 
     monitor, monitor_mode = "val/loss", "min"
     data_arguments = ("vocab_size", "context_len")
+    lora_targets = ("qkv",)  # the GPT's fused query/key/value projection (the LoRA paper adapts W_q and W_v)
     prediction_format = "{input!r} -> {output!r}"
 
     def __init__(

@@ -12,12 +12,13 @@ from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from litlab.adapters import merge_main
 from litlab.catalogue import import_experiments, listing, uses_short_class_name
 from litlab.cli import CONFIG_DIR, DESCRIPTION, SUBCOMMANDS, launch
 from litlab.config_errors import explain, one_line
 from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
 
-USAGE = "usage: litlab {fit,validate,test,predict,tune,list} [options]  (litlab <command> --help)"
+USAGE = "usage: litlab {fit,validate,test,predict,tune,merge,list} [options]  (litlab <command> --help)"
 
 
 def main(args: list[str] | None = None) -> None:
@@ -40,6 +41,8 @@ def main(args: list[str] | None = None) -> None:
             from litlab.tune import tune  # optuna is the [tune] extra
 
             tune(rest)
+        elif command == "merge":
+            merge_main(rest)
         elif command in SUBCOMMANDS:
             launch(command, rest)
         else:

@@ -19,43 +19,41 @@ import torch
 from litlab.errors import LitlabError, first_line
 
 
-def load_checkpoint(path: str) -> dict:
-    """The checkpoint as a dict, loaded with `weights_only=True`; one-line errors for anything else."""
+def load_checkpoint(path: str, option: str = "--ckpt_path") -> dict:
+    """The checkpoint as a dict, loaded with `weights_only=True`; one-line errors (naming `option`) for anything
+    else."""
     file = Path(path)
     if not file.is_file():
-        raise LitlabError(f"--ckpt_path {path}: no such file")
+        raise LitlabError(f"{option} {path}: no such file")
     if not zipfile.is_zipfile(file):  # torch.save writes a zip archive; torch.load's own error here speaks of mmap
-        raise LitlabError(
-            f"--ckpt_path {path} is not a checkpoint: not a torch.save archive (truncated, or another file)"
-        )
+        raise LitlabError(f"{option} {path} is not a checkpoint: not a torch.save archive (truncated, or another file)")
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for a file that is not a (safe) checkpoint
-        raise LitlabError(f"--ckpt_path {path} is not a checkpoint that loads safely ({first_line(err)})") from None
+        raise LitlabError(f"{option} {path} is not a checkpoint that loads safely ({first_line(err)})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise LitlabError(f"--ckpt_path {path} is not a PyTorch Lightning checkpoint (no state_dict)")
+        raise LitlabError(f"{option} {path} is not a PyTorch Lightning checkpoint (no state_dict)")
     return checkpoint
 
 
-WEIGHTS_ONLY_KEYS = (  # what a checkpoint needs to be tested, validated or used for predict, but not to resume
-    "state_dict",
-    "hyper_parameters",
-    "hparams_name",
-    "datamodule_hyper_parameters",
-    "datamodule_hparams_name",
-    "litlab",
-    "epoch",
-    "global_step",
-    "pytorch-lightning_version",
+TRAINING_STATE_KEYS = (  # what resuming needs and testing, validating or predicting does not
+    "optimizer_states",
+    "lr_schedulers",
+    "loops",
+    "callbacks",
 )
+
+
+def weights_only(checkpoint: dict) -> dict:
+    return {key: value for key, value in checkpoint.items() if key not in TRAINING_STATE_KEYS}
 
 
 def weights_only_copy(source: str | Path, target: str | Path) -> Path:
     """`source` without optimizer, scheduler, loop and callback states, written to `target`: the weights, the
-    experiment's config and litlab's record, so `litlab test|validate|predict --ckpt_path target` works as with the
-    original (with Adam, about a third of the size)."""
+    experiment's config, what its DataModule learned (a vocabulary) and litlab's record, so
+    `litlab test|validate|predict --ckpt_path target` works as with the original (with Adam, a third of the size)."""
     checkpoint = load_checkpoint(str(source))
-    torch.save({key: checkpoint[key] for key in WEIGHTS_ONLY_KEYS if key in checkpoint}, target)
+    torch.save(weights_only(checkpoint), target)
     return Path(target)
 
 
@@ -78,6 +76,11 @@ def checkpoint_config(checkpoint: dict, subcommand: str) -> dict:
         config["experiment"] = record["experiment"]
     if subcommand == "fit":
         config |= {key: record[key] for key in ("trainer", "seed_everything") if record.get(key) is not None}
+    adaptation = checkpoint.get("adaptation") or {}  # `litlab.adapters`: the base and the adapters shape the model
+    if adaptation.get("partial"):
+        config["init_from"] = adaptation["init_from"]
+    if adaptation.get("lora"):
+        config["lora"] = adaptation["lora"]
     return config
 
 

@@ -31,6 +31,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
+from litlab.adapters import Adaptation, LoraOptions
 from litlab.callbacks import BestCheckpoint, CheckpointArtifacts, best_checkpoint, last_checkpoint
 from litlab.checkpoints import check_matches, checkpoint_config, load_checkpoint
 from litlab.config_errors import one_line
@@ -46,7 +47,8 @@ DESCRIPTION = (
     "litlab: classic deep-learning experiments as Lightning code. `litlab list` shows the experiments; "
     "`litlab fit --config configs/<experiment>.yaml` trains one; `litlab test|validate|predict --ckpt_path <ckpt>` "
     "uses a checkpoint; `litlab tune --config ... --search configs/search/<experiment>.yaml` searches its "
-    "hyperparameters (`litlab tune --help`)."
+    "hyperparameters (`litlab tune --help`); `litlab fit ... --init_from <ckpt> --lora.r 16` adapts a trained model, "
+    "`litlab merge --ckpt_path <ckpt>` folds its adapter in."
 )
 
 
@@ -120,6 +122,14 @@ class LitlabCLI(LightningCLI):
             help="fit: resume this checkpoint; validate, test, predict: use its weights (its config is the base)",
         )
         parser.add_argument(
+            "--init_from",
+            type=str | None,
+            default=None,
+            help="fit: start from this checkpoint's weights and data vocabulary, as a new run (not a resume; "
+            "see `litlab.adapters`); with --lora, the base the adapters sit on",
+        )
+        parser.add_argument("--lora", type=LoraOptions, default=LoraOptions(), help="LoRA adapters (peft)")
+        parser.add_argument(
             "--compile",
             type=bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
             default=False,
@@ -134,6 +144,7 @@ class LitlabCLI(LightningCLI):
             self.checkpoint = load_checkpoint(config.ckpt_path)
         if self.checkpoint is not None:
             check_matches(config, self.checkpoint, config.ckpt_path)
+        self.adaptation = adaptation(config, self.checkpoint, self.command)
         self.place = place_run(config, self.command, self.checkpoint, config.ckpt_path)
         configure_logger(config, self.place, self.command)
         if notice := precision_notice(config.trainer.precision, config.trainer.accelerator):
@@ -143,6 +154,9 @@ class LitlabCLI(LightningCLI):
         trainer = self.config_init.trainer
         compile_mode = self.config.compile
         self.model.compile_mode = "default" if compile_mode is True else (compile_mode or None)
+        self.model.adaptation = self.adaptation
+        if self.adaptation is not None and (state := self.adaptation.data_state(type(self.datamodule))):
+            self.datamodule.load_state_dict(state)  # the base's vocabulary: its embedding rows keep their meaning
         self.save_config_kwargs["joins_run"] = self.place.joins
         configured = trainer.callbacks or []
         configured = list(configured) if isinstance(configured, list) else [configured]
@@ -179,6 +193,22 @@ class LitlabCLI(LightningCLI):
         if last.is_file():
             print(f"last checkpoint: {shown_path(last)}")
         print(f"best checkpoint: {shown_path(best.best_model_path)}")
+
+
+def adaptation(config, checkpoint: dict | None, subcommand: str) -> Adaptation | None:
+    """The run's `Adaptation` (None when it has neither --init_from nor --lora): a new fit loads the base's weights;
+    with a checkpoint, only an adapter's base is loaded (a full checkpoint restores every weight itself)."""
+    lora = LoraOptions(**config.lora.as_dict()) if config.lora is not None else LoraOptions()
+    if config.init_from is None and not lora.r:
+        return None
+    recorded = (checkpoint or {}).get("adaptation") or {}
+    if checkpoint is not None and subcommand == "fit" and config.init_from and not recorded.get("partial"):
+        raise LitlabError("--init_from starts a new run and --ckpt_path resumes one: pass one of them")
+    load_base = checkpoint is None or bool(recorded.get("partial"))
+    built = Adaptation(config.init_from, lora, recorded.get("sha256"), load_base)
+    if config.init_from and load_base:
+        built.check_experiment(config.model and config.model.get("class_path"))
+    return built
 
 
 def run_callbacks(subcommand: str, trainer, configured: list[Callback], folder: Path) -> list[Callback]:

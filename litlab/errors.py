@@ -40,6 +40,7 @@ EXTRAS = {
     "onnxruntime": "export",
     "onnxscript": "export",
     "matplotlib": "plots",
+    "peft": "peft",
     "soundfile": "speech",
     "tensorboard": "tensorboard",
     "tensorboardX": "tensorboard",

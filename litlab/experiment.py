@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from litlab import figures
+from litlab.adapters import Adaptation
 from litlab.errors import LitlabError
 from litlab.optim import LRSchedulerCallable, OptimizerCallable, configure_optimizers
 from litlab.tracking import log_confusion, wandb_run
@@ -50,6 +51,8 @@ class Experiment(L.LightningModule):
     prediction_format: ClassVar[str] = "{input} -> {output}"
     data_arguments: ClassVar[tuple[str, ...]] = ()
     compile_mode: str | None = None  # `litlab fit --compile=true` (or a torch.compile mode) sets it for the run
+    adaptation: Adaptation | None = None  # `--init_from`, `--lora` (`litlab.adapters`): set by the launcher
+    lora_targets: ClassVar[tuple[str, ...]] = ()  # the layers `--lora` adapts by default (peft's `target_modules`)
 
     def __init__(
         self, optimizer: OptimizerCallable = torch.optim.AdamW, lr_scheduler: LRSchedulerCallable | None = None
@@ -73,6 +76,8 @@ class Experiment(L.LightningModule):
     def configure_model(self) -> None:
         if not self._built:
             self.build()
+            if self.adaptation is not None:
+                self.adaptation.apply(self)
             self._built = True
             if self.compile_mode:
                 for module in self.compiled_modules():
@@ -113,6 +118,13 @@ class Experiment(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.setdefault("hyper_parameters", {}).update(self.learned)
+        if self.adaptation is not None:  # the base it started from; an adapter's checkpoint keeps the adapter alone
+            checkpoint["adaptation"] = self.adaptation.record()
+            checkpoint["state_dict"] = self.adaptation.saved_state(self, checkpoint["state_dict"])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if (checkpoint.get("adaptation") or {}).get("partial"):  # the base's weights are in place (`configure_model`)
+            checkpoint["state_dict"] = {**self.state_dict(), **checkpoint["state_dict"]}
 
     def _shared_step(self, batch: Any, stage: str) -> Tensor:
         raise NotImplementedError

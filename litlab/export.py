@@ -21,20 +21,25 @@ from pathlib import Path
 
 import torch
 
+from litlab import adapters
 from litlab.checkpoints import checkpoint_config, load_checkpoint
 from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
 from litlab.experiment import Experiment, experiment_from_config
 
 
 def model_from_checkpoint(ckpt_path: str) -> tuple[Experiment, type]:
-    """The checkpoint's LightningModule with its weights, in eval mode, and its DataModule class."""
+    """The checkpoint's LightningModule with its weights (an adapter's base loaded again, and the adapter merged into
+    it: `litlab.adapters`), in eval mode, and its DataModule class."""
     checkpoint = load_checkpoint(ckpt_path)
     config = checkpoint_config(checkpoint, "predict")
     if "model" not in config or "data" not in config:
         raise LitlabError(f"--ckpt_path {ckpt_path} does not record its model and data (not written by litlab)")
     model = experiment_from_config(config["model"])
+    model.adaptation = adapters.recorded(checkpoint)
     model.configure_model()  # the layers the data sized: their sizes are recorded in the checkpoint
+    model.on_load_checkpoint(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
+    adapters.merge_adapters(model)
     module, name = config["data"]["class_path"].rsplit(".", 1)
     return model.eval(), getattr(importlib.import_module(module), name)
 
