@@ -62,17 +62,34 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0
     return torch.minimum(rising, falling).clamp(min=0.0)
 
 
+def random_equaliser(batch: int, bands: int, db: float, device: torch.device, points: int = 5) -> Tensor:
+    """(batch, bands, 1) log-power gains: per utterance, `points` gains drawn uniformly in [-db, db] dB, spread
+    evenly across the bands and joined linearly, so that neighbouring bands move together as with a microphone's
+    response."""
+    gains = (2 * torch.rand(batch, 1, points, device=device) - 1) * (db * math.log(10) / 10)
+    return torch.nn.functional.interpolate(gains, size=bands, mode="linear", align_corners=True).transpose(1, 2)
+
+
 def log_mel(
-    audio: Tensor, lengths: Tensor, filterbank: Tensor, n_fft: int, hop: int, top_db: float = 80.0
+    audio: Tensor,
+    lengths: Tensor,
+    filterbank: Tensor,
+    n_fft: int,
+    hop: int,
+    top_db: float = 80.0,
+    tilt: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Log-mel features (B, n_mels, T) of padded waveforms (B, S) and the frame counts (B,). Each utterance is floored
     `top_db` below its loudest bin (so a quiet recording keeps its dynamic range) and normalised to zero mean and unit
     variance over its own frames, all bands together: the normalisation removes the recording's level and keeps the
     spectral shape, which carries a short word (per-band statistics would subtract a one-digit utterance's average
-    spectrum, most of what tells it apart). The padding's frames are 0."""
+    spectrum, most of what tells it apart). `tilt` (B, n_mels, 1), log-power gains added to each band before that
+    (`random_equaliser`). The padding's frames are 0."""
     window = torch.hann_window(n_fft, device=audio.device)
     spectrum = torch.stft(audio.float(), n_fft, hop, window=window, center=True, return_complex=True)  # (B, F, T)
     features = torch.log(filterbank @ spectrum.abs().pow(2) + 1e-12)  # (B, M, T)
+    if tilt is not None:
+        features = features + tilt
     frames = lengths // hop + 1  # (B,)
     valid = (torch.arange(features.size(-1), device=audio.device) < frames[:, None]).unsqueeze(1)  # (B, 1, T)
     floor = features.masked_fill(~valid, -math.inf).amax((1, 2), keepdim=True) - top_db * math.log(10) / 10

@@ -56,7 +56,7 @@ class LibriSpeechData(SpeechData):
         train_split, val_split, test_split: LibriSpeech's split names.
         max_seconds: training utterances longer than this are left out (memory; LibriSpeech's run to 35 s).
         predict_files, sample_rate, n_mels, n_fft, hop_length, f_min, time_masks, time_width, freq_masks,
-            freq_width, batch_size, eval_batch_size, num_workers: see `SpeechData`.
+            freq_width, eq, batch_size, eval_batch_size, num_workers: see `SpeechData`.
     """
 
     alphabet = " 'abcdefghijklmnopqrstuvwxyz"
@@ -82,10 +82,11 @@ class LibriSpeechData(SpeechData):
         batch_size: PositiveInt = 32,
         eval_batch_size: PositiveInt | None = None,
         num_workers: NonNegativeInt = 0,
+        eq: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__(
             predict_files, sample_rate, n_mels, n_fft, hop_length, time_masks, time_width, freq_masks, freq_width,
-            batch_size, eval_batch_size, num_workers, f_min,
+            batch_size, eval_batch_size, num_workers, f_min, eq,
         )  # fmt: skip
         self.splits: dict[str, SpokenUtterances] = {}
 

@@ -15,7 +15,7 @@ from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.audio import log_mel, mel_filterbank, read_audio, spec_augment
+from datamodules.audio import log_mel, mel_filterbank, random_equaliser, read_audio, spec_augment
 from datamodules.data_module import DataModule
 from litlab.errors import LitlabError
 
@@ -106,6 +106,8 @@ class SpeechData(DataModule):
             and rumble rather than speech, are left out).
         time_masks, time_width, freq_masks, freq_width: SpecAugment on training batches: masks of up to `time_width`
             frames and `freq_width` bands (0 masks: none).
+        eq: training utterances filtered by a random smooth equaliser of up to this many dB per band (another
+            microphone and room: a gain drawn per utterance at a few points across the bands, linear in between).
         batch_size, eval_batch_size, num_workers: see `DataModule`.
     """
 
@@ -126,6 +128,7 @@ class SpeechData(DataModule):
         eval_batch_size: PositiveInt | None = None,
         num_workers: NonNegativeInt = 0,
         f_min: NonNegativeFloat = 0.0,
+        eq: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers)
         self.tokenizer = SpeechTokenizer(self.alphabet)
@@ -153,7 +156,11 @@ class SpeechData(DataModule):
         audio = batch.pop("audio")
         if self._filterbank is None or self._filterbank.device != audio.device:
             self._filterbank = mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels, hp.f_min).to(audio.device)
-        features, frames = log_mel(audio, batch.pop("audio_lengths"), self._filterbank, hp.n_fft, hp.hop_length)
-        if self.trainer is not None and self.trainer.training and (hp.time_masks or hp.freq_masks):
+        training = self.trainer is not None and self.trainer.training
+        tilt = random_equaliser(len(audio), hp.n_mels, hp.eq, audio.device) if training and hp.eq else None
+        features, frames = log_mel(
+            audio, batch.pop("audio_lengths"), self._filterbank, hp.n_fft, hp.hop_length, tilt=tilt
+        )
+        if training and (hp.time_masks or hp.freq_masks):
             features = spec_augment(features, frames, hp.time_masks, hp.time_width, hp.freq_masks, hp.freq_width)
         return {**batch, "features": features, "frames": frames}

@@ -15,7 +15,7 @@ import torch
 from audio_fixtures import write_fsdd
 from conftest import FIXTURES, QUIET, cli, config, fails_in_one_line, tiny
 
-from datamodules.audio import log_mel, mel_filterbank, read_audio, resample, spec_augment
+from datamodules.audio import log_mel, mel_filterbank, random_equaliser, read_audio, resample, spec_augment
 from datamodules.librispeech import MD5, LibriSpeechData
 from datamodules.spoken_digits import SpokenDigitsData
 from lightning_modules.components.ctc import ConvBiLSTM, beam_search, collapse, greedy_paths
@@ -130,6 +130,24 @@ def test_f_min_leaves_the_bands_below_it_out():
     below = torch.arange(129) * 8000 / 256 < 150
     assert full[:, below].sum() > 0 and cut[:, below].sum() == 0
     assert (cut.sum(1) > 0).all()  # every band still has bins
+
+
+def test_the_random_equaliser_tilts_each_utterance_smoothly_within_its_range():
+    torch.manual_seed(0)
+    gains = random_equaliser(64, 40, db=12.0, device=torch.device("cpu"))  # (B, bands, 1), natural-log power
+    db = gains.squeeze(-1) * 10 / math.log(10)
+    assert gains.shape == (64, 40, 1) and db.abs().max() <= 12.0 + 1e-4 and db.abs().max() > 8
+    assert (db[:, 1:] - db[:, :-1]).abs().max() <= 2 * 12.0 / 9 + 1e-4  # linear between 5 points: no jumps
+    assert db.std(0).min() > 2  # every band moves, differently per utterance
+    audio = torch.randn(2, 4000)
+    filterbank = mel_filterbank(8000, 256, 40)
+    plain, _ = log_mel(audio, torch.tensor([4000, 4000]), filterbank, 256, 80)
+    tilted, _ = log_mel(audio, torch.tensor([4000, 4000]), filterbank, 256, 80, tilt=gains[:2])
+    assert not torch.allclose(plain, tilted)
+    flat = torch.full((2, 40, 1), 3.0)  # the same gain in every band: the per-utterance normalisation undoes it
+    assert torch.allclose(
+        plain, log_mel(audio, torch.tensor([4000, 4000]), filterbank, 256, 80, tilt=flat)[0], atol=1e-4
+    )
 
 
 def test_ctc_reads_the_frame_counts_after_the_two_strided_convolutions():
