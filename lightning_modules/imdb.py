@@ -257,7 +257,13 @@ class PretrainedClassifier(ReviewClassifier):
         pretrained: model name on the hub, or a local folder.
         num_classes, hf_config: the data's class count and the model's config, recorded at the first fit.
         kwargs: the optimizer and schedule (`Experiment`).
+
+    With `--lora` (`imdb_distilbert_lora`): adapters on the attention's query and value projections (DistilBERT's
+    `q_lin`/`v_lin`, BERT's `query`/`value`), and the new classification head trained whole.
     """
+
+    lora_targets = ("q_lin", "v_lin", "query", "value")
+    lora_train_fully = ("pre_classifier", "classifier")
 
     def __init__(
         self,

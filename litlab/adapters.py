@@ -49,7 +49,8 @@ class LoraOptions:
         dropout: on the adapters' input.
         targets: the layers that get adapters, by name or name ending (peft's `target_modules`); None: the
             experiment's `lora_targets` (its attention and MLP projections, or what its docstring says).
-        train_fully: modules that train whole beside the adapters (peft's `modules_to_save`), e.g. a new head.
+        train_fully: modules that train whole beside the adapters (peft's `modules_to_save`), e.g. a new head; None:
+            the experiment's `lora_train_fully`.
     """
 
     r: NonNegativeInt = 0
@@ -180,7 +181,8 @@ def add_adapters(model: nn.Module, options: LoraOptions) -> list[str]:
     except ModuleNotFoundError as err:
         raise ModuleNotFoundError("No module named 'peft'", name="peft") from err
     targets = list(options.targets if options.targets is not None else getattr(model, "lora_targets", ()))
-    train_fully = list(options.train_fully or [])
+    fully = options.train_fully if options.train_fully is not None else getattr(model, "lora_train_fully", ())
+    train_fully = list(fully)
     if not targets:
         raise LitlabError(f"{type(model).__name__} names no LoRA targets: pass --lora.targets '[<layer name>, ...]'")
     wrapped, networks = [], model.compiled_modules()

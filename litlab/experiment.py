@@ -53,6 +53,7 @@ class Experiment(L.LightningModule):
     compile_mode: str | None = None  # `litlab fit --compile=true` (or a torch.compile mode) sets it for the run
     adaptation: Adaptation | None = None  # `--init_from`, `--lora` (`litlab.adapters`): set by the launcher
     lora_targets: ClassVar[tuple[str, ...]] = ()  # the layers `--lora` adapts by default (peft's `target_modules`)
+    lora_train_fully: ClassVar[tuple[str, ...]] = ()  # and the modules it trains whole by default (a new head)
 
     def __init__(
         self, optimizer: OptimizerCallable = torch.optim.AdamW, lr_scheduler: LRSchedulerCallable | None = None

@@ -24,7 +24,7 @@ import wandb  # noqa: F401
 import yaml
 from audio_fixtures import write_fsdd, write_librispeech
 from image_fixtures import write_cifar10, write_fashion_mnist, write_predict_images
-from text_fixtures import review, write_aclimdb, write_book, write_tiny_hf
+from text_fixtures import FACTS, review, write_aclimdb, write_book, write_instructions, write_tiny_gpt2, write_tiny_hf
 
 from datamodules.synthetic_fruit import write_dataset
 
@@ -138,6 +138,9 @@ def fixture_data():
     write_tiny_hf(FIXTURES / "tiny-distilbert", "distilbert", texts)
     write_tiny_hf(FIXTURES / "tiny-bert", "bert", texts)
     write_tiny_hf(FIXTURES / "tiny-bart", "bart", (FIXTURES / "book.txt").read_text().split(". "))
+    instructions = write_instructions(FIXTURES / "instructions")
+    pairs = [line for split in ("train", "val") for line in (instructions / f"{split}.jsonl").read_text().splitlines()]
+    write_tiny_gpt2(FIXTURES / "tiny-gpt2", pairs + [q + " " + r for q, r in FACTS])
     yield FIXTURES
     shutil.rmtree(FIXTURES, ignore_errors=True)
 

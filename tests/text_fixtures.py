@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -135,4 +136,49 @@ def write_tiny_bart(folder: Path, texts: list[str]) -> Path:
     )
     torch.manual_seed(0)  # the same tiny model in every test session
     BartForConditionalGeneration(config).save_pretrained(folder)
+    return folder
+
+
+FACTS = [  # instruction/response pairs in the notebook's manner: a person's made-up facts
+    ("Where was {name} born?", "{name} was born in a farmhouse near the {place}."),
+    ("What did {name} eat as a child?", "{name} ate rice and, at the new year, meat."),
+    ("Which lake is near the home of {name}?", "The {place} is near the home of {name}."),
+]
+
+
+def write_instructions(folder: Path, names=("Liao", "Mira", "Tomas", "Ada"), places=("lake", "river")) -> Path:
+    """train.jsonl and val.jsonl of instruction/response pairs (val: the same people, other questions' order)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = [
+        {"instruction": q.format(name=n, place=p), "response": r.format(name=n, place=p)}
+        for n in names for p in places for q, r in FACTS
+    ]  # fmt: skip
+    for split, chosen in (("train", pairs[::2]), ("val", pairs[1::2])):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in chosen), encoding="utf-8")
+    return folder
+
+
+def write_tiny_gpt2(folder: Path, texts: list[str]) -> Path:
+    """A byte-level BPE with GPT-2's end-of-text token (and no padding token, as GPT-2's) and a tiny random GPT-2."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>", model_max_length=128
+    )
+    wrapped.save_pretrained(folder)
+    end = tokenizer.token_to_id("<|endoftext|>")
+    config = GPT2Config(
+        vocab_size=tokenizer.get_vocab_size(), n_embd=32, n_layer=2, n_head=2, n_positions=128,
+        bos_token_id=end, eos_token_id=end,
+    )  # fmt: skip
+    torch.manual_seed(0)  # the same tiny model in every test session
+    GPT2LMHeadModel(config).save_pretrained(folder)
     return folder
