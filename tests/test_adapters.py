@@ -13,7 +13,7 @@ from conftest import QUIET, cli, config, fails_in_one_line, tiny
 from text_fixtures import write_book
 
 from litlab.adapters import sha256
-from litlab.export import model_from_checkpoint
+from litlab.export import export, model_from_checkpoint
 
 GPT = ("--config", config("char_gpt_cpu"), *tiny("char_gpt_cpu"), "--model.layers=2", "--data.context_len=32", *QUIET)
 ONE_EPOCH = ("--trainer.max_epochs=1", "--trainer.limit_train_batches=6", "--trainer.limit_val_batches=2")
@@ -79,9 +79,13 @@ def test_init_from_refuses_another_experiment_other_shapes_and_a_missing_file(ba
     fails_in_one_line(capfd, "fit", *GPT, "--init_from", xor_best, naming="holds a")
 
 
-def test_lora_trains_the_adapter_alone_into_a_small_checkpoint_that_loads_everywhere(base, tmp_path):
-    _, best = base
+def test_lora_trains_the_adapter_alone_into_a_small_checkpoint_that_loads_everywhere(base, tmp_path, lightning_logs):
+    fitted, best = base
     run = adapted(best, "--lora.r=4")
+    told = [r.getMessage() for r in lightning_logs.records if "trainable parameters" in r.getMessage()]
+    total = sum(p.numel() for p in fitted.model.parameters())  # 2 blocks x 4 x (32 + 96) = 1,024 trainable
+    share = f"{total:,} ({100 * 1024 / total:.2f} %)"
+    assert told == [f"LoRA r=4 alpha=16 on qkv: 1,024 trainable parameters of the base's {share}, adapter 4 KiB"]
     trainable = [name for name, p in run.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
     assert len(trainable) == 2 * 2  # A and B of each block's qkv
@@ -107,6 +111,7 @@ def test_lora_trains_the_adapter_alone_into_a_small_checkpoint_that_loads_everyw
     ids = torch.randint(1, 10, (2, 12))
     plain, _ = model_from_checkpoint(str(merged))
     assert torch.allclose(model.net(ids)[0], plain.net(ids)[0], atol=1e-5)
+    assert export(str(adapter_best), tmp_path / "adapted.onnx", exporter="torchscript") < 1e-4
 
     # resume loads the base again under the adapter; disable_adapter gives back the base's outputs exactly
     resumed = cli("fit", "--ckpt_path", adapter_last, "--trainer.max_epochs=2", *QUIET)

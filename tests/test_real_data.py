@@ -93,7 +93,12 @@ PRETRAINED = {
     "fruit_faster_rcnn": ("fruit", RANDOM_WEIGHTS),
     **{
         name: (dataset, ["--config", config(f"tiny/{name}")])
-        for name, dataset in [("imdb_transformer", "imdb"), ("imdb_distilbert", "imdb"), ("spell_bart", "jane_eyre")]
+        for name, dataset in [
+            ("imdb_transformer", "imdb"),
+            ("imdb_distilbert", "imdb"),
+            ("imdb_distilbert_lora", "imdb"),
+            ("spell_bart", "jane_eyre"),
+        ]
     },
 }
 
