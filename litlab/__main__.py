@@ -12,11 +12,11 @@ from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from litlab.adapters import merge_main
 from litlab.catalogue import import_experiments, listing, uses_short_class_name
 from litlab.cli import CONFIG_DIR, DESCRIPTION, SUBCOMMANDS, launch
 from litlab.config_errors import explain, one_line
 from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
+from litlab.export import merge_main
 
 USAGE = "usage: litlab {fit,validate,test,predict,tune,merge,list} [options]  (litlab <command> --help)"
 

@@ -23,19 +23,17 @@ the hub) checkpoints keep every weight.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveFloat
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
-from litlab.checkpoints import load_checkpoint, weights_only
+from litlab.checkpoints import load_checkpoint
 from litlab.errors import LitlabError, first_line
 
 
@@ -233,32 +231,3 @@ def merge_adapters(model: nn.Module) -> None:
     for attribute in model.adaptation.wrapped:
         setattr(model, attribute, getattr(model, attribute).merge_and_unload())
     model.adaptation = None
-
-
-def merge(ckpt_path: str, output: Path | None = None) -> Path:
-    """`litlab merge`: an adapted run's checkpoint as a plain full one (weights only, as `weights_only_copy`), which
-    loads without peft and without the base; it records the base and the adapter it came from."""
-    from litlab.export import model_from_checkpoint
-
-    checkpoint = load_checkpoint(ckpt_path)
-    record = checkpoint.get("adaptation") or {}
-    if not record.get("lora"):
-        raise LitlabError(f"--ckpt_path {ckpt_path} holds no LoRA adapter: there is nothing to merge")
-    model, _ = model_from_checkpoint(ckpt_path)  # base and adapter, merged
-    merged = weights_only(checkpoint)
-    merged["state_dict"] = model.state_dict()
-    merged["adaptation"] = {**record, "lora": None, "partial": False, "merged_from": str(Path(ckpt_path).resolve())}
-    target = output or Path(ckpt_path).with_name(f"{Path(ckpt_path).stem}-merged.ckpt")
-    partial_file = target.with_name(f".{target.name}.part")  # written whole, then renamed: never a half file
-    torch.save(merged, partial_file)
-    partial_file.replace(target)
-    return target
-
-
-def merge_main(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="litlab merge", description=merge.__doc__.split(":", 1)[1].strip())
-    parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--output", type=Path, help="default: <checkpoint>-merged.ckpt beside it")
-    options = parser.parse_args(args)
-    target = merge(options.ckpt_path, options.output)
-    print(f"merged checkpoint: {target}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from litlab import adapters
-from litlab.checkpoints import checkpoint_config, load_checkpoint
+from litlab.checkpoints import checkpoint_config, load_checkpoint, weights_only
 from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
 from litlab.experiment import Experiment, experiment_from_config
 
@@ -81,6 +81,33 @@ def export(ckpt_path: str, output: Path, opset: int = 18, exporter: str = "dynam
     with torch.no_grad():
         expected = module(*other.values())
     return float((torch.from_numpy(exported) - expected).abs().max())
+
+
+def merge(ckpt_path: str, output: Path | None = None) -> Path:
+    """`litlab merge`: an adapted run's checkpoint as a plain full one (weights only, as `weights_only_copy`), which
+    loads without peft and without the base; it records the base and the adapter it came from."""
+    checkpoint = load_checkpoint(ckpt_path)
+    record = checkpoint.get("adaptation") or {}
+    if not record.get("lora"):
+        raise LitlabError(f"--ckpt_path {ckpt_path} holds no LoRA adapter: there is nothing to merge")
+    model, _ = model_from_checkpoint(ckpt_path)  # base and adapter, merged
+    merged = weights_only(checkpoint)
+    merged["state_dict"] = model.state_dict()
+    merged["adaptation"] = {**record, "lora": None, "partial": False, "merged_from": str(Path(ckpt_path).resolve())}
+    target = output or Path(ckpt_path).with_name(f"{Path(ckpt_path).stem}-merged.ckpt")
+    partial_file = target.with_name(f".{target.name}.part")  # written whole, then renamed: never a half file
+    torch.save(merged, partial_file)
+    partial_file.replace(target)
+    return target
+
+
+def merge_main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="litlab merge", description=merge.__doc__.split(":", 1)[1].strip())
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--output", type=Path, help="default: <checkpoint>-merged.ckpt beside it")
+    options = parser.parse_args(args)
+    target = merge(options.ckpt_path, options.output)
+    print(f"merged checkpoint: {target}")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ from conftest import QUIET, cli, config, fails_in_one_line, tiny
 from text_fixtures import write_book
 
 from litlab.adapters import sha256
-from litlab.export import export, model_from_checkpoint
+from litlab.export import export, merge, model_from_checkpoint
 
 GPT = ("--config", config("char_gpt_cpu"), *tiny("char_gpt_cpu"), "--model.layers=2", "--data.context_len=32", *QUIET)
 ONE_EPOCH = ("--trainer.max_epochs=1", "--trainer.limit_train_batches=6", "--trainer.limit_val_batches=2")
@@ -97,8 +97,6 @@ def test_lora_trains_the_adapter_alone_into_a_small_checkpoint_that_loads_everyw
     # test loads base + adapter; equal to the merged plain checkpoint; predict and export read it too
     scores = cli("test", "--ckpt_path", adapter_best, *QUIET).trainer.callback_metrics
     merged = tmp_path / "merged.ckpt"
-    from litlab.adapters import merge
-
     merge(str(adapter_best), merged)
     assert "lora" not in "".join(torch.load(merged, weights_only=True)["state_dict"])
     merged_scores = cli("test", "--ckpt_path", merged, *QUIET).trainer.callback_metrics
