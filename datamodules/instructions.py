@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.data_module import DataModule
+from datamodules.text_batches import Ragged
 from datamodules.tokenizers import HubTokenizer
 from litlab.errors import LitlabError
 
@@ -55,11 +56,14 @@ def read_pairs(path: Path) -> list[dict[str, str]]:
     return pairs
 
 
-def pad(rows: list[list[int]], value: int, left: bool = False) -> Tensor:
-    """(B, longest) int64, each row padded with `value` on the right (or the left)."""
-    width = max(map(len, rows))
-    padded = [[value] * (width - len(r)) + r if left else r + [value] * (width - len(r)) for r in rows]
-    return torch.tensor(padded, dtype=torch.long)
+def left_aligned(ids: Tensor, lengths: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-padded rows (B, T) moved to the right end (padding on the left, as `generate()` continues them) and
+    their mask."""
+    steps = torch.arange(ids.size(1))
+    shift = ids.size(1) - lengths.unsqueeze(1)  # (B, 1)
+    mask = steps >= shift  # (B, T)
+    moved = ids.gather(1, (steps - shift) % ids.size(1))
+    return torch.where(mask, moved, pad_id), mask.long()
 
 
 class InstructionPairs(Dataset):
@@ -71,26 +75,28 @@ class InstructionPairs(Dataset):
         self.pairs, self.tokenizer, self.max_length = pairs, tokenizer, max_length
         prompts = tokenizer([PROMPT.format(**p) for p in pairs], add_special_tokens=False)["input_ids"]
         answers = tokenizer([p["response"] for p in pairs], add_special_tokens=False)["input_ids"]
-        self.prompts = [ids[: max_length - 1] for ids in prompts]  # room for one response token at least
+        prompts = [ids[: max_length - 1] for ids in prompts]  # room for one response token at least
         ends = [ids + [tokenizer.eos_token_id] for ids in answers]  # the model learns where an answer stops
-        self.answers = [ids[: max_length - len(p)] for p, ids in zip(self.prompts, ends)]
+        full = [p + a[: max_length - len(p)] for p, a in zip(prompts, ends)]
+        self.full, self.prompts = Ragged.from_lists(full), Ragged.from_lists(prompts)  # tokenised once, held flat
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitems__(self, indices: list[int]) -> dict:
-        pad_id = self.tokenizer.pad_token_id
-        prompts, answers = [self.prompts[i] for i in indices], [self.answers[i] for i in indices]
-        full = [p + a for p, a in zip(prompts, answers)]
-        ids = pad(full, pad_id)
-        mask = pad([[1] * len(r) for r in full], 0)
-        labels = pad([[-100] * len(p) + a for p, a in zip(prompts, answers)], -100)  # prompt and padding: no loss
+        pad_id, index = self.tokenizer.pad_token_id, torch.as_tensor(indices, dtype=torch.long)
+        ids, lengths = self.full.batch(index, pad_id)  # (B, T), right-padded
+        prompt_ids, prompt_lengths = self.prompts.batch(index, pad_id)
+        steps = torch.arange(ids.size(1))
+        mask = steps < lengths.unsqueeze(1)  # (B, T)
+        answer = mask & (steps >= prompt_lengths.unsqueeze(1))
+        prompt_ids, prompt_mask = left_aligned(prompt_ids, prompt_lengths, pad_id)
         return {
             "ids": ids,
-            "attention_mask": mask,
-            "labels": labels,
-            "prompt_ids": pad(prompts, pad_id, left=True),
-            "prompt_mask": pad([[1] * len(p) for p in prompts], 0, left=True),
+            "attention_mask": mask.long(),
+            "labels": torch.where(answer, ids, -100),  # prompt and padding: no loss
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
             "instruction": [self.pairs[i]["instruction"] for i in indices],
             "response": [self.pairs[i]["response"] for i in indices],
         }
