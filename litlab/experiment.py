@@ -31,8 +31,8 @@ class Experiment(L.LightningModule):
 
     Subclass constructors take their own arguments and pass the rest on (`**kwargs`): this constructor takes the
     optimizer and schedule every experiment shares and saves every argument of the chain as the hyperparameters.
-    Figures: `report_table`, `report_images`, `report_confusion`, from a batch kept by `keep_for_figures`; metrics
-    of each stage: `per_stage`.
+    Figures: `report_table`, `report_images`, `report_confusion`, `report_lines`, from a batch kept by
+    `keep_for_figures`; metrics of each stage: `per_stage`.
 
     The contract with the data. An experiment reads its DataModule only through `from_data(name)`: a public attribute
     the DataModule documents (`classes`, `vocab`, `vocab_size`, `pad_id`, `tokenizer`, `prompts`), never its private
@@ -203,6 +203,20 @@ class Experiment(L.LightningModule):
         figures.save_confusion(figures.figure_path(self.trainer, key, ".png"), matrix, class_names)
         if (run := wandb_run(self.trainer)) is not None:
             log_confusion(run, matrix, class_names, key)
+
+    def report_lines(
+        self, key: str, lines: dict[str, tuple[Tensor, Tensor]], points: tuple[Tensor, Tensor], **kw: Any
+    ) -> None:
+        """y(x) lines over sample points as `figures/<key>.png` (see `figures.save_lines`) and, with W&B, that image."""
+        if not self.reporting():
+            return
+        path = figures.figure_path(self.trainer, key, ".png")
+        as_numpy = {name: tuple(t.detach().float().cpu().numpy() for t in xy) for name, xy in lines.items()}
+        drawn = figures.save_lines(path, as_numpy, tuple(t.detach().float().cpu().numpy() for t in points), **kw)
+        if drawn and (run := wandb_run(self.trainer)) is not None:
+            import wandb
+
+            run.log({key: wandb.Image(str(path)), "trainer/global_step": self.global_step})
 
     def log_loss(self, stage: str, loss: Tensor, batch_size: int) -> None:
         """`train/loss` per step (the logger samples it every `log_every_n_steps`, no host sync in between);

@@ -6,6 +6,7 @@ into the run's `figures/` folder on rank 0 and, when a W&B logger is active, sen
 - tables (generated text, corrected sentences, confident errors): `<key>.txt`, one block per epoch;
 - image grids with captions (validation samples, detected boxes drawn on the images): `<key>.png`, the latest epoch;
 - the test confusion matrix: `<key>.png`;
+- y(x) lines over sample points (a fitted curve, the true one): `<key>.png`;
 - learning curves of every scalar logged per epoch (`LearningCurves`, added to every fit): `learning_curves.png`.
 
 PNGs need matplotlib (`pip install 'litlab[plots]'`); without it the text tables are still written and one line says
@@ -96,6 +97,37 @@ def save_confusion(path: Path, matrix: torch.Tensor, class_names: Sequence[str])
     high = counts.max() / 2 if counts.size else 0
     for (i, j), count in np.ndenumerate(counts):
         ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > high else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def save_lines(
+    path: Path,
+    lines: dict[str, tuple[np.ndarray, np.ndarray]],
+    points: tuple[np.ndarray, np.ndarray],
+    shade: tuple[float, float],
+    title: str,
+) -> bool:
+    """Named y(x) lines over sample points, the span `shade` shaded (e.g. the sampled range), as a PNG; the y axis is
+    fitted to the points and the first line, so a curve that runs away beyond the span leaves the frame."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    ax.axvspan(*shade, color="0.92", label="sampled range")
+    for name, (xs, ys) in lines.items():
+        ax.plot(xs, ys, label=name)
+    ax.scatter(*points, s=14, color="black", zorder=3, label="samples")
+    framed = np.concatenate([points[1], next(iter(lines.values()))[1]])
+    low, high = framed.min(), framed.max()
+    ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
