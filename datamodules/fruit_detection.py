@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.data_module import DataModule
 from datamodules.detection_transforms import augment_detection
 from datamodules.images import predict_file_errors
-from datamodules.proposals import ProposalCache
+from datamodules.proposals import ProposalCache, anchor_boxes
 from datamodules.voc import VocFolder, read_image, read_voc_folder
 from litlab.errors import LitlabError
 
@@ -90,8 +90,10 @@ class FruitDetectionData(DataModule):
         image_size: images are resized to this square.
         val_size: training images held out for validation (seeded).
         seed: the generator of the val split.
-        proposals: compute selective-search proposals ("fast" or "quality" mode), or "none" for detectors that
-            propose their own (Faster R-CNN).
+        proposals: compute selective-search proposals ("fast" or "quality" mode), use the notebook's "anchors"
+            (every box on an `anchor_step` grid, see `proposals.anchor_boxes`), or "none" for detectors that propose
+            their own (Faster R-CNN).
+        anchor_step: the anchors' grid step and size unit, in pixels of the resized image.
         max_proposals: selective-search boxes kept per image (before the border and grid boxes).
         cache_dir: proposal cache (default: `<data_dir>/proposals`).
         augment: flip training images (p = 0.5) with their boxes and proposals; with `scale_jitter` > 0, zoom them
@@ -109,7 +111,8 @@ class FruitDetectionData(DataModule):
         image_size: PositiveInt = 320,
         val_size: PositiveInt = 30,
         seed: int = 42,
-        proposals: Literal["fast", "quality", "none"] = "fast",
+        proposals: Literal["fast", "quality", "anchors", "none"] = "fast",
+        anchor_step: PositiveInt = 32,
         max_proposals: PositiveInt = 1000,
         cache_dir: Path | None = None,
         augment: bool = False,
@@ -140,7 +143,7 @@ class FruitDetectionData(DataModule):
 
     @property
     def proposals(self) -> str:
-        """How each image's region proposals are made: "fast" or "quality" selective search, or "none"."""
+        """How each image's region proposals are made: "fast" or "quality" selective search, "anchors", or "none"."""
         return self.hparams.proposals
 
     def _folders(self) -> tuple[Path, Path] | None:
@@ -169,7 +172,7 @@ class FruitDetectionData(DataModule):
                 # into data_dir, where every rank looks (prepare_data runs on one process per node: state set here
                 # would not reach the others)
                 shutil.copytree(path, Path(self.hparams.data_dir).expanduser(), dirs_exist_ok=True)
-        if self.hparams.proposals != "none" and (folders := self._folders()) is not None:
+        if self.hparams.proposals in ("fast", "quality") and (folders := self._folders()) is not None:
             cache = self._cache()
             for folder in folders:  # rank 0 fills the proposal cache once
                 for image in self._read(folder)[0]:
@@ -178,6 +181,16 @@ class FruitDetectionData(DataModule):
     def _cache(self) -> ProposalCache:
         folder = self.hparams.cache_dir or Path(self.hparams.data_dir) / "proposals"
         return ProposalCache(Path(folder), self.hparams.proposals, self.hparams.max_proposals)
+
+    def _proposals(self, images: list[Tensor]) -> list[Tensor] | None:
+        """Each image's region proposals (K, 4), or None when the data makes none."""
+        mode = self.hparams.proposals
+        if mode == "none":
+            return None
+        if mode == "anchors":
+            return [anchor_boxes(self.hparams.image_size, self.hparams.anchor_step)] * len(images)
+        cache = self._cache()
+        return [cache.get(image) for image in images]
 
     def _read(self, folder: Path) -> VocFolder:
         """`read_voc_folder`, once per process (prepare_data and setup both need it)."""
@@ -200,19 +213,17 @@ class FruitDetectionData(DataModule):
             raise LitlabError(f"--data.val_size={hp.val_size}: must be between 1 and {len(train[0]) - 1}")
         order = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(hp.seed)).tolist()
         parts = {"val": order[: hp.val_size], "train": order[hp.val_size :]}
-        cache = self._cache() if hp.proposals != "none" else None
         for split, (images, boxes, labels), ids in [
             ("train", train, parts["train"]),
             ("val", train, parts["val"]),
             ("test", test, range(len(test[0]))),
         ]:
             chosen = [images[i] for i in ids]
-            proposals = [cache.get(image) for image in chosen] if cache else None
             self.splits[split] = DetectionImages(
                 torch.stack(chosen),
                 [boxes[i] for i in ids],
                 [labels[i] for i in ids],
-                proposals,
+                self._proposals(chosen),
                 augment=hp.augment and split == "train",
                 scale_jitter=hp.scale_jitter,
                 colour_jitter=hp.colour_jitter,
@@ -239,8 +250,7 @@ class FruitDetectionData(DataModule):
             images.append(image)
             sizes.append(original)
         empty = [torch.zeros(0, 4)] * len(files)
-        cache = self._cache() if self.hparams.proposals != "none" else None
-        proposals = [cache.get(image) for image in images] if cache else None
+        proposals = self._proposals(images)
         no_labels = [torch.zeros(0, dtype=torch.long)] * len(files)
         names = [str(f) for f in files]
         dataset = DetectionImages(torch.stack(images), empty, no_labels, proposals, names=names, sizes=sizes)

@@ -1,6 +1,6 @@
-"""Region proposals for Fast R-CNN: OpenCV's selective search on the resized image plus the notebook's border and grid
-boxes, cached on disk per image, keyed by its pixels and the search parameters, written atomically (numpy files, no
-pickle)."""
+"""Region proposals for the R-CNN family: OpenCV's selective search on the resized image plus the notebook's border and
+grid boxes, cached on disk per image, keyed by its pixels and the search parameters, written atomically (numpy files,
+no pickle); or the notebook's anchor boxes (15.6), the same for every image."""
 
 from __future__ import annotations
 
@@ -19,6 +19,19 @@ def extra_boxes(size: int) -> Tensor:
     boxes = [[0, 0, s, s], [0, 0, h, s], [h, 0, s, s], [0, 0, s, h], [0, h, s, s]]
     boxes += [[i * t, j * t, (i + 1) * t, (j + 1) * t] for i in range(3) for j in range(3)]
     return torch.tensor(boxes, dtype=torch.float)
+
+
+def anchor_boxes(size: int, step: int) -> Tensor:
+    """The notebook's anchors (15.6.2) on a `size` square: every box whose sides are multiples of `step` (step, 2 step,
+    ..., up to the image) at every position on a `step` grid where it fits; (M², 4) for M = n (n + 1) / 2, n = size //
+    step (1,296 at 256 px and step 32). Pixel-inclusive x1 y1 x2 y2, as the other proposals."""
+    n = size // step
+    start, side = torch.meshgrid(torch.arange(n) * step, torch.arange(1, n + 1) * step, indexing="ij")
+    fits = start + side <= size
+    low, high = start[fits], (start + side - 1)[fits]  # (M,) the intervals along one axis
+    ix, iy = torch.meshgrid(torch.arange(len(low)), torch.arange(len(low)), indexing="ij")
+    ix, iy = ix.flatten(), iy.flatten()
+    return torch.stack([low[ix], low[iy], high[ix], high[iy]], dim=1).float()
 
 
 def selective_search(image: Tensor, mode: str, max_boxes: int) -> Tensor:

@@ -1,6 +1,6 @@
-"""Detection: VOC parsing edge cases, image modes, the proposal cache, the RoI head (box coding, RoI sampling and
-matching, RoIAlign at the backbone's stride, per-class NMS), data without proposals, and predictions in original pixels
-with a drawn PNG."""
+"""Detection: VOC parsing edge cases, image modes, the proposal cache and the notebook's anchors, the RoI head (box
+coding, RoI sampling and matching, RoIAlign at the backbone's stride, per-class NMS), R-CNN's crops and what it shares
+with Fast R-CNN, data without proposals, and predictions in original pixels with a drawn PNG."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from torchvision.ops import FrozenBatchNorm2d
 
 import datamodules.proposals as proposals_module
 from datamodules.fruit_detection import FruitDetectionData
-from datamodules.proposals import ProposalCache, extra_boxes
+from datamodules.proposals import ProposalCache, anchor_boxes, extra_boxes
 from datamodules.synthetic_fruit import voc_xml, write_dataset
 from datamodules.voc import parse_voc, read_image, valid_boxes
 from lightning_modules.components.detection import losses_without_updates
 from lightning_modules.components.roi_head import RoIHead, decode_boxes, encode_boxes, match, sample_rois
 from lightning_modules.fast_rcnn import STRIDES, FasterRCNN, FastRCNN
+from lightning_modules.rcnn import RCNN
 from litlab.errors import LitlabError
 
 CLASSES = ("apple", "banana", "orange")
@@ -284,3 +285,51 @@ def test_augmentation_moves_boxes_and_proposals_with_the_pixels():
     torch.manual_seed(0)
     jittered, *_ = augment_detection(image, box, torch.tensor([2]), None, 0.0, 0.5)
     assert not torch.equal(jittered, image) and not torch.equal(jittered, image.flip(-1))  # colours changed
+
+
+def test_anchor_boxes_are_the_notebooks_grid():
+    anchors = anchor_boxes(256, 32)
+    assert anchors.shape == (36**2, 4)  # 8 sides on each axis, 36 placements of a side along an axis
+    sides = anchors[:, 2:] - anchors[:, :2] + 1
+    assert (anchors[:, :2] % 32 == 0).all() and (sides % 32 == 0).all()
+    assert anchors.min() == 0 and anchors.max() == 255 and len(anchors.unique(dim=0)) == len(anchors)
+    data = FruitDetectionData(FIXTURES / "fruit", image_size=128, val_size=4, proposals="anchors", anchor_step=32)
+    data.setup("fit")
+    assert all(torch.equal(p, anchor_boxes(128, 32)) for p in data.splits["train"].proposals)
+
+
+def test_rcnn_crops_are_the_regions_resized():
+    model = RCNN(arch="resnet18", weights=None, roi_size=2)  # 32-px crops at layer3's stride
+    images = torch.zeros(1, 3, 128, 128, dtype=torch.uint8)
+    images[..., 64:96, 32:96] = 255  # a white 64 x 32 rectangle (x 32..95, y 64..95)
+    rois = torch.tensor([[0.0, 32, 64, 95, 95], [0.0, 0, 0, 31, 31], [0.0, 0, 48, 63, 111]])
+    crops = model.crops(images, rois)
+    white, black = model.standardize(torch.ones(1, 3, 1, 1)), model.standardize(torch.zeros(1, 3, 1, 1))
+    assert crops.shape == (3, 3, 32, 32)
+    # the rectangle stretched to the square (its edges blend with the next pixel), a black corner, and a larger region
+    # shrunk by half: the rectangle in its rows 8-23 and columns 16-31
+    torch.testing.assert_close(crops[0][:, 1:-1, 1:-1], white[0].expand(3, 30, 30))
+    torch.testing.assert_close(crops[1], black[0].expand(3, 32, 32))
+    assert torch.allclose(crops[2][:, 9:23, 18:], white[0]) and torch.allclose(crops[2][:, 9:23, :14], black[0])
+    assert torch.allclose(crops[2][:, :7], black[0]) and torch.allclose(crops[2][:, 25:], black[0])
+
+
+def test_rcnn_labels_crops_as_fast_rcnn_does_and_shares_its_head():
+    """R-CNN and Fast R-CNN differ in where features come from, nothing else: RoI sampling and labelling (a crop with
+    part of a fruit is background), the loss and the post-processing are the same code."""
+    model = RCNN(arch="resnet18", weights=None, roi_size=2, num_classes=3, fc_dim=16, rois_per_image=8)
+    model.configure_model()
+    assert isinstance(model.head, RoIHead)
+    for shared in ("_shared_step", "detect", "setup"):
+        assert getattr(RCNN, shared) is getattr(FastRCNN, shared)
+    fruit = torch.tensor([[20.0, 20, 59, 59]])
+    proposals = [torch.tensor([[22.0, 22, 61, 61], [20, 20, 41, 59], [80, 80, 120, 120]])]  # IoU 0.82, 0.54, 0
+    half = torch.tensor([[20.0, 20, 39, 49]])  # a crop with a part of the fruit: IoU 0.36, background
+    proposals[0] = torch.cat([proposals[0], half])
+    rois, labels, targets = model.head.rois(proposals, [fruit], [torch.tensor([3])], sample=False)
+    assert labels.tolist() == [3, 3, 0, 0]
+    assert torch.allclose(decode_boxes(rois[:2, 1:], targets[:2]), fruit.expand(2, 4), atol=1e-4)
+    logits, deltas = model(torch.zeros(1, 3, 128, 128, dtype=torch.uint8), rois)
+    assert logits.shape == (4, 4) and deltas.shape == (4, 4, 4)
+    found = model.head.detections(logits, deltas, rois, images=1, size=128)
+    assert set(found[0]) == {"boxes", "scores", "labels"}

@@ -90,6 +90,7 @@ PRETRAINED = {
     "cifar10_resnet18_finetune": ("cifar10", RANDOM_WEIGHTS),
     "cifar10_resnet18_notebook": ("cifar10", RANDOM_WEIGHTS),
     "fruit_fast_rcnn": ("fruit", RANDOM_WEIGHTS),
+    "fruit_rcnn": ("fruit", RANDOM_WEIGHTS),
     "fruit_faster_rcnn": ("fruit", RANDOM_WEIGHTS),
     **{
         name: (dataset, ["--config", config(f"tiny/{name}")])
