@@ -1,5 +1,6 @@
-"""The `litlab` command: `litlab list`, `litlab tune ...` (`litlab.tune`), `litlab fit|validate|test|predict ...`
-(`litlab.cli.launch`). What a user can fix ends it with one line and exit code 2; bugs keep their traceback."""
+"""The `litlab` command: `litlab list`, `litlab tune ...` (`litlab.tune`), `litlab serve ...` (`litlab.serve`),
+`litlab fit|validate|test|predict ...` (`litlab.cli.launch`). What a user can fix ends it with one line and exit
+code 2; bugs keep their traceback."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from litlab.config_errors import explain, one_line
 from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
 from litlab.export import merge_main
 
-USAGE = "usage: litlab {fit,validate,test,predict,tune,merge,list} [options]  (litlab <command> --help)"
+USAGE = "usage: litlab {fit,validate,test,predict,serve,tune,merge,list} [options]  (litlab <command> --help)"
 
 
 def main(args: list[str] | None = None) -> None:
@@ -43,6 +44,10 @@ def main(args: list[str] | None = None) -> None:
             tune(rest)
         elif command == "merge":
             merge_main(rest)
+        elif command == "serve":
+            from litlab.serve import serve_main  # litserve is the [serve] extra
+
+            serve_main(rest)
         elif command in SUBCOMMANDS:
             launch(command, rest)
         else:

@@ -48,7 +48,8 @@ DESCRIPTION = (
     "`litlab fit --config configs/<experiment>.yaml` trains one; `litlab test|validate|predict --ckpt_path <ckpt>` "
     "uses a checkpoint; `litlab tune --config ... --search configs/search/<experiment>.yaml` searches its "
     "hyperparameters (`litlab tune --help`); `litlab fit ... --init_from <ckpt> --lora.r 16` adapts a trained model, "
-    "`litlab merge --ckpt_path <ckpt>` folds its adapter in."
+    "`litlab merge --ckpt_path <ckpt>` folds its adapter in; `litlab serve --ckpt_path <ckpt>` serves it over HTTP "
+    "(`litlab serve --help`)."
 )
 
 

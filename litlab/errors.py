@@ -41,6 +41,7 @@ EXTRAS = {
     "onnxscript": "export",
     "matplotlib": "plots",
     "peft": "peft",
+    "litserve": "serve",
     "soundfile": "speech",
     "tensorboard": "tensorboard",
     "tensorboardX": "tensorboard",
