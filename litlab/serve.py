@@ -91,6 +91,8 @@ class CheckpointAPI:
         self.data_config = dict(config["data"].get("init_args") or {})
         self.data_state = checkpoint.get(self.data_class.__qualname__, {})  # what the data learned (a vocabulary)
         self.inputs = predict_inputs(self.data_class)
+        for name in self.inputs:  # the config's own predict inputs (a tiny config's examples) are not the request's
+            self.data_config.pop(name, None)
         self.scratch = tempfile.TemporaryDirectory(prefix="litlab-serve-")
         if "cache_dir" in inspect.signature(self.data_class.__init__).parameters:  # what predict caches (proposals)
             self.data_config["cache_dir"] = str(Path(self.scratch.name) / "cache")  # stays with the server
@@ -132,9 +134,12 @@ class CheckpointAPI:
         parser.add_class_arguments(self.data_class, "data")
         try:
             parsed = parser.parse_object({"data": {**self.data_config, **request["inputs"]}})
-        except Exception as err:  # jsonargparse: a value of the wrong type for the constructor
-            raise LitlabError(explain(err).replace("--data.", "")) from None
-        data = parser.instantiate_classes(parsed).data
+            data = parser.instantiate_classes(parsed).data
+        except Exception as err:  # a value of the wrong type, or one the constructor refuses (its LitlabError)
+            cause = err
+            while cause is not None and not isinstance(cause, LitlabError):
+                cause = cause.__cause__
+            raise LitlabError(str(cause) if cause else explain(err).replace("--data.", "")) from None
         data.load_state_dict(self.data_state)
         data.prepare_data = lambda: None  # a server never downloads: predict reads only the request's inputs
         try:

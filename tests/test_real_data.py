@@ -46,6 +46,7 @@ TARGETS = {
     "cifar10_fast": ("cifar10", "test/acc", 0.90, 0.94),
     "cifar10_resnet18_scratch": ("cifar10", "test/acc", None, 0.70),  # GPU only (GPU_ONLY)
     "fruit_fast_rcnn_scratch": ("fruit", "test/map_50", 0.72, 0.75),
+    "fruit_rcnn_scratch": ("fruit", "test/map_50", 0.62, 0.60),
     "imdb_fasttext": ("imdb", "test/acc", 0.90, 0.90),
     "imdb_region_cnn": ("imdb", "test/acc", 0.905, 0.905),
     "imdb_bilstm": ("imdb", "test/acc", 0.88, 0.91),

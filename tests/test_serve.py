@@ -21,8 +21,13 @@ from litserve.utils import wrap_litserve_start  # noqa: E402
 
 from litlab.serve import FILE_INPUTS, JsonBodies, LitlabAPI, predict_inputs  # noqa: E402
 
-# one experiment per kind of input: points, expressions, texts, uploaded images, uploaded images with boxes
-SERVED = ["xor_mlp", "adder_transformer", "imdb_fasttext", "fashion_cnn", "fruit_fast_rcnn_scratch"]
+# one experiment per kind of input: points, x values, expressions, texts, prompts, uploaded images, uploaded images
+# with boxes, uploaded recordings
+SERVED = [
+    *("xor_mlp", "curve_poly6", "adder_transformer", "imdb_fasttext", "char_gpt_cpu"),
+    *("fashion_cnn", "fruit_fast_rcnn_scratch", "speech_ctc"),
+]
+SETTINGS = {"char_gpt_cpu": ["--model.temperature=0"]}  # greedy: the same continuation from both
 
 
 def fitted(experiment: str, folder: Path) -> tuple[Path, dict, list[dict]]:
@@ -32,7 +37,8 @@ def fitted(experiment: str, folder: Path) -> tuple[Path, dict, list[dict]]:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         cli("fit", "--config", config(experiment), *tiny(experiment), *QUIET, "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1")  # fmt: skip
+            "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+            *SETTINGS.get(experiment, []))  # fmt: skip
         best, _ = checkpoints(folder)
         run = cli("predict", "--ckpt_path", best, *tiny(experiment), "--trainer.enable_progress_bar=false")
         hparams = run.datamodule.hparams
@@ -57,8 +63,14 @@ def served(tmp_path_factory):
     """One LitServer with every SERVED experiment at /<experiment>/predict, and what each must answer."""
     cases = {name: fitted(name, tmp_path_factory.mktemp(name)) for name in SERVED}
     apis = [LitlabAPI(str(best), api_path=f"/{name}/predict") for name, (best, _, _) in cases.items()]
-    server = ls.LitServer(apis, accelerator="cpu", devices=1, max_payload_size=2_000_000, middlewares=[JsonBodies])
+    server = ls.LitServer(
+        apis, accelerator="cpu", devices=1, max_payload_size=2_000_000, middlewares=[JsonBodies], timeout=120
+    )
     with wrap_litserve_start(server) as started, TestClient(started.app) as client:
+        deadline = time.monotonic() + 180  # a worker process per experiment starts (imports torch) first
+        while client.get("/health").text != "ok":
+            assert time.monotonic() < deadline, "the workers did not start in 3 minutes"
+            time.sleep(0.5)
         yield client, cases
 
 
