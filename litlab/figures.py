@@ -162,7 +162,8 @@ def save_curves(path: Path, history: dict[str, list[tuple[int, float]]]) -> bool
 
 class LearningCurves(Callback):
     """Keeps every scalar logged per epoch (`trainer.callback_metrics`, on the host once per epoch) and draws them
-    into `figures/learning_curves.png` when fit ends; `train/loss` is its epoch mean."""
+    into `figures/learning_curves.png` when fit ends; `train/loss` is its epoch mean. The curves travel in checkpoints,
+    so a resumed fit's figure starts at the first epoch."""
 
     def __init__(self) -> None:
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
@@ -188,6 +189,14 @@ class LearningCurves(Callback):
         if trainer.is_global_zero:
             for key, value in metrics.items():
                 self.history[key].append((trainer.current_epoch, float(value)))
+
+    def state_dict(self) -> dict:
+        """The curves so far, in checkpoints: a resumed fit draws them from its first epoch (plain lists of numbers:
+        checkpoints stay loadable with `weights_only=True`)."""
+        return {"history": {key: [list(point) for point in points] for key, points in self.history.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = defaultdict(list, {k: [tuple(p) for p in v] for k, v in state.get("history", {}).items()})
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and self.history:

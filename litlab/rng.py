@@ -24,7 +24,9 @@ class ResumableRNG(Callback):
     which every rank does together. Lightning restores callback states just before training starts and runs the sanity
     check with the random state isolated, so each rank of a resumed run draws the same shuffles and dropout masks as in
     an uninterrupted one; resumed on another number of ranks, rank 0 takes the first rank's states and the others
-    reseed from them. States are plain tensors and tuples: checkpoints stay loadable with `weights_only=True`.
+    reseed from them. A resume that sees fewer GPUs than the checkpoint's process did puts back the states of the
+    devices it has (a device it has and the checkpoint lacks keeps its seed). States are plain tensors and tuples:
+    checkpoints stay loadable with `weights_only=True`.
     """
 
     def __init__(self) -> None:
@@ -81,8 +83,9 @@ def _set_random_states(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():  # only devices that exist: a resume may see fewer GPUs
+        for device, device_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, device)
 
 
 def _reseed_by_rank(trainer: L.Trainer) -> None:

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from conftest import cli, config, tiny
 
+from litlab.figures import LearningCurves
 from litlab.rng import ResumableRNG, _random_states, _reseed_by_rank, _set_random_states
 
 ADDER_TINY = tiny("adder_transformer")
@@ -89,3 +90,27 @@ def test_ranks_past_zero_reseed_from_the_shared_state_and_their_rank():
     assert torch.equal(resumed, draws(1))
     _set_random_states(saved)
     assert torch.equal(torch.rand(4), single)
+
+
+def test_random_states_of_gpus_the_resume_lacks_are_left_out(monkeypatch):
+    """A checkpoint written with three GPUs visible, resumed with one: only device 0's state is put back."""
+    saved = {**_random_states(), "cuda": [torch.full((8,), float(i)).byte() for i in range(3)]}
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.__setitem__(device, state))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.update(enumerate(states)))
+    _set_random_states(saved)
+    assert list(restored) == [0] and torch.equal(restored[0], saved["cuda"][0])
+
+
+def test_learning_curves_go_on_from_the_first_epoch_after_a_resume(tmp_path):
+    args = ["--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=3", "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false"]  # fmt: skip
+    cli("fit", *args, "--trainer.callbacks+=test_resume.StopAfterFirstEpoch")
+    (last,) = tmp_path.glob("runs/xor_mlp/*/checkpoints/last.ckpt")
+    resumed = cli("fit", *args, "--ckpt_path", last)
+    curves = next(c for c in resumed.trainer.callbacks if isinstance(c, LearningCurves))
+    assert [epoch for epoch, _ in curves.history["val/loss"]] == [0, 1, 2]
+    assert [epoch for epoch, _ in curves.history["train/loss"]] == [0, 1, 2]
+    torch.load(last, weights_only=True)  # the curves keep the checkpoint loadable safely
