@@ -1,7 +1,8 @@
 """Figures every run keeps in its own folder, with or without W&B: `<run>/figures/` (see `runs`).
 
-Experiments report through `Experiment.report_table`, `report_images` and `report_confusion`; each writes a file
-into the run's `figures/` folder on rank 0 and, when a W&B logger is active, sends the same figure to W&B:
+Experiments report through `Experiment.report_table`, `report_images`, `report_confusion` and `report_lines`; each
+writes a file into the run's `figures/` folder on rank 0 (`figures/<command>-<checkpoint>/` for `validate` and
+`test`) and, when a W&B logger is active, sends the same figure to W&B:
 
 - tables (generated text, corrected sentences, confident errors): `<key>.txt`, one block per epoch;
 - image grids with captions (validation samples, detected boxes drawn on the images): `<key>.png`, the latest epoch;
@@ -48,8 +49,13 @@ def pyplot():
 
 
 def figure_path(trainer: L.Trainer, key: str, suffix: str) -> Path:
-    """`<run>/figures/<key with / as _><suffix>`, its folder created (rank 0's view: call it only on rank 0)."""
+    """`<run>/figures/<key with / as _><suffix>` for a fit; for `validate` or `test`, in a folder named for the
+    command and checkpoint, `figures/test-best/`, so that neither overwrites the fit's figures or another's. Its
+    folder is created (rank 0's view: call it only on rank 0)."""
     folder = Path(trainer.default_root_dir) / "figures"  # rank 0's is the run folder
+    command = trainer.state.fn.value if trainer.state.fn is not None else "fit"
+    if command in ("validate", "test"):
+        folder = folder / f"{command}-{Path(trainer.ckpt_path).stem if trainer.ckpt_path else 'weights'}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{key.replace('/', '_')}{suffix}"
 

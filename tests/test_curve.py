@@ -38,13 +38,19 @@ def test_polynomial_is_constant_first():
 def test_quadratic_fit_recovers_the_coefficients_and_draws_the_curve(tmp_path):
     run = cli(
         "fit", "--config", config("curve_quadratic"), *QUIET, f"--trainer.default_root_dir={tmp_path}/runs",
-        "--trainer.enable_checkpointing=false", "--trainer.max_epochs=3",
+        "--trainer.max_epochs=3",
     )  # fmt: skip
     coefficients = {k: float(v) for k, v in run.model.coefficients().items()}
     assert coefficients == pytest.approx({"w1": 2.0, "w2": 1.0, "b": 1.0}, abs=0.05)
     assert {"coef/w1", "coef/w2", "coef/b"} <= set(run.trainer.callback_metrics)
     assert run.trainer.callback_metrics["val/mse_beyond"] < 0.01  # the right model extrapolates
-    assert list(tmp_path.glob("runs/**/figures/curve.png"))
+    (drawn,) = tmp_path.glob("runs/**/figures/curve.png")
+    # testing a checkpoint draws into a folder of its own, leaving the fit's figure as it was
+    fitted = drawn.read_bytes()
+    (run,) = tmp_path.glob("runs/curve_quadratic/*")
+    last = run / "checkpoints" / "last.ckpt"
+    cli("test", "--ckpt_path", last, *QUIET)
+    assert (run / "figures" / "test-last" / "curve.png").is_file() and drawn.read_bytes() == fitted
 
 
 def test_six_features_over_fit_beyond_the_sampled_range(tmp_path):

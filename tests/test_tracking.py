@@ -251,7 +251,7 @@ def test_figures_are_written_into_the_run_folder_without_wandb(tmp_path):
     cli("fit", "--config", config("fashion_fcn"), *small, *short, *off)
     (folder,) = tmp_path.glob("runs/fashion_fcn/*")
     cli("test", "--ckpt_path", folder / "checkpoints/best.ckpt", *small, *off)
-    for name in ("learning_curves.png", "val_examples.png", "test_confusion.png"):
+    for name in ("learning_curves.png", "val_examples.png", "test-best/test_confusion.png"):
         with Image.open(folder / "figures" / name) as picture:  # a real PNG, small enough for a README
             assert picture.format == "PNG" and 200 < picture.width < 2000
     assert not offline_runs(tmp_path)
