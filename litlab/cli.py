@@ -67,6 +67,18 @@ def given(args: Sequence[str]) -> argparse.Namespace:
     return reader.parse_known_args(list(args))[0]
 
 
+def not_utf8(path: str, option: str) -> None:
+    """One line when a config file exists but is not UTF-8 text (YAML's encoding; jsonargparse would end in a
+    traceback)."""
+    file = Path(path)
+    if file.is_file():
+        try:
+            file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            byte = err.object[err.start]
+            raise LitlabError(f"{option} {path} is not UTF-8 text (byte {byte:#04x} at {err.start})") from None
+
+
 def shown_path(path: str | Path) -> str:
     """A path as printed: relative to the working directory when it lies below it."""
     return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
@@ -242,6 +254,8 @@ def prepare(subcommand: str, args: Sequence[str], callbacks: Sequence[Callback] 
     """The CLI of `litlab <subcommand> <args>` with its trainer, model and data built, not yet run."""
     args = [str(arg) for arg in args]
     options = given(args)
+    for path in options.config:
+        not_utf8(path, "--config")
     checkpoint = None
     if options.ckpt_path is not None and not options.help:
         checkpoint = load_checkpoint(options.ckpt_path)

@@ -49,7 +49,7 @@ def read_space(path: str) -> dict[str, BaseDistribution]:
     file = Path(path)
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise LitlabError(f"--search={path}: cannot read it: {first_line(err, 300)}") from None
     if not isinstance(raw, dict) or not raw:
         raise LitlabError(f"--search={path}: the search space is empty (give `<key>: {{low, high}}` or choices)")

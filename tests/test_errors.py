@@ -79,6 +79,12 @@ def test_missing_config_file(capfd):
     fails_in_one_line(capfd, "fit", "--config", "configs/nope.yaml", naming="nope.yaml")
 
 
+def test_config_file_that_is_not_utf8(capfd, tmp_path):
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("model:\n  class_path: lightning_modules.xor.XorMLP  # café\n".encode("latin-1"))
+    fails_in_one_line(capfd, "fit", "--config", latin1, naming="is not UTF-8 text (byte 0xe9")
+
+
 def test_negative_epochs(capfd):
     fails_in_one_line(
         capfd,

@@ -221,3 +221,9 @@ def test_every_search_space_fits_its_experiment_and_holds_its_configured_values(
     check_space(parser, args, space, str(search))  # raises on a key or value the experiment refuses
     start = baseline(yaml.safe_load(parser.dump(parser.parse_args(args))), space)
     assert start is not None and set(start) == set(space)  # the hand-tuned config is the study's first trial
+
+
+def test_search_file_that_is_not_utf8_is_one_line(tmp_path, capfd):
+    search = tmp_path / "latin1.yaml"
+    search.write_bytes("model.optimizer.lr: {low: 0.001, high: 0.1}  # café\n".encode("latin-1"))
+    fails_in_one_line(capfd, "tune", "--config", config("xor_mlp"), "--search", search, naming="cannot read it")
