@@ -108,6 +108,8 @@ def predict_file_errors(path: Path) -> Iterator[None]:
         raise LitlabError(f"--data.predict_files: {path}: no such file") from None
     except (UnidentifiedImageError, OSError) as err:
         raise LitlabError(f"--data.predict_files: {path} is not an image PIL can read ({err})") from None
+    except Image.DecompressionBombError as err:  # not an OSError: PIL's guard against huge images
+        raise LitlabError(f"--data.predict_files: {path} is too large to decode ({err})") from None
 
 
 def read_images(paths: list[Path], channels: int, size: tuple[int, int]) -> Tensor:

@@ -93,7 +93,7 @@ def read_voc_folder(folder: Path, size: int, classes: tuple[str, ...]) -> VocFol
             continue
         try:
             image, (width, height) = read_image(path, size)
-        except (UnidentifiedImageError, OSError) as err:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
             warnings.warn(f"skipping {path}: not an image PIL can read ({err})", stacklevel=2)
             skipped["unreadable image"] += 1
             continue

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import cli, config, fails_in_one_line, tiny
 from image_fixtures import shapes
+from PIL import Image
 from torchvision.datasets import FashionMNIST
 
 from datamodules.cifar10 import CIFAR10Data
@@ -143,6 +144,11 @@ def test_predict_file_that_is_not_an_image(capfd, fixture_data, tmp_path):
     best = next(tmp_path.glob("runs/**/best.ckpt"))
     for bad in (fixture_data / "not_an_image.png", tmp_path / "missing.png"):
         fails_in_one_line(capfd, "predict", "--ckpt_path", best, f"--data.predict_files=[{bad}]", naming=str(bad))
+    # an image over PIL's decompression-bomb limit (DecompressionBombError is not an OSError)
+    huge = fixture_data / "colour.jpg"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+        fails_in_one_line(capfd, "predict", "--ckpt_path", best, f"--data.predict_files=[{huge}]", naming="too large")
 
 
 def test_failed_download_is_one_line(capfd, tmp_path, monkeypatch):
