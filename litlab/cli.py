@@ -38,7 +38,7 @@ from litlab.config_errors import one_line
 from litlab.errors import LitlabError, missing_package
 from litlab.experiment import Experiment
 from litlab.hardware import precision_notice
-from litlab.runs import configure_logger, experiment_name, place_run
+from litlab.runs import check_writable, configure_logger, experiment_name, place_run
 from litlab.tracking import RunRecord, wandb_run
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -159,6 +159,7 @@ class LitlabCLI(LightningCLI):
             check_matches(config, self.checkpoint, config.ckpt_path)
         self.adaptation = adaptation(config, self.checkpoint, self.command)
         self.place = place_run(config, self.command, self.checkpoint, config.ckpt_path)
+        check_writable(self.place.directory)
         configure_logger(config, self.place, self.command)
         if notice := precision_notice(config.trainer.precision, config.trainer.accelerator):
             rank_zero_info(notice)

@@ -16,6 +16,7 @@ experiment, or a study of `litlab tune`), its name the parent and the folder's n
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import secrets
 import time
@@ -27,6 +28,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from litlab.catalogue import family
+from litlab.errors import LitlabError
 from litlab.tracking import choose_wandb_mode
 
 
@@ -38,6 +40,17 @@ class RunPlace:
     directory: Path
     wandb_id: str
     joins: bool = False
+
+
+def check_writable(directory: Path) -> None:
+    """One line when a run folder cannot be made: the nearest existing folder above it is a file or not writable."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LitlabError(f"cannot make the run folder {directory}: {existing} is a file (--trainer.default_root_dir)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LitlabError(f"cannot make the run folder {directory}: {existing} is not writable")
 
 
 def place_run(config: Namespace, subcommand: str, checkpoint: dict | None, ckpt_path: str | None) -> RunPlace:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -83,6 +84,21 @@ def test_config_file_that_is_not_utf8(capfd, tmp_path):
     latin1 = tmp_path / "latin1.yaml"
     latin1.write_bytes("model:\n  class_path: lightning_modules.xor.XorMLP  # café\n".encode("latin-1"))
     fails_in_one_line(capfd, "fit", "--config", latin1, naming="is not UTF-8 text (byte 0xe9")
+
+
+def test_run_folder_under_a_file(capfd, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), "--trainer.logger=false",
+                      f"--trainer.default_root_dir={tmp_path / 'a_file'}", naming="a_file is a file")  # fmt: skip
+
+
+def test_run_folder_in_an_unwritable_folder(capfd, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):
+        pytest.skip("running as root: every folder is writable")
+    fails_in_one_line(capfd, "fit", "--config", config("xor_mlp"), "--trainer.logger=false",
+                      f"--trainer.default_root_dir={locked}", naming="is not writable")  # fmt: skip
 
 
 def test_negative_epochs(capfd):
