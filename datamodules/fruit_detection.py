@@ -209,6 +209,9 @@ class FruitDetectionData(DataModule):
             )
         hp = self.hparams
         train, test = self._read(folders[0]), self._read(folders[1])
+        for folder, (images, _, _) in zip(folders, (train, test)):
+            if not images:
+                raise LitlabError(f"{folder}: no .jpg, .jpeg or .png image with a readable VOC .xml beside it")
         if not 0 < hp.val_size < len(train[0]):
             raise LitlabError(f"--data.val_size={hp.val_size}: must be between 1 and {len(train[0]) - 1}")
         order = torch.randperm(len(train[0]), generator=torch.Generator().manual_seed(hp.seed)).tolist()

@@ -199,6 +199,10 @@ def test_missing_dataset_and_bad_class_fail_in_one_line(tmp_path, capfd):
         Image.new("RGB", (50, 50)).save(folder / split / "a.jpg")
         (folder / split / "a.xml").write_text(voc_xml("a.jpg", 50, 50, [("pear", (1, 1, 20, 20))]))
     fails_in_one_line(capfd, *fit, f"--data.data_dir={folder}", naming="'pear' is not one of")
+    (folder / "test" / "a.jpg").rename(folder / "test" / "a.webp")  # test images of another format: none read
+    (folder / "test" / "a.xml").write_text(voc_xml("a.webp", 50, 50, [("apple", (1, 1, 20, 20))]))
+    (folder / "train" / "a.xml").write_text(voc_xml("a.jpg", 50, 50, [("apple", (1, 1, 20, 20))]))
+    fails_in_one_line(capfd, *fit, f"--data.data_dir={folder}", naming=f"{folder / 'test'}: no .jpg, .jpeg or .png")
     assert FIXTURES.is_dir()
 
 
