@@ -102,7 +102,9 @@ class InMemoryDataModule(DataModule):
         dataset = TensorColumns(self.splits[split])
         train = split == "train"
         on_host = all(c.device.type == "cpu" for c in dataset.columns.values() if isinstance(c, Tensor))
-        if train and self.batch_size >= len(dataset) and (self.trainer is None or self.trainer.world_size == 1):
+        # (Lightning's overfit_batches swaps in a sequential sampler, which would take this loader's slices apart)
+        single = self.trainer is None or (self.trainer.world_size == 1 and not self.trainer.overfit_batches)
+        if train and self.batch_size >= len(dataset) and single:
             # full-batch gradient descent: every step is the whole set, whose order does not matter, so no indexing
             return self.loader(dataset, on_host=on_host, sampler=[slice(None)] * self.full_batch_steps, batch_size=None)
         return self.loader(dataset, train, on_host)

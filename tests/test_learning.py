@@ -37,6 +37,8 @@ MEMORISING = {
     ],
     "librispeech": ["--model.init_args.dropout=0", "--trainer.max_epochs=600"],  # 26 letters from 3 frames each
     "speech_ctc_seed": ["--trainer.max_epochs=600"],
+    "curve": ["--model.optimizer.lr=0.05"],
+    "fruit_rcnn_scratch": ["--model.init_args.rois_per_image=8"],  # a network pass per RoI  # one full-batch step per epoch on features up to x⁶
     "gpt2_lora": ["--lora.r=0"],  # without batch norm, CTC leaves its all-blank start later
     "fruit_detection": [
         "--model.init_args.dropout=0",
