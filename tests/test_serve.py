@@ -58,9 +58,24 @@ def fitted(experiment: str, folder: Path) -> tuple[Path, dict, list[dict]]:
     return best.resolve(), request, records
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """One LitServer with every SERVED experiment at /<experiment>/predict, and what each must answer."""
+BAD_REQUESTS = [  # (experiment, body, status, what the one-line detail names)
+    ("xor_mlp", b"{not json", 400, "not JSON"),
+    ("xor_mlp", json.dumps([1, 2]).encode(), 400, "JSON object"),
+    ("xor_mlp", json.dumps({"points": [[1, 2]]}).encode(), 400, "unknown field 'points'"),
+    ("xor_mlp", json.dumps({"predict_points": [[1, "a"]]}).encode(), 400, "predict_points"),
+    ("adder_transformer", json.dumps({"predict_expressions": ["12*x"]}).encode(), 400, "12*x"),
+    ("imdb_fasttext", json.dumps({"predict_texts": [""]}).encode(), 400, "empty"),
+    ("fashion_cnn", json.dumps({"predict_files": [{"name": "a.png", "base64": "@@"}]}).encode(), 400, "base64"),
+    ("fashion_cnn", json.dumps({"predict_files": [{"name": "a.png", "base64": "aGk="}]}).encode(), 400, "a.png"),
+    ("fashion_cnn", json.dumps({"predict_files": ["a.png"]}).encode(), 400, "base64"),
+    ("xor_mlp", b'{"predict_points": [' + b"[1, 2], " * 300_000 + b"[1, 2]]}", 413, "too large"),
+]
+
+
+def test_requests_are_answered_as_litlab_predict_and_bad_ones_leave_the_server_serving(tmp_path_factory):
+    """One test over one server (its workers take a minute to start: a test per case would start one per xdist
+    worker): every experiment's request answered as `litlab predict` answers it, then each bad request a 4xx with
+    one line, followed by a good request that is still answered."""
     cases = {name: fitted(name, tmp_path_factory.mktemp(name)) for name in SERVED}
     apis = [LitlabAPI(str(best), api_path=f"/{name}/predict") for name, (best, _, _) in cases.items()]
     server = ls.LitServer(
@@ -71,41 +86,17 @@ def served(tmp_path_factory):
         while client.get("/health").text != "ok":
             assert time.monotonic() < deadline, "the workers did not start in 3 minutes"
             time.sleep(0.5)
-        yield client, cases
-
-
-@pytest.mark.parametrize("experiment", SERVED)
-def test_a_request_is_answered_as_litlab_predict_answers(served, experiment):
-    client, cases = served
-    _, request, records = cases[experiment]
-    answer = client.post(f"/{experiment}/predict", json=request)
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["predictions"] == records
-
-
-@pytest.mark.parametrize(
-    ("experiment", "body", "status", "naming"),
-    [
-        ("xor_mlp", b"{not json", 400, "not JSON"),
-        ("xor_mlp", json.dumps([1, 2]).encode(), 400, "JSON object"),
-        ("xor_mlp", json.dumps({"points": [[1, 2]]}).encode(), 400, "unknown field 'points'"),
-        ("xor_mlp", json.dumps({"predict_points": [[1, "a"]]}).encode(), 400, "predict_points"),
-        ("adder_transformer", json.dumps({"predict_expressions": ["12*x"]}).encode(), 400, "12*x"),
-        ("imdb_fasttext", json.dumps({"predict_texts": [""]}).encode(), 400, "empty"),
-        ("fashion_cnn", json.dumps({"predict_files": [{"name": "a.png", "base64": "@@"}]}).encode(), 400, "base64"),
-        ("fashion_cnn", json.dumps({"predict_files": [{"name": "a.png", "base64": "aGk="}]}).encode(), 400, "a.png"),
-        ("fashion_cnn", json.dumps({"predict_files": ["a.png"]}).encode(), 400, "base64"),
-        ("xor_mlp", b'{"predict_points": [' + b"[1, 2], " * 300_000 + b"[1, 2]]}", 413, "too large"),
-    ],
-)
-def test_bad_requests_are_the_clients_and_the_server_keeps_serving(served, experiment, body, status, naming):
-    client, cases = served
-    answer = client.post(f"/{experiment}/predict", content=body, headers={"content-type": "application/json"})
-    assert answer.status_code == status, answer.text
-    detail = answer.json()["detail"]
-    assert naming in detail and "\n" not in detail and "Traceback" not in detail
-    _, request, records = cases[experiment]
-    assert client.post(f"/{experiment}/predict", json=request).json()["predictions"] == records
+        for experiment, (_, request, records) in cases.items():
+            answer = client.post(f"/{experiment}/predict", json=request)
+            assert answer.status_code == 200, (experiment, answer.text)
+            assert answer.json()["predictions"] == records, experiment
+        for experiment, body, status, naming in BAD_REQUESTS:
+            answer = client.post(f"/{experiment}/predict", content=body, headers={"content-type": "application/json"})
+            assert answer.status_code == status, (experiment, body[:60], answer.text)
+            detail = answer.json()["detail"]
+            assert naming in detail and "\n" not in detail and "Traceback" not in detail, (experiment, detail)
+            _, request, records = cases[experiment]
+            assert client.post(f"/{experiment}/predict", json=request).json()["predictions"] == records
 
 
 def free_port() -> int:
@@ -114,9 +105,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_the_real_server_starts_answers_over_http_and_stops(served, tmp_path):
-    _, cases = served
-    best, request, records = cases["xor_mlp"]
+def test_the_real_server_starts_answers_over_http_and_stops(tmp_path):
+    best, request, records = fitted("xor_mlp", tmp_path / "fit")
     port = free_port()
     process = subprocess.Popen(
         [LITLAB, "serve", "--ckpt_path", str(best), "--port", str(port), "--accelerator", "cpu", "--devices", "1"],
