@@ -68,6 +68,22 @@ def write_table(path: Path, title: str, columns: Sequence[str], rows: Sequence[S
             file.write("\n".join(f"{c}: {v}" for c, v in zip(columns, row)) + "\n\n")
 
 
+def saved(plt, fig, path: Path, dpi: int) -> bool:
+    """The figure laid out, written as a PNG and closed; True (what the `save_*` functions return)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return True
+
+
+def style(ax, title: str, xlabel: str) -> None:
+    """A panel's title, x label, legend and light grid, alike in every figure."""
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+
 def save_grid(path: Path, images: Sequence[np.ndarray], captions: Sequence[str], columns: int = 4) -> bool:
     """Images (H, W[, 3] uint8) in a grid with a caption above each, as a PNG; False without matplotlib."""
     plt = pyplot()
@@ -81,10 +97,7 @@ def save_grid(path: Path, images: Sequence[np.ndarray], captions: Sequence[str],
     for ax, image, caption in zip(axes.flat, images, captions):
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
         ax.set_title(caption, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+    return saved(plt, fig, path, dpi=80)
 
 
 def save_confusion(path: Path, matrix: torch.Tensor, class_names: Sequence[str]) -> bool:
@@ -103,10 +116,7 @@ def save_confusion(path: Path, matrix: torch.Tensor, class_names: Sequence[str])
     high = counts.max() / 2 if counts.size else 0
     for (i, j), count in np.ndenumerate(counts):
         ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > high else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
+    return saved(plt, fig, path, dpi=90)
 
 
 def save_lines(
@@ -129,15 +139,9 @@ def save_lines(
     framed = np.concatenate([points[1], next(iter(lines.values()))[1]])
     low, high = framed.min(), framed.max()
     ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel("x")
+    style(ax, title, "x")
     ax.set_ylabel("y")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
+    return saved(plt, fig, path, dpi=90)
 
 
 def save_curves(path: Path, history: dict[str, list[tuple[int, float]]]) -> bool:
@@ -156,14 +160,8 @@ def save_curves(path: Path, history: dict[str, list[tuple[int, float]]]) -> bool
             epochs, values = zip(*history[key])
             ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, markersize=3, label=key.split("/")[0])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(metric, fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return True
+        style(ax, metric, "epoch")
+    return saved(plt, fig, path, dpi=80)
 
 
 class LearningCurves(Callback):
