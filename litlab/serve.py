@@ -7,9 +7,9 @@ files (images, recordings, text files) travel inside the JSON as `{"predict_file
 "..."}]}`. The answer is `{"predictions": [...]}`, the records `predictions.jsonl` would hold for those inputs: the
 request goes through the experiment's own DataModule (built from the checkpoint's config with the request's inputs,
 validated by its constructor's types) and its `predict_step`, on a Trainer held by each worker. A request the
-experiment cannot take is a 400 with `{"detail": "<one line>"}` and the server goes on serving; a checkpoint that
-cannot be loaded is one line at start (exit 2). `GET /health`, and `GET /info` with the experiment, the checkpoint and
-its monitored metric.
+experiment cannot take is a 400 with `{"detail": "<one line>"}` and the server goes on serving; a checkpoint that is
+missing, unsafe to load or not litlab's is one line at start (exit 2); its weights are loaded by the first request.
+`GET /health`, and `GET /info` with the experiment, the checkpoint and its monitored metric.
 
     litlab serve --ckpt_path runs/xor_mlp/<run>/checkpoints/best.ckpt --port 8000
     curl -s localhost:8000/predict -d '{"predict_points": [[0.5, -1.2]]}'
