@@ -64,6 +64,16 @@ def _section(checkpoint: dict, key: str) -> dict | None:
     return {"class_path": class_path, "init_args": hparams} if class_path else None
 
 
+def recorded_experiment(ckpt_path: str) -> tuple[dict, dict]:
+    """A litlab checkpoint (loaded safely) and its predict config, which must hold its model and data: what a
+    command that runs without a config (`litlab serve`, `litlab-export`) needs; one line otherwise."""
+    checkpoint = load_checkpoint(ckpt_path)
+    config = checkpoint_config(checkpoint, "predict")
+    if "model" not in config or "data" not in config:
+        raise LitlabError(f"--ckpt_path {ckpt_path} does not record its model and data (not written by litlab)")
+    return checkpoint, config
+
+
 def checkpoint_config(checkpoint: dict, subcommand: str) -> dict:
     """The config this checkpoint was trained with, as far as it carries over to `subcommand`; a one-line error when
     it records no model (not written by litlab)."""

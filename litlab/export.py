@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from litlab import adapters
-from litlab.checkpoints import checkpoint_config, load_checkpoint, weights_only
+from litlab.checkpoints import load_checkpoint, recorded_experiment, weights_only
 from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
 from litlab.experiment import Experiment, experiment_from_config
 
@@ -30,10 +30,7 @@ from litlab.experiment import Experiment, experiment_from_config
 def model_from_checkpoint(ckpt_path: str) -> tuple[Experiment, type]:
     """The checkpoint's LightningModule with its weights (an adapter's base loaded again, and the adapter merged into
     it: `litlab.adapters`), in eval mode, and its DataModule class."""
-    checkpoint = load_checkpoint(ckpt_path)
-    config = checkpoint_config(checkpoint, "predict")
-    if "model" not in config or "data" not in config:
-        raise LitlabError(f"--ckpt_path {ckpt_path} does not record its model and data (not written by litlab)")
+    checkpoint, config = recorded_experiment(ckpt_path)
     model = experiment_from_config(config["model"])
     model.adaptation = adapters.recorded(checkpoint)
     model.configure_model()  # the layers the data sized: their sizes are recorded in the checkpoint

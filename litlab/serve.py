@@ -34,10 +34,11 @@ import litserve as ls
 import torch
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
+from jsonargparse import ArgumentParser
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from litlab import adapters
-from litlab.checkpoints import checkpoint_config, load_checkpoint
+from litlab.checkpoints import recorded_experiment
 from litlab.config_errors import explain
 from litlab.errors import LitlabError
 from litlab.experiment import experiment_from_config
@@ -81,16 +82,15 @@ class CheckpointAPI:
         self.ckpt_path = ckpt_path
 
     def setup(self, device: str) -> None:
-        checkpoint = load_checkpoint(self.ckpt_path)
-        config = checkpoint_config(checkpoint, "predict")
-        if "model" not in config or "data" not in config:
-            raise LitlabError(f"--ckpt_path {self.ckpt_path} does not record its model and data (not litlab's)")
+        checkpoint, config = recorded_experiment(self.ckpt_path)
         self.model = experiment_from_config(config["model"])
         self.model.adaptation = adapters.recorded(checkpoint)  # an adapter's base is loaded with it
         self.data_class = class_of(config["data"])
         self.data_config = dict(config["data"].get("init_args") or {})
         self.data_state = checkpoint.get(self.data_class.__qualname__, {})  # what the data learned (a vocabulary)
         self.inputs = predict_inputs(self.data_class)
+        self.parser = ArgumentParser(exit_on_error=False)  # the DataModule's constructor as a schema, once
+        self.parser.add_class_arguments(self.data_class, "data")
         for name in self.inputs:  # the config's own predict inputs (a tiny config's examples) are not the request's
             self.data_config.pop(name, None)
         self.scratch = tempfile.TemporaryDirectory(prefix="litlab-serve-")
@@ -128,13 +128,9 @@ class CheckpointAPI:
 
     def predict(self, request: dict[str, Any]) -> list[dict]:
         """The records `litlab predict` would write for a decoded request (an upload's input is its name)."""
-        from jsonargparse import ArgumentParser
-
-        parser = ArgumentParser(exit_on_error=False)
-        parser.add_class_arguments(self.data_class, "data")
         try:
-            parsed = parser.parse_object({"data": {**self.data_config, **request["inputs"]}})
-            data = parser.instantiate_classes(parsed).data
+            parsed = self.parser.parse_object({"data": {**self.data_config, **request["inputs"]}})
+            data = self.parser.instantiate_classes(parsed).data
         except Exception as err:  # a value of the wrong type, or one the constructor refuses (its LitlabError)
             cause = err
             while cause is not None and not isinstance(cause, LitlabError):
@@ -228,10 +224,7 @@ def server_info(ckpt_path: str) -> dict:
     """What `GET /info` says: the experiment, the checkpoint, its monitored metric and the versions serving it."""
     import lightning
 
-    checkpoint = load_checkpoint(ckpt_path)
-    config = checkpoint_config(checkpoint, "predict")
-    if "model" not in config or "data" not in config:
-        raise LitlabError(f"--ckpt_path {ckpt_path} does not record its model and data (not written by litlab)")
+    checkpoint, config = recorded_experiment(ckpt_path)
     model_class = class_of(config["model"])
     callbacks = (checkpoint.get("callbacks") or {}).values()
     score = next((c["best_model_score"] for c in callbacks if c.get("best_model_score") is not None), None)
