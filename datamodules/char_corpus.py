@@ -165,7 +165,7 @@ class CharCorpusData(DataModule):
         streams = TextStreams(self.splits[split], self.hparams.context_len, batch_size * world, split == "train")
         seed = int(os.getenv("PL_GLOBAL_SEED", 0))  # seed_everything's on every rank, as Lightning's samplers
         sampler = StreamSampler(streams, world, rank, seed)
-        return self.loader(streams, sampler=sampler, batch_size=batch_size)
+        return self.loader(streams, split == "train", sampler=sampler, batch_size=batch_size)
 
     def _evaluation(self, split: str) -> DataLoader:
         """val/test: the split as streams, or as windows that tile it."""

@@ -1,22 +1,72 @@
 """The base of every litlab DataModule: one rule for its loaders (batch sizes, loader processes, pinned memory), and
 what it learns from its training data (a vocabulary, a tokenizer), kept in its checkpoints.
 
-Loaders are plain DataLoaders over datasets whose `__getitems__` returns a whole batch (never collated item by item),
-with the standard samplers, so Lightning still injects its `DistributedSampler` under DDP (each rank reads its own
-shard), turns shuffling off for `overfit_batches`, and tracks predict indices.
+Loaders are torchdata's `StatefulDataLoader` (`ResumableLoader`: Lightning keeps its place in checkpoints, so a run
+stopped mid-epoch resumes at the next batch, in the same order: `EpochShuffle`; see `litlab.survival`) over datasets
+whose `__getitems__` returns a whole batch (never collated item by item), with samplers Lightning knows, so it still
+injects its `DistributedSampler` under DDP (each rank reads its own shard), turns shuffling off for `overfit_batches`,
+and tracks predict indices.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sized
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 
 def keep_batch(batch: Any) -> Any:
     """The collate function of datasets that already return a whole batch."""
     return batch
+
+
+class EpochShuffle(RandomSampler):
+    """A random order of the dataset drawn from the run's seed and the epoch's number (Lightning calls `set_epoch` at
+    each epoch's start), as `DistributedSampler` draws each rank's: the same epoch has the same order in a resumed run
+    as in an uninterrupted one, and building it draws nothing from the global random state. A `RandomSampler`, so
+    Lightning still swaps in its `DistributedSampler` under DDP and a sequential one for `overfit_batches`."""
+
+    def __init__(self, data_source: Sized, seed: int | None = None) -> None:
+        super().__init__(data_source)
+        self.seed = torch.initial_seed() if seed is None else seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+class ResumableLoader(StatefulDataLoader):
+    """torchdata's `StatefulDataLoader`, which Lightning keeps the place of in checkpoints: a run stopped mid-epoch
+    resumes at its next batch. The state of a finished epoch is not loaded: the next epoch starts afresh (its order
+    comes from its number, `EpochShuffle`), where torchdata would go on with an empty one.
+
+    `resume_from` (an epoch and a loader state) is applied when the loader is built: an argument, so the loader that
+    Lightning rebuilds around its `DistributedSampler` under DDP resumes too."""
+
+    def __init__(self, *args: Any, resume_from: tuple[int, dict] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if resume_from is not None:
+            self.resume(*resume_from)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("_iterator_finished") or state_dict.get("_num_yielded", 0) >= len(self):
+            return
+        super().load_state_dict(state_dict)
+
+    def resume(self, epoch: int, state_dict: dict[str, Any]) -> None:
+        """Go on from a checkpoint's place in `epoch`."""
+        for sampler in (self.sampler, getattr(self.batch_sampler, "sampler", None)):
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(epoch)
+        self.load_state_dict(state_dict)
 
 
 def trains_on_gpu(trainer: L.Trainer | None) -> bool:
@@ -41,19 +91,30 @@ class DataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers = num_workers
         self.learned: dict[str, Any] = {}
+        self.train_loader_state: tuple[int, dict] | None = None  # a mid-epoch checkpoint's epoch and loader state
 
     def loader(self, dataset: Dataset, train: bool = False, on_host: bool = True, **sampling: Any) -> DataLoader:
-        """`dataset`'s DataLoader: shuffled batches of `batch_size` in training, `eval_batch_size` otherwise, or the
-        batches of `sampling` (a `batch_sampler`, or a `sampler` with `batch_size`); memory pinned when the data is on
-        the host (`on_host`) and the training on a GPU; worker processes kept between epochs."""
+        """`dataset`'s DataLoader (`train`: the training loader): shuffled batches of `batch_size` in training,
+        `eval_batch_size` otherwise, or the batches of `sampling` (a `batch_sampler`, or a `sampler` with `batch_size`);
+        memory pinned when the data is on the host (`on_host`) and the training on a GPU; worker processes kept between
+        epochs; resumable mid-epoch."""
         if not sampling:
-            sampling = {"batch_size": self.batch_size if train else self.eval_batch_size, "shuffle": train}
-        return DataLoader(
+            shuffle = {"sampler": EpochShuffle(dataset)} if train else {}
+            sampling = {"batch_size": self.batch_size if train else self.eval_batch_size, **shuffle}
+        resume_from = None
+        if train:  # its workers' seeds: not from the global random state, which a resumed run must draw alike
+            sampling.setdefault("generator", torch.Generator().manual_seed(torch.initial_seed()))
+            resume_from, self.train_loader_state = self.train_loader_state, None
+        return ResumableLoader(
             dataset,
             collate_fn=keep_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=on_host and trains_on_gpu(self.trainer),
+            # Lightning loads a checkpoint's loader state only into a training loader it builds after restoring the
+            # checkpoint, which a schedule sized by `trainer.estimated_stepping_batches` makes it build before
+            # (`litlab.survival.Interruption.on_load_checkpoint` hands the epoch and state over)
+            resume_from=resume_from,
             **sampling,
         )
 

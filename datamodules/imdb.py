@@ -173,7 +173,7 @@ class ImdbData(DataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset, size = self._dataset(split), self.batch_size if train else self.eval_batch_size
-        return self.loader(dataset, batch_sampler=length_batches(dataset, size, train, self.hparams.bucket))
+        return self.loader(dataset, train, batch_sampler=length_batches(dataset, size, train, self.hparams.bucket))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

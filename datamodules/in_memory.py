@@ -106,7 +106,7 @@ class InMemoryDataModule(DataModule):
         single = self.trainer is None or (self.trainer.world_size == 1 and not self.trainer.overfit_batches)
         if train and self.batch_size >= len(dataset) and single:
             # full-batch gradient descent: every step is the whole set, whose order does not matter, so no indexing
-            return self.loader(dataset, on_host=on_host, sampler=[slice(None)] * self.full_batch_steps, batch_size=None)
+            return self.loader(dataset, True, on_host, sampler=[slice(None)] * self.full_batch_steps, batch_size=None)
         return self.loader(dataset, train, on_host)
 
     def train_dataloader(self) -> DataLoader:

@@ -133,7 +133,7 @@ class LibriSpeechData(SpeechData):
 
     def _loader(self, part: str, train: bool) -> DataLoader:
         dataset, size = self.splits[part], self.batch_size if train else self.eval_batch_size
-        return self.loader(dataset, batch_sampler=length_batches(dataset, size, train))
+        return self.loader(dataset, train, batch_sampler=length_batches(dataset, size, train))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -180,7 +180,7 @@ class SpellingData(DataModule):
 
     def _loader(self, dataset: Pairs, train: bool) -> DataLoader:
         size = self.batch_size if train else self.eval_batch_size
-        return self.loader(dataset, batch_sampler=length_batches(dataset, size, train))
+        return self.loader(dataset, train, batch_sampler=length_batches(dataset, size, train))
 
     def train_dataloader(self) -> DataLoader:
         # rebuilt every epoch (the config sets `reload_dataloaders_every_n_epochs: 1`): this epoch's noise

@@ -13,8 +13,9 @@ from itertools import chain
 
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, Dataset, Sampler, SequentialSampler
 
+from datamodules.data_module import EpochShuffle
 from datamodules.in_memory import gather
 
 
@@ -105,7 +106,7 @@ def padding_fraction(batches: list[list[int]], lengths: Tensor) -> float:
 def length_batches(dataset: Dataset, batch_size: int, train: bool, bucket: bool = True) -> BatchSampler:
     """The batches of a dataset of sequences (its `lengths`): random for training, in order otherwise, of similar
     lengths unless `bucket` is False."""
-    sampler = RandomSampler(dataset) if train else SequentialSampler(dataset)
+    sampler = EpochShuffle(dataset) if train else SequentialSampler(dataset)
     if bucket:
         return BucketBatchSampler(sampler, batch_size, drop_last=False, lengths=dataset.lengths)
     return BatchSampler(sampler, batch_size, drop_last=False)

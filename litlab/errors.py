@@ -97,6 +97,7 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs. newer torch
     warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided.*")
     warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")  # test/predict in a new run dir
+    warnings.filterwarnings("ignore", message=r".*'set_vital' is deprecated.*")  # torchdata's loader vs. newer torch
     # the launcher hands LightningCLI the arguments it prepared (the checkpoint's config first), not sys.argv
     warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from within Python")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
