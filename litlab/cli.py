@@ -39,6 +39,7 @@ from litlab.errors import LitlabError, missing_package
 from litlab.experiment import Experiment
 from litlab.hardware import precision_notice
 from litlab.runs import check_writable, configure_logger, experiment_name, place_run
+from litlab.survival import Interruption, RunLock, exit_on_signal, with_safe_checkpoints
 from litlab.tracking import RunRecord, wandb_run
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -160,6 +161,10 @@ class LitlabCLI(LightningCLI):
         self.adaptation = adaptation(config, self.checkpoint, self.command)
         self.place = place_run(config, self.command, self.checkpoint, config.ckpt_path)
         check_writable(self.place.directory)
+        if self.place.note:
+            rank_zero_info(self.place.note)
+        if self.place.resume_from is not None:  # a requeued SLURM job: its own run's newest checkpoint
+            config.ckpt_path = str(self.place.resume_from)
         configure_logger(config, self.place, self.command)
         if notice := precision_notice(config.trainer.precision, config.trainer.accelerator):
             rank_zero_info(notice)
@@ -177,7 +182,10 @@ class LitlabCLI(LightningCLI):
         callbacks = [*configured, *run_callbacks(self.command, trainer, configured, self.place.directory)]
         try:
             built = super().instantiate_trainer(
-                default_root_dir=str(self.place.directory), callbacks=callbacks, **kwargs
+                default_root_dir=str(self.place.directory),
+                callbacks=callbacks,
+                plugins=with_safe_checkpoints(trainer.plugins),
+                **kwargs,
             )
         except ValueError as err:  # Lightning refusing a setting: an accelerator or strategy name it does not know
             if missing_package(err) is not None:
@@ -188,10 +196,22 @@ class LitlabCLI(LightningCLI):
         return built
 
     def run(self) -> None:
-        """The subcommand, from `--ckpt_path` when given."""
+        """The subcommand, from `--ckpt_path` when given; a fit holds its run folder's lock (`survival.RunLock`). A
+        SIGTERM or Ctrl-C ends it with one line and exit status 143 or 130 (`survival.Interruption`)."""
         method = getattr(self.trainer, self.command)
         options = {"return_predictions": False} if self.command == "predict" else {}
-        method(self.model, datamodule=self.datamodule, ckpt_path=self.config.ckpt_path, weights_only=True, **options)
+        lock = RunLock(self.place.directory) if self.command == "fit" and rank_zero_only.rank == 0 else None
+        try:
+            if lock is not None:
+                lock.acquire()
+            method(
+                self.model, datamodule=self.datamodule, ckpt_path=self.config.ckpt_path, weights_only=True, **options
+            )
+        except SystemExit as stop:
+            exit_on_signal(self.trainer, self.command, stop)
+        finally:
+            if lock is not None:
+                lock.release()
         if self.command == "fit":
             self.report_fit()
 
@@ -227,12 +247,13 @@ def adaptation(config, checkpoint: dict | None, subcommand: str) -> Adaptation |
 
 def run_callbacks(subcommand: str, trainer, configured: list[Callback], folder: Path) -> list[Callback]:
     """A run's callbacks beside the configured ones (`configs/trainer/default.yaml`): those that depend on a setting
-    Lightning refuses them beside: `best.ckpt` and `last.ckpt` (`enable_checkpointing`), the rich progress bar unless
+    Lightning refuses them beside: `best.ckpt`, `last.ckpt` and the checkpoint on a signal (`enable_checkpointing`),
+    the rich progress bar unless
     another is configured (`enable_progress_bar`), the learning-rate monitor (`logger`), and with W&B the checkpoint
     artifacts, unless configured (`configs/logger/wandb_weights.yaml`)."""
     extra: list[Callback] = []
     if subcommand == "fit" and trainer.get("enable_checkpointing") is not False:
-        extra += [BestCheckpoint(), last_checkpoint(folder / "checkpoints")]
+        extra += [BestCheckpoint(), last_checkpoint(folder / "checkpoints"), Interruption()]
     if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
         extra.append(RichProgressBar())
     if trainer.get("logger"):

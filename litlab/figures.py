@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from litlab.survival import atomic_file
 from litlab.tracking import wandb_run
 
 _warned = False
@@ -71,7 +72,8 @@ def write_table(path: Path, title: str, columns: Sequence[str], rows: Sequence[S
 def saved(plt, fig, path: Path, dpi: int) -> bool:
     """The figure laid out, written as a PNG and closed; True (what the `save_*` functions return)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with atomic_file(path) as file:  # a kill mid-write leaves the previous figure
+        fig.savefig(file, dpi=dpi, format="png")
     plt.close(fig)
     return True
 

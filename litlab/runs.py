@@ -2,12 +2,18 @@
 
     litlab fit --config X.yaml                     <root>/<experiment>/<run id>/    a new W&B run, id <run id>
     litlab fit --ckpt_path <run>/checkpoints/...   <run>/                           the checkpoint's W&B run again
+      ... an older checkpoint than the run's newest  <root>/<experiment>/<run id>/    a new W&B run: a branch
+    litlab fit inside a SLURM batch job            <root>/<experiment>/slurm-<job>-<config hash>/   (requeue resumes)
     litlab test|validate --ckpt_path <run>/...     <run>/                           joins the fit's W&B run
     litlab predict --ckpt_path <run>/...           <run>/predict-<time>/            (no logger by default)
     --run_dir DIR                                  DIR                              (`litlab tune`'s trial folders)
 
 <root> is `--trainer.default_root_dir` (runs/), <experiment> the config's `experiment` (by default the first `--config`
-file's name), <run id> the start time and six random hex digits (`2026-12-02_0652-3fa9c1`). The Trainer's
+file's name), <run id> the start time and six random hex digits (`2026-12-02_0652-3fa9c1`). A resume never writes over a
+newer checkpoint: from a checkpoint behind the run's newest (its `best.ckpt` after more epochs), the fit continues as a
+branch in a new folder, whose `config.yaml` records the checkpoint it started from. Inside a SLURM batch job the folder
+is named after the job and the config (`litlab.survival`), so a requeued job resumes its own run from its newest
+checkpoint. The Trainer's
 `default_root_dir` is set to the run folder, and the logger is pointed at it (`configure_logger`), so Lightning, the
 logger and litlab's callbacks all write there. W&B's run is named for the folder: its group is the folder's parent (the
 experiment, or a study of `litlab tune`), its name the parent and the folder's name, its tags the experiment and family.
@@ -29,6 +35,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from litlab.catalogue import family
 from litlab.errors import LitlabError
+from litlab.survival import checkpoint_step, in_slurm_batch_job, newest_checkpoint, slurm_run_name
 from litlab.tracking import choose_wandb_mode
 
 
@@ -40,6 +47,8 @@ class RunPlace:
     directory: Path
     wandb_id: str
     joins: bool = False
+    resume_from: Path | None = None  # a requeued SLURM job's newest checkpoint
+    note: str = ""  # a line for the user about where the run goes
 
 
 def check_writable(directory: Path) -> None:
@@ -61,11 +70,30 @@ def place_run(config: Namespace, subcommand: str, checkpoint: dict | None, ckpt_
         return RunPlace(Path(config.run_dir), new_run_id())
     if origin is not None and subcommand == "predict":
         return RunPlace(fresh_dir(origin, "predict"), new_run_id())
+    if origin is not None and subcommand == "fit" and (newer := newer_checkpoint(origin, Path(ckpt_path))):
+        run_id = new_run_id()
+        branch = origin.parent / run_id
+        note = f"{ckpt_path} is behind {newer}: this fit continues as a new run, {branch}"
+        return RunPlace(branch, run_id, note=note)
     if origin is not None:
         fit_id = record.get("wandb_run_id")
         return RunPlace(origin, fit_id or new_run_id(), joins=subcommand != "fit" and fit_id is not None)
+    experiment_dir = Path(config.trainer.default_root_dir or "runs") / config.experiment
+    if subcommand == "fit" and ckpt_path is None and in_slurm_batch_job():
+        name = slurm_run_name(config.clone().as_dict())
+        newest = newest_checkpoint(experiment_dir / name)
+        note = f"SLURM job: resuming {newest}" if newest is not None else ""
+        return RunPlace(experiment_dir / name, name, resume_from=newest, note=note)
     run_id = new_run_id()
-    return RunPlace(Path(config.trainer.default_root_dir or "runs") / config.experiment / run_id, run_id)
+    return RunPlace(experiment_dir / run_id, run_id)
+
+
+def newer_checkpoint(run: Path, ckpt_path: Path) -> Path | None:
+    """The run's newest checkpoint when it is further along than `ckpt_path` (None when `ckpt_path` is the newest)."""
+    newest = newest_checkpoint(run)
+    if newest is None or newest.resolve() == ckpt_path.resolve():
+        return None
+    return newest if checkpoint_step(newest) > checkpoint_step(ckpt_path) else None
 
 
 def experiment_name(config: Namespace) -> str:
