@@ -18,6 +18,7 @@ from litlab.cli import CONFIG_DIR, DESCRIPTION, SUBCOMMANDS, launch
 from litlab.config_errors import explain, one_line
 from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
 from litlab.export import merge_main
+from litlab.masking import mask_command_line
 
 USAGE = "usage: litlab {fit,validate,test,predict,serve,tune,merge,list} [options]  (litlab <command> --help)"
 
@@ -25,6 +26,7 @@ USAGE = "usage: litlab {fit,validate,test,predict,serve,tune,merge,list} [option
 def main(args: list[str] | None = None) -> None:
     quiet_known_noise()
     args = list(sys.argv[1:] if args is None else args)
+    mask_command_line()  # read: W&B records the command line, with any password in it masked
     command, rest = (args[0], args[1:]) if args else (None, [])
     if command in ("list", "experiments"):
         try:

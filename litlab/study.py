@@ -3,6 +3,8 @@ summarised, and drawn (optimisation history, parameter importances)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import warnings
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from optuna.trial import TrialState
 
 from litlab.errors import LitlabError, first_line
 from litlab.figures import pyplot
+from litlab.masking import mask_text
 from litlab.search_space import cli_value
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # what `--trials` counts (not failures)
@@ -29,7 +32,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
     except Exception as err:  # SQLAlchemy's and the drivers' many failures: a URL the user can fix
-        raise LitlabError(f"--storage={url}: cannot open it: {first_line(err, 300)}") from None
+        raise LitlabError(f"--storage={mask_text(url)}: cannot open it: {mask_text(first_line(err, 300))}") from None
 
 
 def open_study(
@@ -72,6 +75,34 @@ def open_study(
         if not study.trials and first is not None:
             study.enqueue_trial(first, user_attrs={"configured": True}, skip_if_exists=True)
     return study
+
+
+def worker() -> dict[str, str | int]:
+    """This process, as a trial records who runs it (`fail_dead_trials`)."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Fail the running trials whose worker on this machine is gone (killed, or its machine restarted): they would
+    stay RUNNING. RDB storages also fail them by heartbeat, from any machine, once the grace period has passed; the
+    journal storage has no heartbeat, so a worker killed on another machine is found by a worker started there."""
+    host, failed = socket.gethostname(), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("worker") or {}
+        if owner.get("host") == host and owner.get("pid") != os.getpid() and not alive(int(owner.get("pid", 0))):
+            study.tell(trial.number, state=TrialState.FAIL)
+            failed.append(trial.number)
+    return failed
 
 
 def counted(study: optuna.Study) -> int:

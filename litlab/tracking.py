@@ -15,6 +15,9 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from litlab.masking import mask
+from litlab.survival import atomic_file
+
 
 def wandb_has_credentials() -> bool:
     """An API key in the environment or in ~/.netrc for the W&B host (what `wandb login` writes)."""
@@ -54,9 +57,9 @@ def wandb_run(trainer: L.Trainer):
 
 
 class RunRecord(SaveConfigCallback):
-    """Saves the resolved config into the run folder (`config.yaml`; a resumed or tested run adds `config-1.yaml`, ...)
-    and, unless the run joins a fit's W&B run (`joins_run`), into the W&B run's config; records the experiment, the
-    trainer config, the seed and the W&B run id in every checkpoint."""
+    """Saves the resolved config (credentials masked) into the run folder (`config.yaml`; a resumed or tested run adds
+    `config-1.yaml`, ...) and, unless the run joins a fit's W&B run (`joins_run`), into the W&B run's config; records
+    the experiment, the trainer config, the seed and the W&B run id in every checkpoint."""
 
     def __init__(self, *args, joins_run: bool = False, **kwargs) -> None:
         super().__init__(*args, save_to_log_dir=False, **kwargs)
@@ -68,12 +71,14 @@ class RunRecord(SaveConfigCallback):
         path, n = directory / "config.yaml", 1
         while path.exists():  # a resumed run keeps the config it started with
             path, n = directory / f"config-{n}.yaml", n + 1
-        self.parser.save(self.config, path, skip_none=False)
+        with atomic_file(path, "w") as file:
+            file.write(yaml.safe_dump(self.as_dict(), sort_keys=False, allow_unicode=True))
         if isinstance(trainer.logger, WandbLogger) and not self.joins_run:
             trainer.logger.experiment.config.update(self.as_dict(), allow_val_change=True)
 
     def as_dict(self) -> dict:
-        return yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        """The resolved config, credentials masked (`litlab.masking`): what config.yaml, W&B and checkpoints hold."""
+        return mask(yaml.safe_load(self.parser.dump(self.config, skip_none=False)))
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         config = self.as_dict()

@@ -21,6 +21,7 @@ With W&B each trial is a run in the study's group (`runs`), its parameters in it
 from __future__ import annotations
 
 import math
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,10 +38,13 @@ from litlab.cli import fit_parser, launch, shown_path
 from litlab.config_errors import explain, one_line
 from litlab.errors import LitlabError
 from litlab.experiment import experiment_from_config
+from litlab.masking import mask_text
 from litlab.runs import experiment_name
 from litlab.search_space import baseline, check_space, overrides, read_space, suggest
-from litlab.study import COUNTED, counted, open_study, summary, write_figures
+from litlab.study import COUNTED, counted, fail_dead_trials, open_study, summary, worker, write_figures
+from litlab.survival import atomic_file
 
+ONE_DEVICE_KEYS = ("devices", "num_nodes", "strategy", "accelerator")  # where a trial runs: not a hyperparameter
 OWN_OPTIONS = ("--search", "--trials", "--timeout", "--storage", "--study", "--sampler", "--pruner")
 
 
@@ -120,7 +124,10 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
         folder = self.study_dir / f"trial-{trial.number:03d}"
+        if folder.exists():  # a study created again over an older one's folders: never write into them
+            folder = folder.with_name(f"{folder.name}-{secrets.token_hex(3)}")
         trial.set_user_attr("run_dir", str(folder))
+        trial.set_user_attr("worker", worker())
         state = "failed"
         try:
             args = [*self.fit_args, *overrides(params), f"--run_dir={folder}"]
@@ -130,8 +137,13 @@ class Objective:
         except optuna.TrialPruned:
             state = "pruned"
             raise
-        except SystemExit as stop:  # Lightning's exit on Ctrl-C: Optuna records the trial as failed, then stops
+        except SystemExit as stop:  # Ctrl-C or SIGTERM: Optuna records the trial as failed, then the study stops
             raise KeyboardInterrupt from stop
+        except Exception as err:  # this trial's values fail (a model refusing them, out of memory): the study goes on
+            reason = one_line(err)
+            trial.set_user_attr("failed", reason)
+            print(f"trial {trial.number} failed: {reason}", file=sys.stderr, flush=True)
+            raise
         finally:
             finish_wandb(state)
         if state == "pruned":
@@ -149,10 +161,19 @@ class Objective:
 
 
 def write_best(study: optuna.Study, parser: ArgumentParser, fit_args: list[str], monitor: str, path: Path) -> None:
-    """The best trial's whole config (its `experiment` among it), ready for `litlab fit --config`."""
+    """The best trial's whole config (its `experiment` among it), ready for `litlab fit --config`: the config the
+    trial recorded in its folder (the worker that ran it may have had other flags), else its values over this
+    worker's flags."""
     best = study.best_trial
-    config = parser.dump(parser.parse_args([*fit_args, *overrides(best.params)]), skip_none=False)
-    path.write_text(f"# study {study.study_name}, trial {best.number}: {monitor} {best.value:.6g}\n{config}")
+    recorded = Path(best.user_attrs.get("run_dir", "")) / "config.yaml"
+    if recorded.is_file():
+        values = yaml.safe_load(recorded.read_text(encoding="utf-8"))
+        values.update(run_dir=None, ckpt_path=None)  # a new run of its own
+        config = yaml.safe_dump(values, sort_keys=False, allow_unicode=True)
+    else:
+        config = parser.dump(parser.parse_args([*fit_args, *overrides(best.params)]), skip_none=False)
+    with atomic_file(path, "w") as file:  # a worker killed mid-write leaves the previous best.yaml
+        file.write(f"# study {study.study_name}, trial {best.number}: {monitor} {best.value:.6g}\n{config}")
 
 
 def tune(args: Sequence[str]) -> None:
@@ -174,6 +195,9 @@ def tune(args: Sequence[str]) -> None:
             f"--trainer.devices={config.trainer.devices}: a trial runs on one device; start one worker per GPU "
             f"(CUDA_VISIBLE_DEVICES=<i> litlab tune ...) on a shared --storage"
         )
+    placement = [key for key in space if key.split(".")[:2] in (["trainer", k] for k in ONE_DEVICE_KEYS)]
+    if placement:
+        raise LitlabError(f"--search={options.search}: {placement[0]} cannot be searched: a trial runs on one device")
     fit_args = [*fit_args, "--trainer.devices=1"]
     check_space(fit, fit_args, space, options.search)
     experiment = experiment_name(config)
@@ -189,17 +213,20 @@ def tune(args: Sequence[str]) -> None:
         study_name, url, study_dir, experiment=experiment, monitor=monitor, mode=mode, sampler=init.sampler,
         pruner=init.pruner, first=baseline(configured, space),
     )  # fmt: skip
+    if dead := fail_dead_trials(study):
+        print(f"trials {', '.join(map(str, dead))} failed: their worker on this machine is gone", flush=True)
     print(
-        f"study {study_name} ({shown_path(study_dir)}, storage {url}): {monitor} ({mode}), {counted(study)} "
+        f"study {study_name} ({shown_path(study_dir)}, storage {mask_text(url)}): {monitor} ({mode}), {counted(study)} "
         f"of {options.trials} trials so far",
         flush=True,
     )
     if counted(study) < options.trials:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is one line of ours, not a traceback
         stop = optuna.study.MaxTrialsCallback(options.trials, states=COUNTED)
         objective = Objective(fit_args, space, study_dir, monitor)
         try:
-            study.optimize(objective, timeout=timeout, callbacks=[stop], gc_after_trial=True)
+            # a failed trial is recorded (with its one-line reason, `Objective`) and the next one starts
+            study.optimize(objective, timeout=timeout, callbacks=[stop], gc_after_trial=True, catch=(Exception,))
         except KeyboardInterrupt:
             print(f"\n{summary(study, monitor)}")
             raise LitlabError("interrupted; the study keeps its trials: run the same command to resume") from None

@@ -67,7 +67,8 @@ def fit(*args: str, **kwargs):
 
 
 def test_offline_run_has_config_metrics_and_checkpoints(tmp_path):
-    fit("--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=2", "--trainer.log_every_n_steps=1")
+    secret = "--trainer.logger.init_args.checkpoint_name=s3://bob:hunter2@bucket/models"  # a credential in a flag
+    fit("--config", config("xor_mlp"), *XOR_TINY, "--trainer.max_epochs=2", "--trainer.log_every_n_steps=1", secret)
     (run,) = offline_runs(tmp_path)
     records = wandb_records(run)
     config_items = {
@@ -89,6 +90,10 @@ def test_offline_run_has_config_metrics_and_checkpoints(tmp_path):
     assert settings.display_name.startswith("xor_mlp 20")
     summary = {item.key: item.value_json for r in records if r.HasField("summary") for item in r.summary.update}
     assert float(summary["best/val/acc"]) > 0.9  # the run's best validation value, in its summary
+    # the credential is masked in config.yaml, the checkpoints and everything W&B keeps (its config, the command line)
+    written = [path for path in folder.rglob("*") if path.is_file()]
+    assert not [path for path in written if b"hunter2" in path.read_bytes()]
+    assert "s3://bob:***@bucket/models" in (folder / "config.yaml").read_text()
 
 
 def test_no_api_key_goes_offline_without_prompt(tmp_path):
@@ -274,3 +279,18 @@ def test_without_matplotlib_tables_are_still_written_and_one_line_says_so(tmp_pa
     assert (folder / "figures/val_samples.txt").is_file() and not list(folder.glob("figures/*.png"))
     notices = [r.getMessage() for r in lightning_logs.records if "matplotlib is not installed" in r.getMessage()]
     assert len(notices) == 1 and "litlab[plots]" in notices[0]
+
+
+def test_credentials_are_masked_by_name_and_in_urls_but_tokenizer_settings_are_not():
+    from litlab.masking import mask, mask_text
+
+    config = {"logger": {"api_key": "k", "token": "t", "tracking_uri": "postgresql://u:pw@db/x"}, "pad_token": "<p>"}
+    assert mask(config) == {
+        "logger": {"api_key": "***", "token": "***", "tracking_uri": "postgresql://u:***@db/x"},
+        "pad_token": "<p>",
+    }
+    line = "--storage=mysql://u:pw@h/db --data.tokenizer=bert WANDB_API_KEY=abc https://h/p?access_token=z&x=1"
+    assert (
+        mask_text(line)
+        == "--storage=mysql://u:***@h/db --data.tokenizer=bert WANDB_API_KEY=*** https://h/p?access_token=***&x=1"
+    )

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
+import lightning as L
 import optuna
 import pytest
 import yaml
@@ -57,6 +61,7 @@ def test_study_beats_a_bad_start_and_its_best_config_runs(tmp_path):
     best_yaml = Path(f"runs/{STUDY}/best.yaml")
     lr = yaml.safe_load(best_yaml.read_text())["model"]["init_args"]["optimizer"]["init_args"]["lr"]
     assert lr == best.params["model.optimizer.lr"]
+    assert yaml.safe_load(best_yaml.read_text())["run_dir"] is None  # the trial's recorded config, as a new run
     main(["fit", "--config", str(best_yaml), "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])
     (run,) = Path("runs/xor_mlp").iterdir()  # named for its experiment (best.yaml names it), not for the file
     fitted = yaml.safe_load((run / "config.yaml").read_text())
@@ -199,6 +204,11 @@ def test_bad_storage_options_and_another_experiments_study_are_one_line(tmp_path
     xor = ["tune", "--config", config("xor_mlp"), *QUICK, "--search", search]
     for storage in ("sqlite:////nonexistent/folder/study.db", "postgresql://nobody@127.0.0.1:9/none"):
         fails_in_one_line(capfd, *xor, f"--storage={storage}", naming=f"--storage={storage}: cannot open it")
+    password = "--storage=postgresql://nobody:hunter2@127.0.0.1:9/none"  # never printed
+    fails_in_one_line(capfd, *xor, password, naming="--storage=postgresql://nobody:***@127.0.0.1:9/none: cannot open")
+    devices = tmp_path / "devices.yaml"
+    devices.write_text(yaml.safe_dump({**LR, "trainer.devices": [1, 2]}))
+    fails_in_one_line(capfd, *xor[:3], "--search", devices, naming="trainer.devices cannot be searched")
     fails_in_one_line(capfd, *xor, "--trainer.devices=2", naming="a trial runs on one device")
     fails_in_one_line(capfd, *xor, "--timeout=soon", naming="--timeout=soon")
     fails_in_one_line(capfd, *xor, "--sampler=TPESamplr", naming="--sampler=TPESamplr: no class by that name")
@@ -227,3 +237,54 @@ def test_search_file_that_is_not_utf8_is_one_line(tmp_path, capfd):
     search = tmp_path / "latin1.yaml"
     search.write_bytes("model.optimizer.lr: {low: 0.001, high: 0.1}  # café\n".encode("latin-1"))
     fails_in_one_line(capfd, "tune", "--config", config("xor_mlp"), "--search", search, naming="cannot read it")
+
+
+class RefuseLargeRates(L.Callback):
+    """Fails a trial whose learning rate is large, as a CUDA out-of-memory error would fail it."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.optimizers[0].param_groups[0]["initial_lr"] > 0.01:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path, capfd):
+    rates = space(tmp_path, {"model.optimizer.lr": [0.001, 0.05]})
+    refuse = "--trainer.callbacks+=test_tune.RefuseLargeRates"
+    tune("--search", rates, "--trials=2", "--sampler.seed=0", "--model.optimizer.lr=0.05", refuse)
+    done = trials()
+    failed = [t for t in done if t.state == TrialState.FAIL]
+    assert failed and failed[0].number == 0  # the configured rate runs first, and fails
+    assert failed[0].user_attrs["failed"].startswith("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert sum(t.state == TrialState.COMPLETE for t in done) == 2  # --trials counts finished trials
+    err = capfd.readouterr().err
+    assert "trial 0 failed: CUDA out of memory" in err and "Traceback" not in err
+    assert Path(f"runs/{STUDY}/best.yaml").is_file()
+
+    Path(f"runs/{STUDY}/study.db").unlink()  # the study created again: its trials get folders of their own
+    tune("--search", rates, "--trials=1", "--model.optimizer.lr=0.001")
+    folders = sorted(p.name for p in Path(f"runs/{STUDY}").glob("trial-000*"))
+    assert len(folders) == 2 and folders[0] == "trial-000" and trials()[0].user_attrs["run_dir"].endswith(folders[1])
+
+
+class KillTheWorkerInTrialOne(L.Callback):
+    """SIGKILLs the tune worker during trial 1's first epoch: no clean-up of any kind runs."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if Path(trainer.default_root_dir).name == "trial-001":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_workers_trial_is_failed_and_the_next_worker_finishes_the_study(tmp_path, capfd):
+    search = space(tmp_path, LR)
+    command = [LITLAB, "tune", "--config", config("xor_mlp"), *QUICK, "--search", search, "--trials=3"]
+    kill = "--trainer.callbacks+=test_tune.KillTheWorkerInTrialOne"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    killed = subprocess.run([*command, kill], capture_output=True, text=True, env=env, timeout=240)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert [t.state for t in trials()] == [TrialState.COMPLETE, TrialState.RUNNING]  # left running by the kill
+
+    main(command[1:])  # another worker on this machine
+    done = trials()
+    assert done[1].state == TrialState.FAIL  # found dead when the worker started, not waited for
+    assert sum(t.state == TrialState.COMPLETE for t in done) == 3 and len(done) == 4
+    assert "trials 1 failed: their worker on this machine is gone" in capfd.readouterr().out
