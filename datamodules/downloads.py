@@ -22,11 +22,11 @@ def downloaded_path(url: str, folder: Path) -> Path:
     return Path(folder).expanduser() / Path(urlparse(url).path).name
 
 
-def download(url: str, folder: Path, md5: str | None = None, instead: str = "") -> Path:
-    """`url`'s file in `folder` (`downloaded_path`), fetched once; a one-line error that says what to do `instead`
-    when it cannot be fetched (no connection, a wrong checksum)."""
+def download(url: str, folder: Path, md5: str | None = None, instead: str = "", name: str | None = None) -> Path:
+    """`url`'s file in `folder` (`downloaded_path`, or `name`), fetched once; a one-line error that says what to do
+    `instead` when it cannot be fetched (no connection, a wrong checksum)."""
     folder = Path(folder).expanduser()
-    target = downloaded_path(url, folder)
+    target = folder / name if name else downloaded_path(url, folder)
     if check_integrity(target, md5):
         return target
     folder.mkdir(parents=True, exist_ok=True)

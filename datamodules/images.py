@@ -63,6 +63,21 @@ def augment_batch(
     return x
 
 
+def check_augmentation(
+    translate: int | None, zoom: tuple[float, float] | None, contrast: tuple[float, float] | None, size: tuple[int, int]
+) -> None:
+    """One line for augmentation settings outside their meaning: a shift that moves an image out of its frame, a zoom
+    or contrast range that is empty, reversed, or holds a factor of 0 or less (a negative zoom mirrors and shrinks the
+    image to almost nothing)."""
+    if translate is not None and translate >= min(size):
+        raise LitlabError(
+            f"--data.translate={translate}: shifts must stay below the image's {min(size)} pixels (a few is usual)"
+        )
+    for name, pair in (("zoom", zoom), ("contrast", contrast)):
+        if pair is not None and not (len(pair) == 2 and 0 < pair[0] <= pair[1]):
+            raise LitlabError(f"--data.{name}={list(pair)}: give [low, high] with 0 < low <= high (1: unchanged)")
+
+
 def random_rectangles(n: int, h: int, w: int, chosen: Tensor) -> Tensor:
     """(N, H, W) masks, True inside one random rectangle per chosen image (2-25 % of the area, aspect 0.3-3.3)."""
     r = torch.rand(n, 4, device=chosen.device)
@@ -179,6 +194,7 @@ class ImageClassData(InMemoryDataModule):
         self.seed = seed
         self.train_on_val = train_on_val
         self.augment = augment
+        check_augmentation(translate, zoom, contrast, self.size)
         chosen = {"shift": translate, "scale": zoom, "contrast": contrast, "erase": erase}
         self.augment_with = {**self.augmentation, **{k: v for k, v in chosen.items() if v is not None}}
         self.predict_files = [Path(p) for p in predict_files or []]

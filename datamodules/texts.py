@@ -4,8 +4,10 @@ notebook's cleaning."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 from datamodules.downloads import download, downloaded_path
 from litlab.errors import LitlabError
@@ -33,26 +35,47 @@ def read_corpus(files: list[Path]) -> str:
         if not file.is_file():
             raise LitlabError(f"text file {file} not found: pass --data.text_files with existing files")
         try:
-            texts.append(strip_gutenberg(file.read_text(encoding="utf-8-sig")))
+            text = file.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as err:
             raise LitlabError(f"text file {file} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+        if re.match(r"\s*(<!doctype html|<html)", text[:1024], re.IGNORECASE):
+            raise LitlabError(
+                f"text file {file} is a web page (HTML), not plain text: give the URL of the text itself "
+                f"(Project Gutenberg: the 'Plain Text UTF-8' link)"
+            )
+        texts.append(strip_gutenberg(text))
     return "\n".join(texts)
+
+
+def corpus_downloads(urls: list[str] | None, data_dir: Path) -> list[tuple[str, Path]]:
+    """Each URL (default: Jane Eyre) and the file it is downloaded to in `data_dir`: its name in the URL, with a short
+    hash of the URL added when an earlier URL of the list has the same name, so that each is read."""
+    places, taken = [], set()
+    for url in urls or [JANE_EYRE]:
+        path = downloaded_path(url, Path(data_dir))
+        if not path.name or urlparse(url).path.endswith("/"):
+            raise LitlabError(f"--data.urls: {url} names no file (a folder or a site): give the URL of a text file")
+        if path.name in taken:
+            path = path.with_name(f"{path.stem}-{hashlib.sha1(url.encode()).hexdigest()[:8]}{path.suffix}")
+        taken.add(path.name)
+        places.append((url, path))
+    return places
 
 
 def corpus_files(text_files: list[Path] | None, urls: list[str] | None, data_dir: Path) -> list[Path]:
     """The files a corpus is read from: `text_files` when given, otherwise where `urls` (default: Jane Eyre) are
-    downloaded under `data_dir`."""
+    downloaded under `data_dir` (`corpus_downloads`)."""
     if text_files:
         return [Path(f) for f in text_files]
-    return [downloaded_path(url, Path(data_dir)) for url in urls or [JANE_EYRE]]
+    return [path for _, path in corpus_downloads(urls, data_dir)]
 
 
 def fetch_corpus(text_files: list[Path] | None, urls: list[str] | None, data_dir: Path) -> None:
     """Download `urls` (default: Jane Eyre) into `data_dir` unless local `text_files` are given (rank 0,
     `prepare_data`)."""
     if not text_files:
-        for url in urls or [JANE_EYRE]:
-            download(url, Path(data_dir), instead=": check the connection, or pass --data.text_files")
+        for url, path in corpus_downloads(urls, data_dir):
+            download(url, Path(data_dir), instead=": check the connection, or pass --data.text_files", name=path.name)
 
 
 def read_predict_file(file: Path) -> str:

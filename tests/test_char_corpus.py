@@ -3,14 +3,17 @@ contiguous splits without leakage, and windows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+import datamodules.downloads
 from datamodules.char_corpus import CharVocab
 from datamodules.char_windows import JitteredWindows, StreamSampler, TextStreams, contiguous_splits, tiled_windows
 from datamodules.data_module import keep_batch
-from datamodules.texts import clean_text, corpus_files, read_corpus, strip_gutenberg
+from datamodules.texts import clean_text, corpus_files, fetch_corpus, read_corpus, strip_gutenberg
 from litlab.errors import LitlabError
 
 GUTENBERG = """The Project Gutenberg eBook of Jane Eyre: An Autobiography
@@ -137,3 +140,24 @@ def test_corpus_files_are_local_files_or_where_urls_land(tmp_path):
     urls = ["https://example.org/files/1260-0.txt?download=1", "https://example.org/b/other.txt"]
     assert corpus_files(None, urls, tmp_path / "d") == [tmp_path / "d" / "1260-0.txt", tmp_path / "d" / "other.txt"]
     assert corpus_files(None, None, tmp_path) == [tmp_path / "pg1260.txt"]  # Jane Eyre by default
+
+
+def test_two_urls_with_one_file_name_are_both_read_and_a_web_page_or_folder_is_one_line(tmp_path, monkeypatch):
+    served = {"https://a.org/book.txt": "First book.", "https://b.org/files/book.txt": "Second book."}
+
+    def fetch(url, root, filename, md5=None):  # the network, served from here
+        (Path(root) / filename).write_text(served[url], encoding="utf-8")
+
+    monkeypatch.setattr(datamodules.downloads, "download_url", fetch)
+    urls = list(served)
+    fetch_corpus(None, urls, tmp_path / "data")
+    files = corpus_files(None, urls, tmp_path / "data")
+    assert files[0].name == "book.txt" and files[1].name.startswith("book-") and len(set(files)) == 2
+    assert read_corpus(files) == "First book.\nSecond book."
+
+    page = tmp_path / "page.txt"
+    page.write_text("<!DOCTYPE html>\n<html><body>Jane Eyre</body></html>", encoding="utf-8")
+    with pytest.raises(LitlabError, match="is a web page \\(HTML\\), not plain text"):
+        read_corpus([page])
+    with pytest.raises(LitlabError, match="names no file"):
+        corpus_files(None, ["https://www.gutenberg.org/ebooks/"], tmp_path)

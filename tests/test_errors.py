@@ -169,6 +169,9 @@ def test_trainer_setting_lightning_refuses_is_one_line(capfd, arg, expected):
             ["--model.init_args.glove_path=glove.txt", "--model.init_args.embeddings_from=bert-base-uncased"],
             "glove_path or --model.init_args.embeddings_from, not both",
         ),
+        ("fashion_cnn", ["--data.init_args.translate=28"], "--data.translate=28: shifts must stay below"),
+        ("fashion_cnn", ["--data.init_args.zoom=[-1.1, -0.9]"], "--data.zoom=[-1.1, -0.9]: give [low, high] with 0 <"),
+        ("cifar10_resnet18_scratch", ["--data.init_args.contrast=[1.2, 0.8]"], "--data.contrast=[1.2, 0.8]: give"),
     ],
 )
 def test_a_model_refusing_its_arguments_is_one_line(capfd, experiment, args, expected):
