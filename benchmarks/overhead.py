@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from throughput import fit_with, in_scratch_dir  # noqa: E402
 
-from litlab.cli import LitlabCLI  # noqa: E402
+from litlab.cli import prepare  # noqa: E402
 from litlab.optim import configure_optimizers  # noqa: E402
 
 
@@ -81,19 +81,13 @@ def litlab_run(config: str, epochs: int, extra: list[str]) -> StepClock:
 
 
 def plain_run(config: str, epochs: int) -> StepClock:
-    cli = LitlabCLI(
-        args=[
-            "--config",
-            config,
-            "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
-            f"--trainer.max_epochs={epochs}",
-        ],
-        run=False,
-    )  # builds the same model and data, no run
+    quiet = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", f"--trainer.max_epochs={epochs}"]
+    cli = prepare("fit", ["--config", config, *quiet])  # builds the same model and data, no run
     L.seed_everything(42)
     model, data = cli.model, cli.datamodule
     data.setup("fit")
+    model.from_data = lambda name: getattr(data, name)  # what a Trainer's fit reads from its DataModule
+    model.configure_model()
     train, val = data.splits["train"], data.splits["val"]
     n, batch_size = len(next(iter(train.values()))), data.batch_size
     steps = epochs * -(-n // batch_size)

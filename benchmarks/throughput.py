@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from litlab.cli import LitlabCLI  # noqa: E402
+from litlab.cli import launch  # noqa: E402
 
 
 class EpochTimer(L.Callback):
@@ -69,8 +69,8 @@ class EpochTimer(L.Callback):
 
 def fit_with(callback: str, config: str, epochs: int, extra: list[str]) -> L.Callback:
     """`litlab fit` with one more callback (`module.Class`, importable from benchmarks/); returns that callback."""
-    cli = LitlabCLI(args=["fit", "--config", config, f"--trainer.max_epochs={epochs}",
-                          f"--trainer.callbacks+={callback}", *extra])  # fmt: skip
+    epochs_and_callback = [f"--trainer.max_epochs={epochs}", f"--trainer.callbacks+={callback}"]
+    cli = launch("fit", ["--config", config, *epochs_and_callback, *extra])
     return next(c for c in cli.trainer.callbacks if type(c).__name__ == callback.rsplit(".", 1)[-1])
 
 
