@@ -35,7 +35,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from litlab.catalogue import family
 from litlab.errors import LitlabError
-from litlab.survival import checkpoint_step, in_slurm_batch_job, newest_checkpoint, slurm_run_name
+from litlab.survival import checkpoint_step, in_slurm_batch_job, newest_checkpoint, position, slurm_run_name
 from litlab.tracking import choose_wandb_mode
 
 
@@ -70,7 +70,7 @@ def place_run(config: Namespace, subcommand: str, checkpoint: dict | None, ckpt_
         return RunPlace(Path(config.run_dir), new_run_id())
     if origin is not None and subcommand == "predict":
         return RunPlace(fresh_dir(origin, "predict"), new_run_id())
-    if origin is not None and subcommand == "fit" and (newer := newer_checkpoint(origin, Path(ckpt_path))):
+    if origin is not None and subcommand == "fit" and (newer := newer_checkpoint(origin, Path(ckpt_path), checkpoint)):
         run_id = new_run_id()
         branch = origin.parent / run_id
         note = f"{ckpt_path} is behind {newer}: this fit continues as a new run, {branch}"
@@ -88,12 +88,12 @@ def place_run(config: Namespace, subcommand: str, checkpoint: dict | None, ckpt_
     return RunPlace(experiment_dir / run_id, run_id)
 
 
-def newer_checkpoint(run: Path, ckpt_path: Path) -> Path | None:
-    """The run's newest checkpoint when it is further along than `ckpt_path` (None when `ckpt_path` is the newest)."""
+def newer_checkpoint(run: Path, ckpt_path: Path, checkpoint: dict) -> Path | None:
+    """The run's newest checkpoint when it is further along than `ckpt_path` (loaded: `checkpoint`), else None."""
     newest = newest_checkpoint(run)
     if newest is None or newest.resolve() == ckpt_path.resolve():
         return None
-    return newest if checkpoint_step(newest) > checkpoint_step(ckpt_path) else None
+    return newest if checkpoint_step(newest) > position(checkpoint) else None
 
 
 def experiment_name(config: Namespace) -> str:

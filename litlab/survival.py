@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from litlab.checkpoints import load_checkpoint
 from litlab.errors import LitlabError
 
 EXIT_STATUS = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 128 + signal.SIGINT}
@@ -219,13 +220,17 @@ def slurm_run_name(config: dict[str, Any]) -> str:
     return f"slurm-{job}-{digest}"
 
 
+def position(checkpoint: dict) -> tuple[int, int]:
+    """How far a loaded checkpoint is: (global step, epoch)."""
+    return int(checkpoint.get("global_step", -1)), int(checkpoint.get("epoch", -1))
+
+
 def checkpoint_step(path: Path) -> tuple[int, int]:
-    """A checkpoint's (global step, epoch), read without loading its tensors; (-1, -1) when unreadable."""
+    """A checkpoint file's (global step, epoch), its tensors memory-mapped, not read; (-1, -1) when it does not load."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # a checkpoint that cannot be read is never the one to resume from
+        return position(load_checkpoint(str(path)))
+    except LitlabError:  # a checkpoint that cannot be read is never the one to resume from
         return -1, -1
-    return int(state.get("global_step", -1)), int(state.get("epoch", -1))
 
 
 def newest_checkpoint(run: Path) -> Path | None:
