@@ -4,6 +4,7 @@ experiment, trainer config and W&B run id inside every checkpoint (`checkpoints.
 
 from __future__ import annotations
 
+import copy
 import netrc
 import os
 from pathlib import Path
@@ -64,6 +65,7 @@ class RunRecord(SaveConfigCallback):
     def __init__(self, *args, joins_run: bool = False, **kwargs) -> None:
         super().__init__(*args, save_to_log_dir=False, **kwargs)
         self.joins_run = joins_run
+        self._as_dict: dict | None = None
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         directory = Path(trainer.default_root_dir)  # rank 0's: the run folder (`runs.run_dir`)
@@ -77,8 +79,11 @@ class RunRecord(SaveConfigCallback):
             trainer.logger.experiment.config.update(self.as_dict(), allow_val_change=True)
 
     def as_dict(self) -> dict:
-        """The resolved config, credentials masked (`litlab.masking`): what config.yaml, W&B and checkpoints hold."""
-        return mask(yaml.safe_load(self.parser.dump(self.config, skip_none=False)))
+        """The resolved config, credentials masked (`litlab.masking`): what config.yaml, W&B and checkpoints hold.
+        Dumped once per run (it does not change): each dump takes about 0.1 s, which every checkpoint paid before."""
+        if self._as_dict is None:
+            self._as_dict = mask(yaml.safe_load(self.parser.dump(self.config, skip_none=False)))
+        return copy.deepcopy(self._as_dict)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         config = self.as_dict()
