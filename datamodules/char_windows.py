@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
+from datamodules.data_module import index_tensor
 from litlab.errors import LitlabError
 
 
@@ -36,7 +37,7 @@ class JitteredWindows(Dataset):
         return self.count
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
-        stretch = torch.as_tensor(indices) * self.width  # (B,)
+        stretch = index_tensor(indices) * self.width  # (B,)
         starts = stretch + torch.randint(0, self.width, (len(indices),)) if self.jitter else stretch
         windows = self.ids[starts.unsqueeze(1) + torch.arange(self.width)]  # (B, context_len + 1)
         return {"x": windows[:, :-1], "y": windows[:, 1:]}
@@ -62,7 +63,7 @@ class TextStreams(Dataset):
         return self.steps * self.rows
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor | bool]:
-        given = torch.as_tensor(indices)  # (B,)
+        given = index_tensor(indices)  # (B,)
         shift, index = given // len(self), given % len(self)
         step = int(index[0]) // self.rows
         if bool((index // self.rows != step).any()) or bool((shift != shift[0]).any()):

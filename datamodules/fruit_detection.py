@@ -20,7 +20,7 @@ from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativ
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.data_module import DataModule
+from datamodules.data_module import DataModule, index_tensor
 from datamodules.detection_transforms import augment_detection
 from datamodules.images import predict_file_errors
 from datamodules.proposals import ProposalCache, anchor_boxes
@@ -57,7 +57,7 @@ class DetectionImages(Dataset):
         return len(self.images)
 
     def __getitems__(self, indices: list[int]) -> dict:
-        index = torch.as_tensor(indices, dtype=torch.long)
+        index = index_tensor(indices)
         images = self.images[index]
         boxes, labels = [self.boxes[i] for i in indices], [self.labels[i] for i in indices]
         proposals = None if self.proposals is None else [self.proposals[i] for i in indices]

@@ -11,7 +11,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.data_module import DataModule
+from datamodules.data_module import DataModule, index_tensor
 
 Columns = dict[str, Tensor | list]  # a list column holds what a model shows but never computes on (file names)
 
@@ -47,7 +47,7 @@ class TensorColumns(Dataset):
 
     def __getitems__(self, indices: list[int]) -> Columns:
         device = next(c for c in self.columns.values() if isinstance(c, Tensor)).device
-        on_host = torch.as_tensor(indices)  # (B,)
+        on_host = index_tensor(indices)  # (B,)
         index = on_host
         if device.type == "cuda":  # a copy from pinned memory does not wait for the GPU to catch up
             index = on_host.pin_memory().to(device, non_blocking=True)

@@ -27,7 +27,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.data_module import DataModule
+from datamodules.data_module import DataModule, index_tensor
 from datamodules.text_batches import Ragged
 from datamodules.tokenizers import HubTokenizer
 from litlab.errors import LitlabError
@@ -84,7 +84,7 @@ class InstructionPairs(Dataset):
         return len(self.pairs)
 
     def __getitems__(self, indices: list[int]) -> dict:
-        pad_id, index = self.tokenizer.pad_token_id, torch.as_tensor(indices, dtype=torch.long)
+        pad_id, index = self.tokenizer.pad_token_id, index_tensor(indices)
         ids, lengths = self.full.batch(index, pad_id)  # (B, T), right-padded
         prompt_ids, prompt_lengths = self.prompts.batch(index, pad_id)
         steps = torch.arange(ids.size(1))

@@ -19,12 +19,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.data_module import DataModule
+from datamodules.data_module import DataModule, index_tensor
 from datamodules.in_memory import gather
 from datamodules.spelling_noise import add_noise, make_segments
 from datamodules.text_batches import Ragged, length_batches
@@ -46,7 +45,7 @@ class Pairs(Dataset):
         return len(self.inputs)
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long)
+        index = index_tensor(indices)
         ids, lengths = self.inputs.batch(index, self.pad_id, multiple=8)
         labels, _ = self.targets.batch(index, -100, multiple=8)
         return {

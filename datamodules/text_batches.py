@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, Dataset, Sampler, SequentialSampler
 
-from datamodules.data_module import EpochShuffle
+from datamodules.data_module import EpochShuffle, index_tensor
 from datamodules.in_memory import gather
 
 
@@ -61,7 +61,7 @@ class Sequences(Dataset):
         return len(self.lengths)
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long)  # (B,)
+        index = index_tensor(indices)  # (B,)
         ids, lengths = self.sequences.batch(index, self.pad_id, self.multiple)
         return {
             "ids": ids,

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from datamodules.arithmetic import ArithmeticData, ArithmeticTokenizer, expression_key
-from datamodules.data_module import keep_batch
+from datamodules.data_module import index_tensor, keep_batch
 from datamodules.in_memory import TensorColumns
 from datamodules.xor import XorData
 from litlab.errors import LitlabError
@@ -119,3 +119,8 @@ def test_list_columns_travel_with_their_rows():
     columns = TensorColumns({"x": torch.arange(5) * 10, "name": ["a", "b", "c", "d", "e"]})
     batch = columns.__getitems__([3, 0])
     assert batch["x"].tolist() == [30, 0] and batch["name"] == ["d", "a"]
+
+
+def test_batch_indices_become_one_int64_tensor():
+    assert index_tensor([3, 1, 4]).tolist() == [3, 1, 4] and index_tensor([3, 1, 4]).dtype == torch.long
+    assert index_tensor([]).shape == (0,) and index_tensor(torch.tensor([2], dtype=torch.int32)).dtype == torch.long
