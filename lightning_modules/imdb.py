@@ -64,8 +64,7 @@ class ReviewClassifier(Classifier):
         return loss
 
     def _keep_confident_errors(self, logits: Tensor, y: Tensor, texts: list[str], keep: int = 20) -> None:
-        """The batch's most confident wrong predictions, kept on the device (no sync until test end), and a
-        reference to the batch's review texts."""
+        """The batch's most confident wrong predictions, kept on the device (no sync until test end), and its texts."""
         confidence, predicted = logits.detach().float().softmax(1).max(1)
         wrongness = torch.where(predicted != y, confidence, -1.0)
         top = wrongness.topk(min(keep, len(y))).indices
@@ -112,6 +111,8 @@ class WordClassifier(ReviewClassifier):
             maximum over the review's words.
         ngrams, buckets: the longest word n-gram and the embedding rows the n-grams are hashed into (bag); ngrams is
             the window's width in words (region_cnn).
+        sparse_grads: (bag) a step updates only the embedding rows its batch reads, as fastText's SGD does, with an
+            optimizer that takes sparse gradients (SGD, Adagrad, SparseAdam); under DDP, on the gloo backend only.
         dropout: in the head, between layers, and on the embeddings (attention only).
         word_dropout: the share of each training review's words replaced by the unknown word, drawn afresh every step
             (evaluation reads every word).
@@ -143,6 +144,7 @@ class WordClassifier(ReviewClassifier):
         pooling: Literal["final", "max"] = "final",
         ngrams: PositiveInt = 2,
         buckets: PositiveInt = 2**20,
+        sparse_grads: bool = False,
         dropout: ClosedUnitInterval = 0.3,
         word_dropout: ClosedUnitInterval = 0.0,
         attention_dropout: ClosedUnitInterval = 0.0,
@@ -160,6 +162,8 @@ class WordClassifier(ReviewClassifier):
             raise LitlabError("pass either --model.init_args.glove_path or --model.init_args.embeddings_from, not both")
         if arch == "region_cnn" and (glove_path is not None or embeddings_from is not None):
             raise LitlabError("the region_cnn learns its windows' one-hot weights: it takes no pretrained vectors")
+        if sparse_grads and arch != "bag":
+            raise LitlabError(f"--model.init_args.sparse_grads=true is for arch bag, not {arch}")
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -219,22 +223,16 @@ class WordClassifier(ReviewClassifier):
                 vocab_size, embed_dim, hp.hidden, hp.layers, classes, hp.dropout, pad_id, hp.pooling
             )
         elif hp.arch == "bag":
-            self.net = BagOfNgramsClassifier(vocab_size, embed_dim, classes, hp.ngrams, hp.buckets, hp.dropout, pad_id)
+            self.net = BagOfNgramsClassifier(
+                vocab_size, embed_dim, classes, hp.ngrams, hp.buckets, hp.dropout, pad_id, hp.sparse_grads
+            )
         elif hp.arch == "region_cnn":
             self.net = RegionCNNClassifier(vocab_size, embed_dim, classes, hp.ngrams, hp.dropout, pad_id)
         else:
             self.net = AttentionClassifier(
-                vocab_size,
-                embed_dim,
-                hp.heads,
-                hp.layers,
-                hp.hidden,
-                classes,
-                hp.dropout,
-                hp.positions,
-                hp.attention_dropout,
-                pad_id=pad_id,
-            )
+                vocab_size, embed_dim, hp.heads, hp.layers, hp.hidden, classes, hp.dropout, hp.positions,
+                hp.attention_dropout, pad_id=pad_id,
+            )  # fmt: skip
         pretrained = hp.glove_path is not None or hp.embeddings_from is not None
         if vectors is not None:
             with torch.no_grad():

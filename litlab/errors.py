@@ -98,6 +98,8 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided.*")
     warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")  # test/predict in a new run dir
     warnings.filterwarnings("ignore", message=r".*'set_vital' is deprecated.*")  # torchdata's loader vs. newer torch
+    # sparse embedding gradients (`sparse_grads`): torch's note that it does not re-check each sparse tensor it builds
+    warnings.filterwarnings("ignore", message=r".*Sparse invariant checks are implicitly disabled.*")
     # the launcher hands LightningCLI the arguments it prepared (the checkpoint's config first), not sys.argv
     warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run from within Python")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())

@@ -91,6 +91,27 @@ def _arguments(factory: Callable) -> dict[str, object]:
     return {**defaults, **(getattr(factory, "keywords", None) or {})}
 
 
+SPARSE_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adagrad, torch.optim.SparseAdam)  # they take sparse gradients
+
+
+def check_sparse_gradients(module: nn.Module, opt: torch.optim.Optimizer) -> None:
+    """One line at the start, not a traceback at the first step, when embeddings with sparse gradients (`sparse=True`)
+    meet an optimizer that cannot take them, or weight decay, which torch does not apply to them."""
+    if not any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse for m in module.modules()):
+        return
+    if not isinstance(opt, SPARSE_OPTIMIZERS):
+        names = ", ".join(f"torch.optim.{kind.__name__}" for kind in SPARSE_OPTIMIZERS)
+        raise LitlabError(
+            f"sparse embedding gradients (sparse_grads) need an optimizer that takes them ({names}), "
+            f"not {type(opt).__name__}"
+        )
+    if any(group.get("weight_decay") for group in opt.param_groups):
+        raise LitlabError(
+            "sparse embedding gradients (sparse_grads) take no weight decay in torch: "
+            "pass --model.optimizer.init_args.weight_decay=0"
+        )
+
+
 def configure_optimizers(
     module: nn.Module,
     optimizer: OptimizerCallable,
@@ -118,6 +139,7 @@ def configure_optimizers(
         opt = optimizer([group for group in groups if group["params"]])
     except (ValueError, TypeError) as err:
         raise LitlabError(f"--model.optimizer: {err}") from None
+    check_sparse_gradients(module, opt)
     for group in opt.param_groups:
         group["lr"] *= vector_lr_scale if group["vector"] else 1.0
     if lr_scheduler is None and not held:

@@ -184,6 +184,21 @@ def test_bag_of_ngrams_hashes_word_order_into_its_own_rows():
     assert not torch.allclose(logits[0], logits[1])
 
 
+def test_sparse_gradients_move_only_the_rows_a_batch_reads(capfd):
+    bag = BagOfNgramsClassifier(vocab_size=10, embed_dim=4, classes=2, ngrams=2, buckets=7, sparse=True)
+    before = bag.embed.weight.detach().clone()
+    ids = torch.tensor([[2, 3, 5, 0]])
+    F.cross_entropy(bag(ids, torch.tensor([3])), torch.tensor([1])).backward()
+    assert bag.embed.weight.grad.is_sparse
+    torch.optim.SGD(bag.parameters(), lr=1.0).step()
+    moved = (bag.embed.weight != before).any(1).nonzero().flatten().tolist()
+    assert moved == sorted(set(bag.ngram_ids(ids).flatten().tolist()) - {0})  # words and bigrams, never padding
+    fit = ["fit", "--config", config("imdb_fasttext"), *tiny("imdb_fasttext"), *QUIET, "--trainer.max_epochs=1"]
+    adamw = ["--model.optimizer=torch.optim.AdamW", "--model.optimizer.init_args.weight_decay=0"]
+    fails_in_one_line(capfd, *fit, *adamw, naming="need an optimizer that takes them")
+    fails_in_one_line(capfd, *fit, "--model.optimizer.init_args.weight_decay=0.01", naming="take no weight decay")
+
+
 def test_region_cnn_is_a_convolution_over_one_hot_words_of_the_review_alone():
     torch.manual_seed(0)
     vocab, maps, region = 7, 5, 3

@@ -40,6 +40,7 @@ MEMORISING = {
     "curve": ["--model.optimizer.lr=0.05"],  # one full-batch step per epoch on features up to x⁶
     "fruit_rcnn_scratch": ["--model.init_args.rois_per_image=8"],  # a network pass per RoI
     "gpt2_lora": ["--lora.r=0"],
+    "imdb_fasttext": ["--model.optimizer.lr=0.3"],  # Adagrad's scale, not AdamW's
     "fruit_detection": [
         "--model.init_args.dropout=0",
         "--model.optimizer=AdamW",
@@ -114,7 +115,7 @@ def test_cnn_learns_visible_shapes(fixture_data, tmp_path):
 
 @pytest.mark.parametrize(
     "experiment, lr",
-    [("imdb_bilstm", 5e-3), ("imdb_self_attention", 5e-3), ("imdb_fasttext", 3e-2), ("imdb_region_cnn", 1e-2)],
+    [("imdb_bilstm", 5e-3), ("imdb_self_attention", 5e-3), ("imdb_fasttext", 0.3), ("imdb_region_cnn", 1e-2)],
 )
 def test_review_models_learn_telling_words(experiment, lr):
     """As configured (dropout, weight decay, bucketing), the word models learn which words carry a fixture review's

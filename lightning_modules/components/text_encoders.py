@@ -118,11 +118,12 @@ class BagOfNgramsClassifier(nn.Module):
         buckets: int = 2**20,
         dropout: float = 0.0,
         pad_id: int = 0,
+        sparse: bool = False,
     ) -> None:
         super().__init__()
         self.vocab_size, self.ngrams, self.buckets, self.pad_id = vocab_size, ngrams, buckets, pad_id
         rows = vocab_size + (buckets if ngrams > 1 else 0)
-        self.embed = nn.EmbeddingBag(rows, embed_dim, mode="mean", padding_idx=pad_id)
+        self.embed = nn.EmbeddingBag(rows, embed_dim, mode="mean", padding_idx=pad_id, sparse=sparse)
         nn.init.uniform_(self.embed.weight, -1 / embed_dim, 1 / embed_dim)  # fastText's start
         with torch.no_grad():
             self.embed.weight[pad_id].zero_()
