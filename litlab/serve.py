@@ -24,6 +24,8 @@ import importlib
 import inspect
 import json
 import shutil
+import signal
+import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
@@ -272,4 +274,13 @@ def server(args: argparse.Namespace) -> ls.LitServer:
 
 def serve_main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
-    server(args).run(host=args.host, port=args.port, generate_client_file=False)
+    litserver, stopped = server(args), []
+
+    def stop(signum: int, frame: Any) -> None:  # SIGTERM as Ctrl-C: LitServe stops its workers, none left orphaned
+        stopped.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    litserver.run(host=args.host, port=args.port, generate_client_file=False)
+    if stopped:
+        sys.exit(128 + stopped[0])

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import LITLAB, QUIET, checkpoints, cli, config, fails_in_one_line, tiny, workdir
 
@@ -132,8 +133,13 @@ def test_the_real_server_starts_answers_over_http_and_stops(tmp_path):
             model = json.loads(info.read())["model"]
         assert model["experiment"] == "XorMLP" and model["monitor"] == "val/acc" and model["checkpoint"] == str(best)
     finally:
+        workers = psutil.Process(process.pid).children(recursive=True)
         process.terminate()
         process.wait(timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        for worker in alive:
+            worker.kill()
+    assert workers and not alive and process.returncode == 143  # SIGTERM stops the workers too
 
 
 def test_a_checkpoint_that_cannot_be_served_is_one_line(tmp_path, capfd):
