@@ -115,6 +115,8 @@ class Interruption(Callback):
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) == signal.SIG_IGN:  # started ignoring it (nohup, a script's &): keeps ignoring
+                continue
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._handle)
 

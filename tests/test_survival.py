@@ -56,10 +56,13 @@ def assert_same_weights(expected: dict, actual: dict) -> None:
     ids=["adder-SIGTERM", "adder-SIGINT", "imdb-SIGTERM"],
 )
 def test_a_signal_mid_epoch_saves_the_exact_position_and_the_resume_ends_on_the_same_weights(
-    tmp_path, capsys, args, steps, signum, status
+    tmp_path, capsys, request, args, steps, signum, status
 ):
     # the resume must put back the loader's place in the epoch, its order, and every random state
     args = [*args, "--trainer.max_epochs=2"]
+    # Ctrl-C as in a terminal, even where the tests run with it ignored (started in the background by a script)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     uninterrupted = cli("fit", *args, "--trainer.default_root_dir=whole")
     assert uninterrupted.trainer.global_step == 2 * steps
     whole = uninterrupted.model.state_dict()
