@@ -28,6 +28,7 @@ import torch
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch import Tensor
 
+from datamodules.data_module import Strings
 from datamodules.in_memory import Columns, InMemoryDataModule
 from litlab.errors import LitlabError
 
@@ -160,7 +161,7 @@ class ArithmeticData(InMemoryDataModule):
         val_size: PositiveInt = 5_000,
         test_size: PositiveInt = 10_000,
         seed: int = 1234,
-        predict_expressions: list[str] | None = None,
+        predict_expressions: Strings | None = None,
         predict_file: str | None = None,
         layout: Literal["plain", "aligned", "interleaved"] = "aligned",
         near_ties: ClosedUnitInterval = 0.0,

@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.char_windows import JitteredWindows, StreamSampler, TextStreams, contiguous_splits, tiled_windows
-from datamodules.data_module import DataModule
+from datamodules.data_module import DataModule, Strings
 from datamodules.in_memory import TensorColumns
 from datamodules.texts import clean_text, corpus_files, fetch_corpus, read_corpus
 from litlab.errors import LitlabError
@@ -96,7 +96,7 @@ class CharCorpusData(DataModule):
         vocab: str | None = None,
         jitter: bool = True,
         streams: bool = False,
-        prompts: list[str] | None = None,
+        prompts: Strings | None = None,
         batch_size: PositiveInt = 64,
         eval_batch_size: PositiveInt | None = None,
         num_workers: NonNegativeInt = 0,

@@ -51,7 +51,7 @@ class CurveData(InMemoryDataModule):
         val_size: PositiveInt = 1000,
         test_size: PositiveInt = 1000,
         seed: int = 0,
-        predict_x: list[float] | None = None,
+        predict_x: tuple[float, ...] | None = None,
         batch_size: PositiveInt = 1_000_000,
         eval_batch_size: PositiveInt | None = 1_000_000,
         data_on_device: bool | None = None,

@@ -20,7 +20,7 @@ from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativ
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.data_module import DataModule, index_tensor
+from datamodules.data_module import DataModule, Strings, index_tensor
 from datamodules.detection_transforms import augment_detection
 from datamodules.images import predict_file_errors
 from datamodules.proposals import ProposalCache, anchor_boxes
@@ -121,7 +121,7 @@ class FruitDetectionData(DataModule):
         batch_size: PositiveInt = 4,
         eval_batch_size: PositiveInt | None = None,
         num_workers: NonNegativeInt = 0,
-        predict_files: list[Path] | None = None,
+        predict_files: Strings | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers)
         self.splits: dict[str, DetectionImages] = {}

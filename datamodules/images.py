@@ -21,6 +21,7 @@ from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from datamodules.data_module import Strings
 from datamodules.in_memory import Columns, InMemoryDataModule
 from litlab.errors import LitlabError
 
@@ -165,7 +166,7 @@ class ImageClassData(InMemoryDataModule):
         zoom: tuple[float, float] | None = None,
         contrast: tuple[float, float] | None = None,
         erase: ClosedUnitInterval | None = None,
-        predict_files: list[Path] | None = None,
+        predict_files: Strings | None = None,
         batch_size: PositiveInt = 256,
         eval_batch_size: PositiveInt | None = 1024,
         data_on_device: bool | None = None,

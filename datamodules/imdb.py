@@ -23,7 +23,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from datamodules.data_module import DataModule
+from datamodules.data_module import DataModule, Strings
 from datamodules.downloads import download_and_extract
 from datamodules.imdb_reviews import ACL_IMDB, ACL_IMDB_MD5, RATINGS, split_reviews
 from datamodules.text_batches import Ragged, Sequences, length_batches
@@ -75,8 +75,8 @@ class ImdbData(DataModule):
         bucket: bool = True,
         pad_to_multiple: PositiveInt = 8,
         num_workers: NonNegativeInt = 0,
-        predict_texts: list[str] | None = None,
-        predict_files: list[Path] | None = None,
+        predict_texts: Strings | None = None,
+        predict_files: Strings | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers)
         self.texts: dict[str, list[str]] = {}

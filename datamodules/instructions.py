@@ -27,7 +27,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.data_module import DataModule, index_tensor
+from datamodules.data_module import DataModule, Strings, index_tensor
 from datamodules.text_batches import Ragged
 from datamodules.tokenizers import HubTokenizer
 from litlab.errors import LitlabError
@@ -112,7 +112,7 @@ class InstructionData(DataModule):
         tokenizer: a Hugging Face tokenizer name or folder (the model's); one without a padding token pads with its
             end-of-text token (padding is masked by position, never by id).
         max_length: tokens of prompt and response together (longer ones are cut).
-        questions: instructions to answer with `litlab predict`.
+        predict_questions: instructions to answer with `litlab predict`.
         batch_size, eval_batch_size, num_workers: see `DataModule`.
 
     What a model may read (`Experiment.from_data`): `tokenizer` (the Hugging Face object).
@@ -125,7 +125,7 @@ class InstructionData(DataModule):
         test_file: Path | None = None,
         tokenizer: str = "openai-community/gpt2",
         max_length: PositiveInt = 512,
-        questions: list[str] | None = None,
+        predict_questions: Strings | None = None,
         batch_size: PositiveInt = 4,
         eval_batch_size: PositiveInt | None = None,
         num_workers: NonNegativeInt = 0,
@@ -163,8 +163,10 @@ class InstructionData(DataModule):
         return self.loader(self.splits["test"])
 
     def predict_dataloader(self) -> DataLoader:
-        questions = self.hparams.questions
+        questions = self.hparams.predict_questions
         if not questions or not all(q.strip() for q in questions):
-            raise LitlabError("nothing to predict: pass --data.questions '[\"Where was he born?\"]' (no empty ones)")
+            raise LitlabError(
+                "nothing to predict: pass --data.predict_questions '[\"Where was he born?\"]' (no empty ones)"
+            )
         pairs = [{"instruction": q, "response": ""} for q in questions]
         return self.loader(InstructionPairs(pairs, self.tokenizer, self.hparams.max_length))

@@ -17,6 +17,7 @@ from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveFloat,
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio import read_audio
+from datamodules.data_module import Strings
 from datamodules.downloads import download_and_extract
 from datamodules.speech import SpeechData, SpeechTokenizer, utterance_batch
 from datamodules.text_batches import length_batches
@@ -69,7 +70,7 @@ class LibriSpeechData(SpeechData):
         val_split: str = "dev-clean",
         test_split: str = "test-clean",
         max_seconds: PositiveFloat = 17.0,
-        predict_files: list[Path] | None = None,
+        predict_files: Strings | None = None,
         sample_rate: PositiveInt = 16000,
         n_mels: PositiveInt = 80,
         n_fft: PositiveInt = 400,

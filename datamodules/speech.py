@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio import log_mel, mel_filterbank, random_equaliser, read_audio, spec_augment
-from datamodules.data_module import DataModule
+from datamodules.data_module import DataModule, Strings
 from litlab.errors import LitlabError
 
 
@@ -115,7 +115,7 @@ class SpeechData(DataModule):
 
     def __init__(
         self,
-        predict_files: list[Path] | None = None,
+        predict_files: Strings | None = None,
         sample_rate: PositiveInt = 16000,
         n_mels: PositiveInt = 80,
         n_fft: PositiveInt = 400,

@@ -23,7 +23,7 @@ from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.data_module import DataModule, index_tensor
+from datamodules.data_module import DataModule, Strings, index_tensor
 from datamodules.in_memory import gather
 from datamodules.spelling_noise import add_noise, make_segments
 from datamodules.text_batches import Ragged, length_batches
@@ -102,8 +102,8 @@ class SpellingData(DataModule):
         batch_size: PositiveInt = 32,
         eval_batch_size: PositiveInt | None = None,
         num_workers: NonNegativeInt = 0,
-        predict_texts: list[str] | None = None,
-        predict_files: list[Path] | None = None,
+        predict_texts: Strings | None = None,
+        predict_files: Strings | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers)
         self.segments: dict[str, list[str]] = {}

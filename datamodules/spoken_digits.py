@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio import read_audio
+from datamodules.data_module import Strings
 from datamodules.downloads import download_and_extract
 from datamodules.speech import SpeechData, SpeechTokenizer, Utterances, utterance_batch
 from litlab.errors import LitlabError
@@ -108,7 +109,7 @@ class SpokenDigitsData(SpeechData):
         speed: float = 0.0,
         gain: float = 0.0,
         seed: int = 0,
-        predict_files: list[Path] | None = None,
+        predict_files: Strings | None = None,
         sample_rate: PositiveInt = 8000,
         n_mels: PositiveInt = 40,
         n_fft: PositiveInt = 256,

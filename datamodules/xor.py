@@ -28,7 +28,7 @@ class XorData(InMemoryDataModule):
         val_size: PositiveInt = 10_000,
         test_size: PositiveInt = 100_000,
         seed: int = 0,
-        predict_points: list[tuple[float, float]] | None = None,
+        predict_points: tuple[tuple[float, float], ...] | None = None,
         batch_size: PositiveInt = 1024,
         eval_batch_size: PositiveInt | None = 100_000,
         data_on_device: bool | None = None,

@@ -136,7 +136,10 @@ def test_number_outside_its_domain_is_refused_where_parsed(capfd, experiment, ar
         ("--model.optimizer.lr=abc", "--model.optimizer.lr=abc: expected float or Tensor"),
         ("--trainer.precision=fp8", "--trainer.precision=fp8: expected one of [64, 32, 16], one of ['transformer-en"),
         # a union whose first type refused the value for its shape: every accepted type, not only None
-        ("--data.predict_points=[[1,2,3]]", "--data.predict_points=[[1, 2, 3]]: expected list[tuple[float, float]] or"),
+        (
+            "--data.predict_points=[[1,2,3]]",
+            "--data.predict_points=[[1, 2, 3]]: expected tuple[tuple[float, float], ...] or None",
+        ),
         # a class's argument of one type, plain and constrained
         ("--model.activation=foo", "--model.activation=foo: expected one of ['relu', 'gelu', 'tanh', 'sigmoid']"),
         (

@@ -64,4 +64,4 @@ def test_bad_instruction_files_are_one_line(tmp_path, capfd):
     bad.write_text(json.dumps({"question": "Where?", "answer": "Here."}) + "\n")
     fails_in_one_line(capfd, "fit", *GPT2_TINY, f"--data.train_file={bad}", naming="instruction")
     fails_in_one_line(capfd, "fit", *GPT2_TINY, f"--data.train_file={tmp_path / 'none.jsonl'}", naming="no such file")
-    fails_in_one_line(capfd, "predict", *GPT2_TINY, "--data.questions=['']", naming="nothing to predict")
+    fails_in_one_line(capfd, "predict", *GPT2_TINY, "--data.predict_questions=['']", naming="nothing to predict")
