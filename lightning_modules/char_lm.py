@@ -65,6 +65,7 @@ class CharLM(Experiment):
     data_arguments = ("vocab_size", "context_len")
     lora_targets = ("qkv",)  # the GPT's fused query/key/value projection (the LoRA paper adapts W_q and W_v)
     prediction_format = "{input!r} -> {output!r}"
+    request_settings = ("generate_chars", "temperature", "top_k")
 
     def __init__(
         self,
@@ -178,7 +179,7 @@ class CharLM(Experiment):
         run.log({"embeddings/pca": wandb.plot.scatter(table, "x", "y", title="character embeddings (PCA)")})
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[dict]:
-        hp = self.hparams
-        ids = self.generate(batch["x"], hp.generate_chars, hp.temperature, hp.top_k)
+        chars, temperature, top_k = (self.setting(n) for n in ("generate_chars", "temperature", "top_k"))
+        ids = self.generate(batch["x"], chars, temperature, top_k)
         output = self.from_data("vocab").decode(ids[0])
-        return [{"input": batch["prompt"][0], "output": output, "temperature": hp.temperature}]
+        return [{"input": batch["prompt"][0], "output": output, "temperature": temperature}]

@@ -9,7 +9,7 @@ measured rather than eyeballed. LoRA is litlab's (`--lora`, `litlab.adapters`) o
 `c_attn` (or `q_proj`/`v_proj` of Llama-style models) by default.
 
     litlab fit --config configs/gpt2_lora.yaml --data.train_file pairs.jsonl --data.val_file held_out.jsonl
-    litlab predict --ckpt_path <best.ckpt> --data.questions '["Where was Liao Nianbo born?"]'
+    litlab predict --ckpt_path <best.ckpt> --data.predict_questions '["Where was Liao Nianbo born?"]'
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class InstructionLM(Experiment):
     monitor, monitor_mode = "val/loss", "min"
     prediction_format = "{input} -> {output}"
     lora_targets = ("c_attn", "q_proj", "v_proj")
+    request_settings = ("max_new_tokens", "temperature", "top_p")
 
     def __init__(
         self,
@@ -67,14 +68,15 @@ class InstructionLM(Experiment):
     def answer(self, batch: dict) -> list[str]:
         """The generated answers to the batch's left-padded prompts, up to the end-of-text token."""
         tokenizer = self.from_data("tokenizer")
-        sampling = {"do_sample": True, "temperature": self.hparams.temperature, "top_p": self.hparams.top_p}
+        temperature = self.setting("temperature")
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": self.setting("top_p")}
         generated = self.net.generate(
             input_ids=batch["prompt_ids"],
             attention_mask=batch["prompt_mask"],
-            max_new_tokens=self.hparams.max_new_tokens,
+            max_new_tokens=self.setting("max_new_tokens"),
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            **(sampling if self.hparams.temperature > 0 else {"do_sample": False}),
+            **(sampling if temperature > 0 else {"do_sample": False}),
         )  # (B, prompt + new)
         new = generated[:, batch["prompt_ids"].size(1) :]
         return [text.strip() for text in tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -43,6 +43,7 @@ class SpeechCTC(Experiment):
     monitor, monitor_mode = "val/cer", "min"
     data_arguments = ("n_mels", "vocab_size")
     prediction_format = "{input}: {output}"
+    request_settings = ("beam_width",)
 
     def __init__(
         self,
@@ -74,7 +75,7 @@ class SpeechCTC(Experiment):
 
     def transcribe(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
         """Transcripts of a batch's log-probabilities: greedy, or by beam search."""
-        tokenizer, width = self.from_data("tokenizer"), self.hparams.beam_width
+        tokenizer, width = self.from_data("tokenizer"), self.setting("beam_width")
         if width == 1:
             paths = greedy_paths(log_probs, lengths).tolist()  # one copy to the host per batch
             return [tokenizer.decode(collapse(path)) for path in paths]

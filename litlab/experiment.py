@@ -54,6 +54,8 @@ class Experiment(L.LightningModule):
     adaptation: Adaptation | None = None  # `--init_from`, `--lora` (`litlab.adapters`): set by the launcher
     lora_targets: ClassVar[tuple[str, ...]] = ()  # the layers `--lora` adapts by default (peft's `target_modules`)
     lora_train_fully: ClassVar[tuple[str, ...]] = ()  # and the modules it trains whole by default (a new head)
+    request_settings: ClassVar[tuple[str, ...]] = ()  # predict's hyperparameters a `litlab serve` request may set
+    data_outside_trainer: L.LightningDataModule | None = None  # what `from_data` reads without a Trainer (serving)
 
     def __init__(
         self, optimizer: OptimizerCallable = torch.optim.AdamW, lr_scheduler: LRSchedulerCallable | None = None
@@ -69,6 +71,7 @@ class Experiment(L.LightningModule):
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.learned: dict[str, Any] = {}  # constructor arguments decided at the first fit, for the checkpoint
         self.figure_batch: dict[str, Any] | None = None  # see `keep_for_figures`
+        self.requested: dict[str, Any] = {}  # a served request's own `request_settings` (`litlab.serve`), while it runs
         self._built = False
 
     def build(self) -> None:
@@ -104,7 +107,7 @@ class Experiment(L.LightningModule):
     def from_data(self, name: str) -> Any:
         """The DataModule's public attribute `name` (one line when there is no DataModule or it lacks one)."""
         trainer = self.attached_trainer()
-        data = trainer.datamodule if trainer is not None else None
+        data = trainer.datamodule if trainer is not None else self.data_outside_trainer
         if data is None or not hasattr(data, name):
             owner = type(data).__name__ if data is not None else "no DataModule"
             raise LitlabError(f"{type(self).__name__} needs the data's `{name}`, which {owner} does not provide")
@@ -116,6 +119,10 @@ class Experiment(L.LightningModule):
         if value is None:
             value = self.learned[name] = self.from_data(name)
         return value
+
+    def setting(self, name: str) -> Any:
+        """A hyperparameter of predict (one of `request_settings`): the served request's own, else the configured."""
+        return self.requested.get(name, self.hparams[name])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.setdefault("hyper_parameters", {}).update(self.learned)
@@ -242,4 +249,4 @@ def experiment_from_config(model: dict | Namespace) -> Experiment:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(Experiment, "model")
     given = model.as_dict() if isinstance(model, Namespace) else model
-    return parser.instantiate_classes(parser.parse_object({"model": given})).model
+    return parser.instantiate(parser.parse_object({"model": given})).model

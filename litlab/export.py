@@ -19,6 +19,7 @@ import io
 import warnings
 from pathlib import Path
 
+import lightning as L
 import torch
 
 from litlab import adapters
@@ -28,17 +29,28 @@ from litlab.experiment import Experiment, experiment_from_config
 
 
 def model_from_checkpoint(ckpt_path: str) -> tuple[Experiment, type]:
-    """The checkpoint's LightningModule with its weights (an adapter's base loaded again, and the adapter merged into
-    it: `litlab.adapters`), in eval mode, and its DataModule class."""
+    """The checkpoint's LightningModule with its weights (see `loaded_model`) and its DataModule class."""
     checkpoint, config = recorded_experiment(ckpt_path)
+    module, name = config["data"]["class_path"].rsplit(".", 1)
+    return loaded_model(checkpoint, config), getattr(importlib.import_module(module), name)
+
+
+def loaded_model(checkpoint: dict, config: dict, data: L.LightningDataModule | None = None) -> Experiment:
+    """The LightningModule of a loaded checkpoint and its recorded config, with its weights (an adapter's base
+    loaded again, and the adapter merged into it: `litlab.adapters`), in eval mode; weights that do not fit the
+    model are one line. `data`: the DataModule its layers read (the adder's tokenizer), where it has one."""
     model = experiment_from_config(config["model"])
+    model.data_outside_trainer = data
     model.adaptation = adapters.recorded(checkpoint)
     model.configure_model()  # the layers the data sized: their sizes are recorded in the checkpoint
     model.on_load_checkpoint(checkpoint)
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError) as err:  # torch lists every missing and unexpected key
+        first = str(err).strip().splitlines()[-1].strip()[:200]
+        raise LitlabError(f"the checkpoint's weights do not fit {type(model).__name__}: {first}") from None
     adapters.merge_adapters(model)
-    module, name = config["data"]["class_path"].rsplit(".", 1)
-    return model.eval(), getattr(importlib.import_module(module), name)
+    return model.eval()
 
 
 def export(ckpt_path: str, output: Path, opset: int = 18, exporter: str = "dynamo") -> float:

@@ -18,182 +18,92 @@ missing, unsafe to load or not litlab's is one line at start (exit 2); its weigh
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import importlib
-import inspect
 import json
-import shutil
 import signal
 import sys
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import litserve as ls
 import torch
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
-from jsonargparse import ArgumentParser
-from starlette.middleware.base import BaseHTTPMiddleware
+from litserve.loops import BatchedLoop, SingleLoop
+from litserve.utils import LitAPIStatus, PickleableHTTPException
 
-from litlab import adapters
 from litlab.checkpoints import recorded_experiment
-from litlab.config_errors import explain
 from litlab.errors import LitlabError
-from litlab.experiment import experiment_from_config
-
-FILE_INPUTS = ("predict_files",)  # inputs that are files: uploaded in the request as name + base64
+from litlab.served import CheckpointAPI, Refused, class_of, predict_inputs
 
 
-def predict_inputs(data_class: type) -> list[str]:
-    """The DataModule constructor arguments that say what to predict (`predict_*`, `prompts`)."""
-    names = inspect.signature(data_class.__init__).parameters
-    return [n for n in names if n.startswith("predict_") or n == "prompts"]
+class RefusalsApart:
+    """What `litlab serve` adds to LitServe's loops: a `Refused` answer goes out as its own request's 400."""
+
+    def put_response(self, transport, response_queue_id, uid, response_data, status, response_type) -> None:
+        if isinstance(response_data, Refused):
+            response_data, status = PickleableHTTPException(400, response_data.detail), LitAPIStatus.ERROR
+        super().put_response(transport, response_queue_id, uid, response_data, status, response_type)
 
 
-def class_of(section: dict) -> type:
-    module, name = section["class_path"].rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
+class OneByOne(RefusalsApart, SingleLoop):
+    pass
 
 
-def decode_files(items: Any, folder: Path) -> list[str]:
-    """Uploaded files (`[{"name": ..., "base64": ...}]`) written into `folder`; their paths."""
-    if not isinstance(items, list) or not all(isinstance(i, dict) and {"name", "base64"} <= i.keys() for i in items):
-        raise LitlabError('predict_files: a list of {"name": "photo.jpg", "base64": "..."} objects')
-    paths = []
-    for index, item in enumerate(items):
-        try:
-            content = base64.b64decode(item["base64"], validate=True)
-        except (binascii.Error, TypeError):
-            raise LitlabError(f"predict_files[{index}]: its base64 does not decode") from None
-        path = folder / f"{index}-{Path(str(item['name'])).name or 'upload'}"  # no directories from the client
-        path.write_bytes(content)
-        paths.append(str(path))
-    return paths
+class Gathered(RefusalsApart, BatchedLoop):
+    pass
 
 
-class CheckpointAPI:
-    """What each LitServe worker runs: the checkpoint's model and DataModule class, and a Trainer for predict.
-
-    Built in `setup` inside the worker (the arguments are plain strings: the object is sent to worker processes)."""
-
-    def __init__(self, ckpt_path: str) -> None:
-        self.ckpt_path = ckpt_path
-
-    def setup(self, device: str) -> None:
-        checkpoint, config = recorded_experiment(self.ckpt_path)
-        self.model = experiment_from_config(config["model"])
-        self.model.adaptation = adapters.recorded(checkpoint)  # an adapter's base is loaded with it
-        self.data_class = class_of(config["data"])
-        self.data_config = dict(config["data"].get("init_args") or {})
-        self.data_state = checkpoint.get(self.data_class.__qualname__, {})  # what the data learned (a vocabulary)
-        self.inputs = predict_inputs(self.data_class)
-        self.parser = ArgumentParser(exit_on_error=False)  # the DataModule's constructor as a schema, once
-        self.parser.add_class_arguments(self.data_class, "data")
-        for name in self.inputs:  # the config's own predict inputs (a tiny config's examples) are not the request's
-            self.data_config.pop(name, None)
-        self.scratch = tempfile.TemporaryDirectory(prefix="litlab-serve-")
-        if "cache_dir" in inspect.signature(self.data_class.__init__).parameters:  # what predict caches (proposals)
-            self.data_config["cache_dir"] = str(Path(self.scratch.name) / "cache")  # stays with the server
-        self.unloaded: str | None = self.ckpt_path  # the weights are loaded by the first predict, as `litlab predict`
-        accelerator, _, index = device.partition(":")
-        self.trainer = L.Trainer(
-            accelerator="gpu" if accelerator == "cuda" else accelerator, devices=[int(index or 0)]
-            if accelerator == "cuda" else 1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-            enable_checkpointing=False, default_root_dir=self.scratch.name, callbacks=[],
-        )  # fmt: skip
-
-    def decode(self, request: Any) -> dict[str, Any]:
-        """The request's inputs as DataModule arguments (uploads written to a scratch folder, under `uploads` the
-        names they came with); one-line errors."""
-        if not isinstance(request, dict) or not request:
-            raise LitlabError(f"the body must be a JSON object with one of: {', '.join(self.inputs)}")
-        unknown = sorted(set(request) - set(self.inputs))
-        if unknown:
-            raise LitlabError(f"unknown field {unknown[0]!r}: this experiment takes {', '.join(self.inputs)}")
-        given, uploads = {}, {}
-        for name, value in request.items():
-            if name in FILE_INPUTS:
-                folder = Path(tempfile.mkdtemp(dir=self.scratch.name))
-                try:
-                    paths = decode_files(value, folder)
-                except LitlabError:
-                    shutil.rmtree(folder, ignore_errors=True)
-                    raise
-                uploads.update({path: str(item["name"]) for path, item in zip(paths, value)})
-                value = paths
-            given[name] = value
-        return {"inputs": given, "uploads": uploads}
-
-    def predict(self, request: dict[str, Any]) -> list[dict]:
-        """The records `litlab predict` would write for a decoded request (an upload's input is its name)."""
-        try:
-            parsed = self.parser.parse_object({"data": {**self.data_config, **request["inputs"]}})
-            data = self.parser.instantiate_classes(parsed).data
-        except Exception as err:  # a value of the wrong type, or one the constructor refuses (its LitlabError)
-            cause = err
-            while cause is not None and not isinstance(cause, LitlabError):
-                cause = cause.__cause__
-            raise LitlabError(str(cause) if cause else explain(err).replace("--data.", "")) from None
-        data.load_state_dict(self.data_state)
-        data.prepare_data = lambda: None  # a server never downloads: predict reads only the request's inputs
-        try:
-            batches = self.trainer.predict(
-                self.model, datamodule=data, return_predictions=True, ckpt_path=self.unloaded, weights_only=True
-            )
-        finally:  # uploads live as long as their request
-            for folder in {Path(path).parent for path in request["uploads"]}:
-                shutil.rmtree(folder, ignore_errors=True)
-        self.unloaded = None  # the model keeps its weights for the next requests
-        records = [record for batch in batches for record in batch]
-        for record in records:
-            if isinstance(record.get("input"), str) and record["input"] in request["uploads"]:
-                record["input"] = request["uploads"][record["input"]]
-        return records
-
-    def predict_many(self, requests: list[dict[str, Any]]) -> list[list[dict]]:
-        """Requests gathered by LitServe's batching, one list of records each: requests that give the same single
-        input are run as one predict (their lists joined, the records split back); others one by one."""
-        given = [r["inputs"] for r in requests]
-        names = {tuple(g) for g in given}
-        if len(names) == 1 and len(names.pop()) == 1 and all(isinstance(v, list) for g in given for v in g.values()):
-            (name,) = given[0]
-            uploads = {path: n for r in requests for path, n in r["uploads"].items()}
-            records = self.predict({"inputs": {name: [item for g in given for item in g[name]]}, "uploads": uploads})
-            if len(records) == sum(len(g[name]) for g in given):  # one record per input, in order
-                bounds = torch.tensor([0] + [len(g[name]) for g in given]).cumsum(0).tolist()
-                return [records[a:b] for a, b in zip(bounds, bounds[1:])]
-        return [self.predict(r) for r in requests]
-
-
-class JsonBodies(BaseHTTPMiddleware):
+class JsonBodies:
     """A POST body that is not JSON is the client's error: a 400 with one line, before LitServe parses it; one over
     the size limit, a 413 (LitServe's size check raises while the body is read here). A JSON body is read as JSON
-    whatever its content type says (`curl -d` says a form)."""
+    whatever its content type says (`curl -d` says a form). A plain ASGI middleware: Starlette's
+    `BaseHTTPMiddleware` costs a task and a stream per request."""
 
-    async def dispatch(self, request, call_next):
-        if request.method == "POST":
-            try:
-                json.loads(await request.body() or b"null")
-            except HTTPException as err:
-                return JSONResponse({"detail": str(err.detail)}, status_code=err.status_code)
-            except (ValueError, UnicodeDecodeError) as err:
-                return JSONResponse({"detail": f"the body is not JSON ({str(err)[:120]})"}, status_code=400)
-            headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
-            request.scope["headers"] = [*headers, (b"content-type", b"application/json")]
-        return await call_next(request)
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        try:
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            json.loads(body or b"null")
+        except HTTPException as err:
+            return await JSONResponse({"detail": str(err.detail)}, status_code=err.status_code)(scope, receive, send)
+        except (ValueError, UnicodeDecodeError) as err:
+            refused = JSONResponse({"detail": f"the body is not JSON ({str(err)[:120]})"}, status_code=400)
+            return await refused(scope, receive, send)
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+        scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        replayed = False
+
+        async def replay():  # the body once, then what the client sends next (its disconnect)
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 class LitlabAPI(ls.LitAPI):
-    """LitServe's side: each worker builds a `CheckpointAPI` in `setup`; one-line errors become 400s."""
+    """LitServe's side: each worker builds a `CheckpointAPI` in `setup`; a request it refuses is answered 400 with one
+    line, alone (the other requests of its batch are answered)."""
 
     def __init__(
         self, ckpt_path: str, max_batch_size: int = 1, batch_timeout: float = 0.0, api_path: str = "/predict"
     ) -> None:
-        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path)
+        loop = Gathered() if max_batch_size > 1 else OneByOne()
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path, loop=loop)
         self.ckpt_path = ckpt_path
 
     def setup(self, device: str) -> None:
@@ -204,22 +114,19 @@ class LitlabAPI(ls.LitAPI):
         try:
             return self.served.decode(request)
         except LitlabError as err:
-            raise HTTPException(status_code=400, detail=str(err)) from None
+            return Refused(str(err))
 
-    def batch(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def batch(self, requests: list[dict[str, Any] | Refused]) -> list[dict[str, Any] | Refused]:
         return requests  # gathered requests are merged in `predict`, where the one input they share is known
 
-    def predict(self, request: dict[str, Any] | list[dict[str, Any]]) -> list[dict] | list[list[dict]]:
-        try:
-            return self.served.predict(request) if isinstance(request, dict) else self.served.predict_many(request)
-        except LitlabError as err:
-            raise HTTPException(status_code=400, detail=str(err)) from None
+    def predict(self, request):
+        return self.served.answer(request) if not isinstance(request, list) else self.served.predict_many(request)
 
-    def unbatch(self, outputs: list[list[dict]]) -> list[list[dict]]:
+    def unbatch(self, outputs: list) -> list:
         return outputs
 
-    def encode_response(self, records: list[dict]) -> dict:
-        return {"predictions": records}
+    def encode_response(self, records):  # no annotation: LitServe would make it the response's schema
+        return records if isinstance(records, Refused) else {"predictions": records}
 
 
 def server_info(ckpt_path: str) -> dict:

@@ -10,25 +10,28 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
 import pytest
+import torch
 from conftest import LITLAB, QUIET, checkpoints, cli, config, fails_in_one_line, tiny, workdir
 
 ls = pytest.importorskip("litserve")
 from fastapi.testclient import TestClient  # noqa: E402
 from litserve.utils import wrap_litserve_start  # noqa: E402
 
-from litlab.serve import FILE_INPUTS, JsonBodies, LitlabAPI, predict_inputs  # noqa: E402
+from litlab.serve import JsonBodies, LitlabAPI  # noqa: E402
+from litlab.served import FILE_INPUTS, predict_inputs  # noqa: E402
 
-# one experiment per kind of input: points, x values, expressions, texts, prompts, uploaded images, uploaded images
-# with boxes, uploaded recordings
+# every family that predicts: points, x values, expressions, reviews, prompts, sentences to correct, instructions,
+# uploaded images (grey, colour, with boxes), uploaded recordings (digits, LibriSpeech)
 SERVED = [
-    *("xor_mlp", "curve_poly6", "adder_transformer", "imdb_fasttext", "char_gpt_cpu"),
-    *("fashion_cnn", "fruit_fast_rcnn_scratch", "speech_ctc"),
+    *("xor_mlp", "curve_poly6", "adder_transformer", "imdb_fasttext", "char_gpt_cpu", "spell_bart_tiny", "gpt2_lora"),
+    *("fashion_cnn", "cifar10_fast", "fruit_fast_rcnn_scratch", "speech_ctc", "librispeech_ctc"),
 ]
-SETTINGS = {"char_gpt_cpu": ["--model.temperature=0"]}  # greedy: the same continuation from both
+SETTINGS = {name: ["--model.temperature=0"] for name in ("char_gpt_cpu", "gpt2_lora")}  # greedy: the same answers
 
 
 def fitted(experiment: str, folder: Path) -> tuple[Path, dict, list[dict]]:
@@ -70,6 +73,10 @@ BAD_REQUESTS = [  # (experiment, body, status, what the one-line detail names)
     ("fashion_cnn", json.dumps({"predict_files": [{"name": "a.png", "base64": "aGk="}]}).encode(), 400, "a.png"),
     ("fashion_cnn", json.dumps({"predict_files": ["a.png"]}).encode(), 400, "base64"),
     ("xor_mlp", b'{"predict_points": [' + b"[1, 2], " * 300_000 + b"[1, 2]]}", 413, "too large"),
+    ("xor_mlp", json.dumps({"temperature": 0}).encode(), 400, "unknown field 'temperature'"),
+    ("char_gpt_cpu", json.dumps({"temperature": 0}).encode(), 400, "nothing to predict"),
+    ("char_gpt_cpu", json.dumps({"prompts": ["The"], "temperature": -1}).encode(), 400, "temperature"),
+    ("char_gpt_cpu", json.dumps({"prompts": ["The"], "generate_chars": "many"}).encode(), 400, "generate_chars"),
 ]
 
 
@@ -91,6 +98,9 @@ def test_requests_are_answered_as_litlab_predict_and_bad_ones_leave_the_server_s
             answer = client.post(f"/{experiment}/predict", json=request)
             assert answer.status_code == 200, (experiment, answer.text)
             assert answer.json()["predictions"] == records, experiment
+        _, request, records = cases["char_gpt_cpu"]  # a request's own settings: 5 characters, greedily
+        answer = client.post("/char_gpt_cpu/predict", json={**request, "generate_chars": 5, "temperature": 0})
+        assert [r["output"] for r in answer.json()["predictions"]] == [r["output"][:5] for r in records]
         for experiment, body, status, naming in BAD_REQUESTS:
             answer = client.post(f"/{experiment}/predict", content=body, headers={"content-type": "application/json"})
             assert answer.status_code == status, (experiment, body[:60], answer.text)
@@ -106,11 +116,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{url}/predict", data=json.dumps(body).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
 def test_the_real_server_starts_answers_over_http_and_stops(tmp_path):
+    """Two workers gathering batches of up to 4 requests: a bad request sent at once with good ones is answered 400
+    alone, the good ones as `litlab predict` answers them."""
     best, request, records = fitted("xor_mlp", tmp_path / "fit")
     port = free_port()
     process = subprocess.Popen(
-        [LITLAB, "serve", "--ckpt_path", str(best), "--port", str(port), "--accelerator", "cpu", "--devices", "1"],
+        [LITLAB, "serve", "--ckpt_path", str(best), "--port", str(port), "--accelerator", "cpu", "--devices", "1",
+         "--workers_per_device", "2", "--max_batch_size", "4", "--batch_timeout", "0.5"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -126,9 +148,16 @@ def test_the_real_server_starts_answers_over_http_and_stops(tmp_path):
                 pass
             assert time.monotonic() < deadline, "the server did not become healthy in 2 minutes"
             time.sleep(0.5)
-        post = urllib.request.Request(f"{url}/predict", data=json.dumps(request).encode(), method="POST")
-        with urllib.request.urlopen(post, timeout=30) as answer:
-            assert json.loads(answer.read())["predictions"] == records
+        assert post(url, request) == (200, {"predictions": records})  # the first: both workers have started
+        bad = {"predict_points": [[1, "a"]]}
+        with ThreadPoolExecutor(4) as pool:  # sent at once: gathered into one batch (or two, one per worker)
+            answers = list(pool.map(lambda body: post(url, body), [request, bad, request, request]))
+        assert [status for status, _ in answers] == [200, 400, 200, 200], answers
+        labels = [(r["input"], r["output"]) for r in records]
+        for answer in (answers[i][1] for i in (0, 2, 3)):  # computed in a batch: the same up to float rounding
+            assert [(r["input"], r["output"]) for r in answer["predictions"]] == labels
+            assert [r["score"] for r in answer["predictions"]] == pytest.approx([r["score"] for r in records])
+        assert "predict_points" in answers[1][1]["detail"]
         with urllib.request.urlopen(f"{url}/info", timeout=5) as info:
             model = json.loads(info.read())["model"]
         assert model["experiment"] == "XorMLP" and model["monitor"] == "val/acc" and model["checkpoint"] == str(best)
@@ -146,3 +175,11 @@ def test_a_checkpoint_that_cannot_be_served_is_one_line(tmp_path, capfd):
     fails_in_one_line(capfd, "serve", "--ckpt_path", tmp_path / "missing.ckpt", naming="no such file")
     (tmp_path / "junk.ckpt").write_text("not a checkpoint")
     fails_in_one_line(capfd, "serve", "--ckpt_path", tmp_path / "junk.ckpt", naming="not a checkpoint")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir(tmp_path))
+        cli("fit", "--config", config("xor_mlp"), *tiny("xor_mlp"), *QUIET, "--trainer.max_epochs=1")
+    best, _ = checkpoints(tmp_path)
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint["state_dict"].pop(sorted(checkpoint["state_dict"])[-1])  # a layer's bias lost
+    torch.save(checkpoint, tmp_path / "damaged.ckpt")
+    fails_in_one_line(capfd, "serve", "--ckpt_path", tmp_path / "damaged.ckpt", naming="weights do not fit")
