@@ -5,7 +5,9 @@ is, any other file's text is the input, e.g. one IMDB review per file) under the
 the `--data.<name>` option `litlab predict` takes), with `--extra` settings merged in. For each `--setting` (extra
 `litlab serve` flags) a server is started as a subprocess and warmed up; then, at each `--concurrency`, that many
 client threads send `--requests` requests in all: requests per second, and the median and 99th percentile latency.
-A refused request (anything but 200) stops the run: the figures are of answered requests only. Offline, `litlab
+A refused request (anything but 200) stops the run: the figures are of answered requests only. With `--bad_every n`,
+a last pass sends the requests again from the most clients with every n-th replaced by a bad one (not JSON, an unknown
+field, nothing to predict, a wrong type) and counts how each was answered, and the server processes that restarted. Offline, `litlab
 predict` runs on `--offline` inputs (the same, in turn) and on one; the difference of the two wall times is the time
 of the rest, which gives its throughput without the start-up.
 
@@ -31,6 +33,8 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import psutil
 
 LITLAB = str(Path(sys.executable).with_name("litlab"))
 UPLOADED = {".png", ".jpg", ".jpeg", ".wav", ".flac"}
@@ -102,7 +106,34 @@ def load(url: str, requests: list[bytes], clients: int) -> tuple[float, float, f
     return rate, statistics.median(latencies), latencies[round(0.99 * (len(latencies) - 1))]
 
 
-def served(ckpt: str, flags: list[str], requests: list[bytes], levels: list[int], setting: str) -> None:
+def status(url: str, body: bytes) -> int:
+    request = urllib.request.Request(f"{url}/predict", data=body, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            answer.read()
+            return answer.status
+    except urllib.error.HTTPError as refused:
+        refused.read()
+        return refused.code
+
+
+def bad_bodies(field: str) -> list[bytes]:
+    """Requests no experiment can take: not JSON, an unknown field, nothing to predict, a value of the wrong type."""
+    return [b"{not json", b'{"no_such_field": 1}', b"{}", json.dumps({field: 3}).encode()]
+
+
+def mixed(url: str, requests: list[bytes], every: int, clients: int, field: str) -> str:
+    """Every `every`-th request a bad one, all sent by `clients` threads at once: how each kind was answered."""
+    bad = bad_bodies(field)
+    sent = [(bad[i % len(bad)], False) if i % every == every - 1 else (body, True) for i, body in enumerate(requests)]
+    with ThreadPoolExecutor(clients) as pool:
+        answered = list(pool.map(lambda item: (status(url, item[0]), item[1]), sent))
+    good = sum(code == 200 for code, fine in answered if fine)
+    refused = sum(400 <= code < 500 for code, fine in answered if not fine)
+    return f"{good} good answered 200, {refused} bad answered 4xx, {len(sent) - good - refused} failed"
+
+
+def served(ckpt: str, flags: list[str], requests: list[bytes], levels: list[int], setting: str, args) -> None:
     port = free_port()
     command = [LITLAB, "serve", "--ckpt_path", ckpt, "--port", str(port), *flags]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -116,6 +147,11 @@ def served(ckpt: str, flags: list[str], requests: list[bytes], levels: list[int]
             rate, p50, p99 = load(url, requests, clients)
             rate, p50, p99 = f"{rate:7.1f}", f"{p50:6.1f}", f"{p99:6.1f}"
             print(f"  concurrency {clients:3d}: {rate} requests/s, p50 {p50} ms, p99 {p99} ms", flush=True)
+        if args.bad_every:
+            workers = {child.pid for child in psutil.Process(process.pid).children(recursive=True)}
+            result = mixed(url, requests, args.bad_every, max(levels), args.field)
+            now = {child.pid for child in psutil.Process(process.pid).children(recursive=True)}
+            print(f"  every {args.bad_every}th request bad: {result}; {len(now - workers)} processes restarted")
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -153,6 +189,7 @@ def main() -> None:
     parser.add_argument("--setting", action="append", required=True, help='"name=litlab serve flags"')
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--requests", type=int, default=256, help="requests at each concurrency")
+    parser.add_argument("--bad_every", type=int, default=0, help="then a mix: every n-th request a bad one")
     parser.add_argument("--offline", type=int, default=1024, help="inputs `litlab predict` runs on (0: skip it)")
     args = parser.parse_args()
     ckpt, extra = str(Path(args.ckpt_path).resolve()), json.loads(args.extra)
@@ -160,7 +197,7 @@ def main() -> None:
     requests = (requests * (args.requests // len(requests) + 1))[: args.requests]
     for setting in args.setting:
         name, flags = setting.split("=", 1)
-        served(ckpt, shlex.split(flags), requests, args.concurrency, name)
+        served(ckpt, shlex.split(flags), requests, args.concurrency, name, args)
     if args.offline:
         rate = offline(ckpt, args.field, args.inputs, extra, args.offline)
         print(f"litlab predict, {args.offline} inputs: {rate:.1f} inputs/s", flush=True)
