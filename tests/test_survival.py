@@ -8,12 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import QUIET, cli, config, run_litlab, tiny
+from conftest import LITLAB, QUIET, cli, config, run_litlab, tiny
 
 from litlab.errors import LitlabError
 from litlab.survival import RunLock, atomic_file, checkpoint_step
@@ -97,6 +98,18 @@ class KillDuringSecondSave(L.Callback):
             return save(obj, file, *args, **kwargs)
 
         torch.save = half_then_kill
+
+
+def test_ctrl_c_before_the_fit_starts_is_one_line_and_exits_by_sigint(tmp_path):
+    """A second after start, litlab is still importing torch and Lightning: nothing to save, and no traceback."""
+    command = [LITLAB, "fit", "--config", config("xor_mlp"), *tiny("xor_mlp"), *QUIET]
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (a shell's `&` ignores it)
+    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGINT and err == "litlab: interrupted\n", err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(tmp_path):
