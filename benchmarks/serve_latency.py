@@ -7,9 +7,9 @@ the `--data.<name>` option `litlab predict` takes), with `--extra` settings merg
 client threads send `--requests` requests in all: requests per second, and the median and 99th percentile latency.
 A refused request (anything but 200) stops the run: the figures are of answered requests only. With `--bad_every n`,
 a last pass sends the requests again from the most clients with every n-th replaced by a bad one (not JSON, an unknown
-field, nothing to predict, a wrong type) and counts how each was answered, and the server processes that restarted. Offline, `litlab
-predict` runs on `--offline` inputs (the same, in turn) and on one; the difference of the two wall times is the time
-of the rest, which gives its throughput without the start-up.
+field, nothing to predict, a wrong type) and counts how each was answered, and the server processes that restarted.
+Offline, `litlab predict` runs on `--offline` inputs (the same, in turn) and on one; the difference of the two wall
+times is the time of the rest, which gives its throughput without the start-up.
 
     python benchmarks/serve_latency.py --ckpt_path runs/fashion_cnn/<run>/checkpoints/best.ckpt \\
         --field predict_files --inputs images/*.png --concurrency 1 8 32 \\
