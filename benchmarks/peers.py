@@ -8,8 +8,9 @@ Both read the same `aclImdb` files and train on the same reviews: litlab's train
 (held-out movies) are left out for both, and both are tokenised by litlab's word split (`datamodules.tokenizers.words`,
 its time counted on both sides). fastText's learning rate and epochs are chosen on that validation split (dimension
 10 and bigrams, as the paper's sentiment runs); then each side trains once more and is tested once on the 25,000 test
-reviews. Times are wall seconds in this process, interpreter start-up and imports excluded: litlab's `fit` (reading,
-tokenising, training and its validation passes) and fastText's read, tokenise, write and train. Threads: both use
+reviews. Times are wall seconds in this process, interpreter start-up and imports excluded: litlab's `fit` (reading
+the training files, tokenising, training and its validation passes) and fastText's read of the same files, tokenise,
+write and train. Threads: both use
 `--threads` (torch's intra-op threads; fastText's `thread`).
 """
 
@@ -68,7 +69,7 @@ def fasttext_peer(root: Path, data: dict, threads: int) -> tuple[float, float, d
     split = {key: data[key] for key in ("split", "labels", "val_split", "val_size", "seed")}
 
     def prepare(folder: Path) -> tuple[Path, dict, dict]:  # read, tokenise and write fastText's input file
-        texts, targets = split_reviews(root, **split)
+        texts, targets = split_reviews(root, **split, stage="fit")  # train/ alone, as litlab's fit reads
         path = folder / "train.txt"
         path.write_text("\n".join(labelled_lines(texts["train"], targets["train"])) + "\n", encoding="utf-8")
         return path, texts, targets
@@ -89,6 +90,7 @@ def fasttext_peer(root: Path, data: dict, threads: int) -> tuple[float, float, d
         path, texts, targets = prepare(Path(folder))
         model = train(path, lr, epochs)
         seconds = time.perf_counter() - start
+    texts, targets = split_reviews(root, **split, stage="test")
     return fasttext_accuracy(model, texts["test"], targets["test"]), seconds, {"lr": lr, "epochs": epochs, **scores}
 
 

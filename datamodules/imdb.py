@@ -143,7 +143,8 @@ class ImdbData(DataModule):
             download_and_extract(ACL_IMDB, Path(self.hparams.data_dir), "aclImdb", md5=ACL_IMDB_MD5, instead=instead)
 
     def setup(self, stage: str) -> None:
-        if stage == "predict" or self.texts:  # read once per process
+        wanted = ("test",) if stage == "test" else ("train", "val")
+        if stage == "predict" or all(split in self.texts for split in wanted):  # read once per process
             return
         if self._missing():
             raise LitlabError(
@@ -151,8 +152,9 @@ class ImdbData(DataModule):
                 f"--data.download=true, or --data.data_dir to the folder of an extracted {ACL_IMDB}"
             )
         hp = self.hparams
-        self.texts, self.targets = split_reviews(self.root, hp.labels, hp.split, hp.val_split, hp.val_size, hp.seed)
-        if hp.tokenizer == "words" and "vocab" not in self.learned:  # from the training reviews only
+        texts, targets = split_reviews(self.root, hp.labels, hp.split, hp.val_split, hp.val_size, hp.seed, stage)
+        self.texts, self.targets = self.texts | texts, self.targets | targets
+        if hp.tokenizer == "words" and "vocab" not in self.learned and "train" in texts:  # the training reviews only
             self._train_words = [words(text) for text in self.texts["train"]]  # encoded from these, not re-split
             self.learned["vocab"] = WordTokenizer.build(self._train_words, hp.vocab_size, hp.min_count).words
 

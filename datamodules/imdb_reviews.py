@@ -35,13 +35,18 @@ def read_reviews(folder: Path, labels: str) -> tuple[list[str], Tensor, Tensor]:
 
 
 def split_reviews(
-    root: Path, labels: str, split: str, val_split: str, val_size: int, seed: int
+    root: Path, labels: str, split: str, val_split: str, val_size: int, seed: int, stage: str | None = None
 ) -> tuple[dict[str, list[str]], dict[str, Tensor]]:
     """(texts, targets) of train, val and test: the standard 25k/25k split with `val_size` training reviews held out
     (random ones, or with `val_split` "movies" whole runs of ids, alternately negative and positive), or with `split`
-    "notebook" all 50k pooled and cut 45k/5k at random."""
-    train, train_y, runs = read_reviews(root / "train", labels)
-    test, test_y, _ = read_reviews(root / "test", labels)
+    "notebook" all 50k pooled and cut 45k/5k at random. Of the standard split, `stage` "test" reads test/ alone and any
+    other stage train/ alone (train and val): reading 25k files takes seconds."""
+    read_train = split == "notebook" or stage != "test"
+    read_test = split == "notebook" or stage in (None, "test")
+    if read_train:
+        train, train_y, runs = read_reviews(root / "train", labels)
+    if read_test:
+        test, test_y, _ = read_reviews(root / "test", labels)
     generator = torch.Generator().manual_seed(seed)
     if split == "notebook":  # 45k/5k of the pooled 50k
         if val_split == "movies":
@@ -51,6 +56,9 @@ def split_reviews(
         cut = len(pooled) * 9 // 10
         train, train_y = [pooled[i] for i in order[:cut]], pooled_y[order[:cut]]
         test, test_y = [pooled[i] for i in order[cut:]], pooled_y[order[cut:]]
+    texts, targets = ({"test": test}, {"test": test_y}) if read_test else ({}, {})
+    if not read_train:
+        return texts, targets
     if not 0 < val_size < len(train):
         raise LitlabError(f"--data.val_size={val_size}: must be between 1 and {len(train) - 1}")
     if val_split == "movies":  # runs in a random order, neg and pos in turn, a run's reviews together
@@ -60,5 +68,6 @@ def split_reviews(
     else:
         order = torch.randperm(len(train), generator=generator).tolist()
     val_ids, train_ids = order[:val_size], order[val_size:]
-    texts = {"train": [train[i] for i in train_ids], "val": [train[i] for i in val_ids], "test": test}
-    return texts, {"train": train_y[train_ids], "val": train_y[val_ids], "test": test_y}
+    texts |= {"train": [train[i] for i in train_ids], "val": [train[i] for i in val_ids]}
+    targets |= {"train": train_y[train_ids], "val": train_y[val_ids]}
+    return texts, targets

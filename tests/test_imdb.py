@@ -58,7 +58,9 @@ def test_vocabulary_comes_from_training_reviews_only(tmp_path):
     assert "zyzzyva" not in vocab
     val_only = {w for t in data.texts["val"] for w in words(t)} - {w for t in data.texts["train"] for w in words(t)}
     assert not (val_only & vocab)
-    assert len(data.texts["train"]) == 50 and len(data.texts["val"]) == 10 and len(data.texts["test"]) == 21
+    assert len(data.texts["train"]) == 50 and len(data.texts["val"]) == 10 and "test" not in data.texts  # not read
+    data.setup("test")
+    assert len(data.texts["test"]) == 21 and set(data.tokenizer.words) == vocab
 
 
 def test_movie_runs_are_blocks_of_consecutive_ids_per_folder(tmp_path, monkeypatch):
