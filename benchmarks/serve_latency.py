@@ -74,15 +74,22 @@ def bodies(field: str, inputs: list[Path], extra: dict) -> list[bytes]:
     return out
 
 
-def post(url: str, body: bytes) -> float:
-    """Seconds one request takes; anything but a 200 stops the benchmark."""
+def status(url: str, body: bytes) -> tuple[int, bytes]:
+    """The status and body of a POST /predict."""
     request = urllib.request.Request(f"{url}/predict", data=body, headers={"content-type": "application/json"})
-    start = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=120) as answer:
-            answer.read()
+            return answer.status, answer.read()
     except urllib.error.HTTPError as refused:
-        raise SystemExit(f"a request was answered {refused.code}: {refused.read()[:300]!r}") from None
+        return refused.code, refused.read()
+
+
+def post(url: str, body: bytes) -> float:
+    """Seconds one request takes; anything but a 200 stops the benchmark."""
+    start = time.perf_counter()
+    code, answer = status(url, body)
+    if code != 200:
+        raise SystemExit(f"a request was answered {code}: {answer[:300]!r}")
     return time.perf_counter() - start
 
 
@@ -106,17 +113,6 @@ def load(url: str, requests: list[bytes], clients: int) -> tuple[float, float, f
     return rate, statistics.median(latencies), latencies[round(0.99 * (len(latencies) - 1))]
 
 
-def status(url: str, body: bytes) -> int:
-    request = urllib.request.Request(f"{url}/predict", data=body, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            answer.read()
-            return answer.status
-    except urllib.error.HTTPError as refused:
-        refused.read()
-        return refused.code
-
-
 def bad_bodies(field: str) -> list[bytes]:
     """Requests no experiment can take: not JSON, an unknown field, nothing to predict, a value of the wrong type."""
     return [b"{not json", b'{"no_such_field": 1}', b"{}", json.dumps({field: 3}).encode()]
@@ -127,7 +123,7 @@ def mixed(url: str, requests: list[bytes], every: int, clients: int, field: str)
     bad = bad_bodies(field)
     sent = [(bad[i % len(bad)], False) if i % every == every - 1 else (body, True) for i, body in enumerate(requests)]
     with ThreadPoolExecutor(clients) as pool:
-        answered = list(pool.map(lambda item: (status(url, item[0]), item[1]), sent))
+        answered = list(pool.map(lambda item: (status(url, item[0])[0], item[1]), sent))
     good = sum(code == 200 for code, fine in answered if fine)
     refused = sum(400 <= code < 500 for code, fine in answered if not fine)
     return f"{good} good answered 200, {refused} bad answered 4xx, {len(sent) - good - refused} failed"

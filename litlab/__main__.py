@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from litlab.catalogue import import_experiments, listing, uses_short_class_name
 from litlab.cli import CONFIG_DIR, DESCRIPTION, SUBCOMMANDS, launch
 from litlab.config_errors import explain, one_line
-from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
+from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise, raised_by_a_constructor
 from litlab.export import merge_main
 from litlab.masking import mask_command_line
 
@@ -86,14 +86,6 @@ def lost_a_peer(err: RuntimeError) -> bool:
 
     lost = isinstance(err, dist.DistBackendError) or "closed by peer" in str(err)
     return lost and getattr(rank_zero_only, "rank", 0) > 0
-
-
-def raised_by_a_constructor(err: BaseException | None) -> LitlabError | None:
-    """The LitlabError a model or DataModule raised in `__init__`: jsonargparse, instantiating the class from the
-    config, raises its own ValueError with the constructor's error as its cause."""
-    while err is not None and not isinstance(err, LitlabError):
-        err = err.__cause__
-    return err
 
 
 if __name__ == "__main__":

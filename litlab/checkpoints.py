@@ -11,6 +11,7 @@ the hyperparameters) and, from `RunRecord`, the trainer config and W&B run id. S
 
 from __future__ import annotations
 
+import importlib
 import zipfile
 from pathlib import Path
 
@@ -62,6 +63,12 @@ def _section(checkpoint: dict, key: str) -> dict | None:
     hparams.pop("_instantiator", None)
     class_path = hparams.pop("_class_path", None)
     return {"class_path": class_path, "init_args": hparams} if class_path else None
+
+
+def recorded_class(section: dict) -> type:
+    """The class a recorded config section names (`{"class_path": "datamodules.xor.XorData", ...}`)."""
+    module, name = section["class_path"].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
 
 
 def recorded_experiment(ckpt_path: str) -> tuple[dict, dict]:

@@ -57,6 +57,14 @@ def missing_package(err: BaseException | None) -> ModuleNotFoundError | None:
     return err
 
 
+def raised_by_a_constructor(err: BaseException | None) -> LitlabError | None:
+    """The LitlabError a model or DataModule raised in `__init__`: jsonargparse, instantiating the class from the
+    config, raises its own ValueError with the constructor's error as its cause."""
+    while err is not None and not isinstance(err, LitlabError):
+        err = err.__cause__
+    return err
+
+
 def fail_if_missing_package(err: BaseException) -> None:
     """Exit with the install hint when a missing package is behind `err` (else return: the caller re-raises)."""
     missing = missing_package(err)

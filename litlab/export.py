@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import io
 import warnings
 from pathlib import Path
@@ -23,7 +22,7 @@ import lightning as L
 import torch
 
 from litlab import adapters
-from litlab.checkpoints import load_checkpoint, recorded_experiment, weights_only
+from litlab.checkpoints import load_checkpoint, recorded_class, recorded_experiment, weights_only
 from litlab.errors import LitlabError, fail, fail_if_missing_package, quiet_known_noise
 from litlab.experiment import Experiment, experiment_from_config
 
@@ -31,8 +30,7 @@ from litlab.experiment import Experiment, experiment_from_config
 def model_from_checkpoint(ckpt_path: str) -> tuple[Experiment, type]:
     """The checkpoint's LightningModule with its weights (see `loaded_model`) and its DataModule class."""
     checkpoint, config = recorded_experiment(ckpt_path)
-    module, name = config["data"]["class_path"].rsplit(".", 1)
-    return loaded_model(checkpoint, config), getattr(importlib.import_module(module), name)
+    return loaded_model(checkpoint, config), recorded_class(config["data"])
 
 
 def loaded_model(checkpoint: dict, config: dict, data: L.LightningDataModule | None = None) -> Experiment:

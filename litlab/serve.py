@@ -32,9 +32,9 @@ from fastapi.responses import JSONResponse
 from litserve.loops import BatchedLoop, SingleLoop
 from litserve.utils import LitAPIStatus, PickleableHTTPException
 
-from litlab.checkpoints import recorded_experiment
+from litlab.checkpoints import recorded_class, recorded_experiment
 from litlab.errors import LitlabError
-from litlab.served import CheckpointAPI, Refused, class_of, predict_inputs
+from litlab.served import CheckpointAPI, Refused, predict_inputs
 
 
 class RefusalsApart:
@@ -134,13 +134,13 @@ def server_info(ckpt_path: str) -> dict:
     import lightning
 
     checkpoint, config = recorded_experiment(ckpt_path)
-    model_class = class_of(config["model"])
+    model_class = recorded_class(config["model"])
     callbacks = (checkpoint.get("callbacks") or {}).values()
     score = next((c["best_model_score"] for c in callbacks if c.get("best_model_score") is not None), None)
     return {
         "experiment": model_class.__name__,
         "data": config["data"]["class_path"].rsplit(".", 1)[-1],
-        "inputs": predict_inputs(class_of(config["data"])),
+        "inputs": predict_inputs(recorded_class(config["data"])),
         "checkpoint": str(Path(ckpt_path).resolve()),
         "epoch": checkpoint.get("epoch"),
         "monitor": getattr(model_class, "monitor", None),

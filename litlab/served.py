@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib
 import inspect
 import json
 import shutil
@@ -20,9 +19,9 @@ import lightning as L
 import torch
 from jsonargparse import ArgumentParser
 
-from litlab.checkpoints import recorded_experiment
+from litlab.checkpoints import recorded_class, recorded_experiment
 from litlab.config_errors import explain
-from litlab.errors import LitlabError
+from litlab.errors import LitlabError, raised_by_a_constructor
 from litlab.export import loaded_model
 
 FILE_INPUTS = ("predict_files",)  # inputs that are files: uploaded in the request as name + base64
@@ -32,11 +31,6 @@ def predict_inputs(data_class: type) -> list[str]:
     """The DataModule constructor arguments that say what to predict (`predict_*`, `prompts`)."""
     names = inspect.signature(data_class.__init__).parameters
     return [n for n in names if n.startswith("predict_") or n == "prompts"]
-
-
-def class_of(section: dict) -> type:
-    module, name = section["class_path"].rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
 
 
 def decode_files(items: Any, folder: Path) -> list[str]:
@@ -93,7 +87,7 @@ class CheckpointAPI:
 
     def setup(self, device: str) -> None:
         checkpoint, config = recorded_experiment(self.ckpt_path)
-        self.data_class = class_of(config["data"])
+        self.data_class = recorded_class(config["data"])
         data_config = dict(config["data"].get("init_args") or {})
         self.data_state = checkpoint.get(self.data_class.__qualname__, {})  # what the data learned (a vocabulary)
         self.inputs = predict_inputs(self.data_class)
@@ -152,10 +146,8 @@ class CheckpointAPI:
         try:
             data = self.parser.instantiate(parsed).data
         except Exception as err:  # the constructor refuses a value (its LitlabError)
-            cause = err
-            while cause is not None and not isinstance(cause, LitlabError):
-                cause = cause.__cause__
-            raise LitlabError(str(cause) if cause else explain(err).replace("--data.", "")) from None
+            refused = raised_by_a_constructor(err)
+            raise LitlabError(str(refused) if refused else explain(err).replace("--data.", "")) from None
         data.load_state_dict(self.data_state)
         data.prepare_data = lambda: None  # a server never downloads: predict reads only the request's inputs
         return data
