@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import PositiveInt
+from jsonargparse.typing import PositiveFloat, PositiveInt
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -29,24 +29,27 @@ ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 class PowerFeatures(nn.Module):
-    """x -> (x, x², ..., x^degree): the notebook's polynomial features, computed in the network so that a curve can
-    be drawn at any x."""
+    """x -> (u, u², ..., u^degree) with u = x / scale: the notebook's polynomial features (scale 1), computed in the
+    network so that a curve can be drawn at any x."""
 
-    def __init__(self, degree: int) -> None:
+    def __init__(self, degree: int, scale: float = 1.0) -> None:
         super().__init__()
+        self.scale = scale
         self.register_buffer("exponents", torch.arange(1, degree + 1, dtype=torch.float32), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x.unsqueeze(-1) ** self.exponents  # (B,) -> (B, degree)
+        return (x / self.scale).unsqueeze(-1) ** self.exponents  # (B,) -> (B, degree)
 
 
 class CurveNet(nn.Module):
     """Power features -> [Linear -> activation -> dropout] per hidden width -> Linear to one value."""
 
-    def __init__(self, degree: int, hidden: Sequence[int], activation: str, dropout: float) -> None:
+    def __init__(
+        self, degree: int, hidden: Sequence[int], activation: str, dropout: float, feature_scale: float = 1.0
+    ) -> None:
         super().__init__()
         sizes = [degree, *hidden]
-        layers: list[nn.Module] = [PowerFeatures(degree)]
+        layers: list[nn.Module] = [PowerFeatures(degree, feature_scale)]
         for n_in, n_out in zip(sizes, sizes[1:]):
             layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation](), nn.Dropout(dropout)]
         layers.append(nn.Linear(sizes[-1], 1))
@@ -65,6 +68,9 @@ class CurveFit(Experiment):
             polynomial's coefficients.
         activation: hidden nonlinearity (the notebook's is the sigmoid).
         dropout: dropout after each hidden layer (needs one), a cure.
+        feature_scale: the features are powers of x / feature_scale. 1 is the notebook's; the largest |x| sampled
+            (2) puts every power in [-1, 1]: on [-2, 0) x⁶ reaches 64, a tiny weight on it fits the noise, and
+            neither a weight penalty nor dropout cured that unscaled. The coefficients are logged for x itself.
         kwargs: the optimizer (its `weight_decay` is the weight-penalty cure) and schedule (`Experiment`).
     """
 
@@ -77,6 +83,7 @@ class CurveFit(Experiment):
         hidden: Sequence[int] = (),
         activation: Literal["sigmoid", "tanh", "relu"] = "sigmoid",
         dropout: float = 0.0,
+        feature_scale: PositiveFloat = 1.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,7 +91,7 @@ class CurveFit(Experiment):
             raise LitlabError(f"--model.dropout must be in [0, 1), got {dropout}")
         if dropout and not hidden:
             raise LitlabError("--model.dropout needs a hidden layer (--model.hidden '[11]'): it drops hidden units")
-        self.net = CurveNet(degree, hidden, activation, dropout)
+        self.net = CurveNet(degree, hidden, activation, dropout, feature_scale)
         self.mse_inside, self.mse_beyond, self.floor = (per_stage(MeanMetric) for _ in range(3))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -110,7 +117,8 @@ class CurveFit(Experiment):
         if len(linears) != 1:
             return None
         weight, bias = linears[0].weight.detach()[0], linears[0].bias.detach()[0]
-        return {"b": bias, **{f"w{k}": w for k, w in enumerate(weight, start=1)}}
+        scale = self.hparams.feature_scale
+        return {"b": bias, **{f"w{k}": w / scale**k for k, w in enumerate(weight, start=1)}}
 
     def on_validation_epoch_end(self) -> None:
         if (coefficients := self.coefficients()) is not None:
@@ -128,12 +136,14 @@ class CurveFit(Experiment):
             fitted = self(grid)
         self.train(was_training)
         hidden = f"hidden {list(self.hparams.hidden)}" if self.hparams.hidden else "one layer"
+        scale = self.hparams.feature_scale
+        x = "x" if scale == 1 else f"(x/{scale:g})"
         self.report_lines(
             "curve",
             {"true curve": (grid, truth), "fitted": (grid, fitted)},
             plot["samples"],
             shade=plot["sampled_range"],
-            title=f"features x..x^{self.hparams.degree}, {hidden}: {len(plot['samples'][0])} samples",
+            title=f"features {x}..{x}^{self.hparams.degree}, {hidden}: {len(plot['samples'][0])} samples",
         )
 
     def on_train_end(self) -> None:

@@ -64,6 +64,20 @@ def test_six_features_over_fit_beyond_the_sampled_range(tmp_path):
     assert len(run.model.coefficients()) == 7  # b, w1..w6
 
 
+def test_scaled_features_report_the_coefficients_of_x_itself():
+    from lightning_modules.curve import CurveFit
+
+    model = CurveFit(degree=2, feature_scale=2.0)
+    (linear,) = [m for m in model.net.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():  # (x + 1)² = 1 + 2x + x² = 1 + 4u + 4u² with u = x / 2
+        linear.weight.copy_(torch.tensor([[4.0, 4.0]]))
+        linear.bias.fill_(1.0)
+    x = torch.tensor([-3.0, -1.0, 0.5])
+    assert torch.allclose(model(x), (x + 1) ** 2)
+    coefficients = {k: float(v) for k, v in model.coefficients().items()}
+    assert coefficients == pytest.approx({"b": 1.0, "w1": 2.0, "w2": 1.0})
+
+
 def test_a_network_with_hidden_layers_has_no_coefficients():
     run = cli("fit", "--config", config("curve_mlp"), *tiny("curve_mlp"), *QUIET, run=False)
     assert run.model.coefficients() is None
