@@ -49,6 +49,9 @@ class LoraOptions:
             experiment's `lora_targets` (its attention and MLP projections, or what its docstring says).
         train_fully: modules that train whole beside the adapters (peft's `modules_to_save`), e.g. a new head; None:
             the experiment's `lora_train_fully`.
+        dora: weight-decomposed adapters (DoRA, Liu et al. 2024; peft's `use_dora`): each adapted layer also learns
+            the length of each of its output rows.
+        lr_ratio: LoRA+ (Hayou et al. 2024): the B matrices learn `lr_ratio` times faster than the A matrices.
     """
 
     r: NonNegativeInt = 0
@@ -56,6 +59,8 @@ class LoraOptions:
     dropout: ClosedUnitInterval = 0.0
     targets: list[str] | None = None
     train_fully: list[str] | None = None
+    dora: bool = False
+    lr_ratio: PositiveFloat = 1.0
 
 
 def sha256(path: str | Path) -> str:
@@ -143,6 +148,14 @@ class Adaptation:
             "partial": self.partial,
         }
 
+    def lr_scales(self, model: nn.Module) -> dict[int, float]:
+        """The learning-rate factor of each parameter that does not learn at the optimizer's rate (LoRA+'s B
+        matrices), by `id`."""
+        if self.lora.lr_ratio == 1 or not self.lora.r:
+            return {}
+        ratio = float(self.lora.lr_ratio)  # a plain float: the optimizer state is saved in checkpoints (weights_only)
+        return {id(p): ratio for name, p in model.named_parameters() if ".lora_B." in name}
+
     def saved_state(self, model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """The part of a state dict a checkpoint keeps: everything, or with `partial`, what trains and the buffers."""
         if not self.partial:
@@ -194,6 +207,7 @@ def add_adapters(model: nn.Module, options: LoraOptions) -> list[str]:
             continue
         config = LoraConfig(
             r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout, target_modules=targets,
+            use_dora=options.dora,
             modules_to_save=[m for m in train_fully if any(matches(name, [m]) for name in names)] or None,
         )  # fmt: skip
         try:

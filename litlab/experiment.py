@@ -159,7 +159,10 @@ class Experiment(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         steps = self.trainer.estimated_stepping_batches
-        return configure_optimizers(self, self.optimizer, self.lr_scheduler, steps, **self.parameter_groups())
+        groups = self.parameter_groups()
+        if self.adaptation is not None and (scales := self.adaptation.lr_scales(self)):
+            groups["lr_scales"] = scales
+        return configure_optimizers(self, self.optimizer, self.lr_scheduler, steps, **groups)
 
     def wandb_run(self):
         """The W&B run on rank 0 when a WandbLogger is active (for what only W&B shows), else None."""

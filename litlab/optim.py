@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
@@ -120,6 +120,7 @@ def configure_optimizers(
     vector_lr_scale: float = 1.0,
     frozen: nn.Module | None = None,
     frozen_steps: int = 0,
+    lr_scales: Mapping[int, float] | None = None,
 ) -> dict:
     """The dict `LightningModule.configure_optimizers` returns; pass `trainer.estimated_stepping_batches` as
     `total_steps`. Weight decay (the optimizer's `weight_decay`) skips biases, norms and other vectors; their learning
@@ -127,13 +128,16 @@ def configure_optimizers(
 
     `frozen` (e.g. a pretrained backbone) gets learning rate 0 for the first `frozen_steps` optimizer steps, then
     follows the schedule. Its parameters keep `requires_grad`, so DDP, which registers parameters once, keeps
-    synchronising them after they thaw."""
+    synchronising them after they thaw. `lr_scales` (`id` of a parameter -> factor) sets some parameters' learning
+    rate to a multiple of the optimizer's (LoRA+'s B matrices)."""
     held = {id(p) for p in frozen.parameters()} if frozen is not None and frozen_steps > 0 else set()
     params = [p for p in module.parameters() if p.requires_grad]
+    lr_scales = lr_scales or {}
     groups = [
-        {"params": [p for p in params if (p.ndim >= 2) == decays and (id(p) in held) == is_held], "held": is_held,
-         "vector": not decays, **({} if decays else {"weight_decay": 0.0})}
-        for is_held in (False, True) for decays in (True, False)
+        {"params": [p for p in params if (p.ndim >= 2) == decays and (id(p) in held) == is_held
+                    and lr_scales.get(id(p), 1.0) == scale],
+         "held": is_held, "vector": not decays, "lr_scale": scale, **({} if decays else {"weight_decay": 0.0})}
+        for is_held in (False, True) for decays in (True, False) for scale in sorted({1.0, *lr_scales.values()})
     ]  # fmt: skip
     try:
         opt = optimizer([group for group in groups if group["params"]])
@@ -141,7 +145,7 @@ def configure_optimizers(
         raise LitlabError(f"--model.optimizer: {err}") from None
     check_sparse_gradients(module, opt)
     for group in opt.param_groups:
-        group["lr"] *= vector_lr_scale if group["vector"] else 1.0
+        group["lr"] *= (vector_lr_scale if group["vector"] else 1.0) * group["lr_scale"]
     if lr_scheduler is None and not held:
         return {"optimizer": opt}
     scheduler = lr_scheduler or WarmupDecay

@@ -123,6 +123,26 @@ def test_lora_trains_the_adapter_alone_into_a_small_checkpoint_that_loads_everyw
             assert torch.equal(net(ids)[0], base_model.net(ids)[0])
 
 
+def test_dora_and_lora_plus_train_magnitudes_and_fast_b_matrices_and_merge_exactly(base, tmp_path):
+    _, best = base
+    run = adapted(best, "--lora.r=4", "--lora.dora=true", "--lora.lr_ratio=16")
+    named = dict(run.model.named_parameters())
+    trainable = {name for name, p in named.items() if p.requires_grad}
+    assert any("lora_magnitude_vector" in name for name in trainable)  # DoRA: a length per output row
+    groups = run.trainer.optimizers[0].param_groups
+    by_id = {id(p): group for group in groups for p in group["params"]}
+    b_lr = {by_id[id(p)]["initial_lr"] for name, p in named.items() if ".lora_B." in name}
+    a_lr = {by_id[id(p)]["initial_lr"] for name, p in named.items() if ".lora_A." in name}
+    assert len(b_lr) == len(a_lr) == 1 and b_lr.pop() == pytest.approx(16 * a_lr.pop())
+    adapter_best, _ = saved("adapted")
+    merged = tmp_path / "merged.ckpt"
+    merge(str(adapter_best), merged)
+    model, _ = model_from_checkpoint(str(adapter_best))
+    plain, _ = model_from_checkpoint(str(merged))
+    ids = torch.randint(1, 10, (2, 12))
+    assert torch.allclose(model.net(ids)[0], plain.net(ids)[0], atol=1e-5)
+
+
 def test_an_adapter_refuses_a_changed_base_and_is_no_base_itself(base, capfd, tmp_path):
     _, best = base
     adapted(best, "--lora.r=2")
