@@ -81,14 +81,16 @@ def test_init_from_refuses_another_experiment_other_shapes_and_a_missing_file(ba
 
 def test_lora_trains_the_adapter_alone_into_a_small_checkpoint_that_loads_everywhere(base, tmp_path, lightning_logs):
     fitted, best = base
-    run = adapted(best, "--lora.r=4")
+    run = adapted(best, "--lora.r=1")
     told = [r.getMessage() for r in lightning_logs.records if "trainable parameters" in r.getMessage()]
-    total = sum(p.numel() for p in fitted.model.parameters())  # 2 blocks x 4 x (32 + 96) = 1,024 trainable
+    # 2 blocks x rank 1 x (qkv 32 + 96, proj 32 + 32, mlp.0 32 + 128, mlp.2 128 + 32) = 1,024 trainable
+    total = sum(p.numel() for p in fitted.model.parameters())
     share = f"{total:,} ({100 * 1024 / total:.2f} %)"
-    assert told == [f"LoRA r=4 alpha=16 on qkv: 1,024 trainable parameters of the base's {share}, adapter 4 KiB"]
+    targets = "qkv, proj, mlp.0, mlp.2"
+    assert told == [f"LoRA r=1 alpha=16 on {targets}: 1,024 trainable parameters of the base's {share}, adapter 4 KiB"]
     trainable = [name for name, p in run.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
-    assert len(trainable) == 2 * 2  # A and B of each block's qkv
+    assert len(trainable) == 2 * 4 * 2  # A and B of each block's four projections
     adapter_best, adapter_last = saved("adapted")
     written = torch.load(adapter_best, weights_only=True)
     assert set(written["state_dict"]) == set(trainable) and written["adaptation"]["partial"]
