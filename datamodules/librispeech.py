@@ -57,7 +57,7 @@ class LibriSpeechData(SpeechData):
         train_split, val_split, test_split: LibriSpeech's split names.
         max_seconds: training utterances longer than this are left out (memory; LibriSpeech's run to 35 s).
         predict_files, sample_rate, n_mels, n_fft, hop_length, f_min, time_masks, time_width, freq_masks,
-            freq_width, eq, batch_size, eval_batch_size, num_workers: see `SpeechData`.
+            freq_width, eq, vtlp, batch_size, eval_batch_size, num_workers: see `SpeechData`.
     """
 
     alphabet = " 'abcdefghijklmnopqrstuvwxyz"
@@ -84,10 +84,11 @@ class LibriSpeechData(SpeechData):
         eval_batch_size: PositiveInt | None = None,
         num_workers: NonNegativeInt = 0,
         eq: NonNegativeFloat = 0.0,
+        vtlp: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__(
             predict_files, sample_rate, n_mels, n_fft, hop_length, time_masks, time_width, freq_masks, freq_width,
-            batch_size, eval_batch_size, num_workers, f_min, eq,
+            batch_size, eval_batch_size, num_workers, f_min, eq, vtlp,
         )  # fmt: skip
         self.splits: dict[str, SpokenUtterances] = {}
 

@@ -108,6 +108,9 @@ class SpeechData(DataModule):
             frames and `freq_width` bands (0 masks: none).
         eq: training utterances filtered by a random smooth equaliser of up to this many dB per band (another
             microphone and room: a gain drawn per utterance at a few points across the bands, linear in between).
+        vtlp: vocal tract length perturbation (Jaitly & Hinton, 2013) of training utterances: each one's frequencies
+            scaled by a factor drawn in [1 - vtlp, 1 + vtlp] before the mel filters (another speaker's formants,
+            at the utterance's own tempo and pitch contour).
         batch_size, eval_batch_size, num_workers: see `DataModule`.
     """
 
@@ -129,6 +132,7 @@ class SpeechData(DataModule):
         num_workers: NonNegativeInt = 0,
         f_min: NonNegativeFloat = 0.0,
         eq: NonNegativeFloat = 0.0,
+        vtlp: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers)
         self.tokenizer = SpeechTokenizer(self.alphabet)
@@ -158,9 +162,11 @@ class SpeechData(DataModule):
             self._filterbank = mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels, hp.f_min).to(audio.device)
         training = self.trainer is not None and self.trainer.training
         tilt = random_equaliser(len(audio), hp.n_mels, hp.eq, audio.device) if training and hp.eq else None
-        features, frames = log_mel(
-            audio, batch.pop("audio_lengths"), self._filterbank, hp.n_fft, hp.hop_length, tilt=tilt
-        )
+        filterbank = self._filterbank
+        if training and hp.vtlp:
+            warp = 1 + (2 * torch.rand(len(audio)) - 1) * hp.vtlp
+            filterbank = mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels, hp.f_min, warp).to(audio.device)
+        features, frames = log_mel(audio, batch.pop("audio_lengths"), filterbank, hp.n_fft, hp.hop_length, tilt=tilt)
         if training and (hp.time_masks or hp.freq_masks):
             features = spec_augment(features, frames, hp.time_masks, hp.time_width, hp.freq_masks, hp.freq_width)
         return {**batch, "features": features, "frames": frames}

@@ -92,7 +92,7 @@ class SpokenDigitsData(SpeechData):
         speed, gain: training recordings resampled by up to this fraction, and scaled by up to this many dB.
         seed: the generator of the validation and test utterances.
         predict_files, sample_rate, n_mels, n_fft, hop_length, f_min, time_masks, time_width, freq_masks,
-            freq_width, eq, batch_size, eval_batch_size, num_workers: see `SpeechData`.
+            freq_width, eq, vtlp, batch_size, eval_batch_size, num_workers: see `SpeechData`.
     """
 
     alphabet = "0123456789"
@@ -123,10 +123,11 @@ class SpokenDigitsData(SpeechData):
         eval_batch_size: PositiveInt | None = None,
         num_workers: NonNegativeInt = 0,
         eq: NonNegativeFloat = 0.0,
+        vtlp: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__(
             predict_files, sample_rate, n_mels, n_fft, hop_length, time_masks, time_width, freq_masks, freq_width,
-            batch_size, eval_batch_size, num_workers, f_min, eq,
+            batch_size, eval_batch_size, num_workers, f_min, eq, vtlp,
         )  # fmt: skip
         for option, speaker in (("held_out_speaker", held_out_speaker), ("val_speaker", val_speaker)):
             if speaker is not None and speaker not in SPEAKERS:

@@ -132,6 +132,16 @@ def test_f_min_leaves_the_bands_below_it_out():
     assert (cut.sum(1) > 0).all()  # every band still has bins
 
 
+def test_vtlp_warps_each_utterances_frequencies_by_its_own_factor():
+    plain = mel_filterbank(8000, 256, 40)
+    warped = mel_filterbank(8000, 256, 40, warp=torch.tensor([1.0, 0.85, 1.15]))
+    assert warped.shape == (3, *plain.shape) and torch.equal(warped[0], plain)
+    tone = torch.sin(2 * math.pi * 1000 * torch.arange(8000) / 8000)
+    power = torch.stft(tone, 256, 80, window=torch.hann_window(256), return_complex=True).abs().pow(2)  # (F, T)
+    peak = (warped @ power).mean(-1).argmax(-1)  # (3,): the band the tone lands in
+    assert peak[1] < peak[0] < peak[2]  # a shorter vocal tract (factor > 1) moves it up, a longer one down
+
+
 def test_the_random_equaliser_tilts_each_utterance_smoothly_within_its_range():
     torch.manual_seed(0)
     gains = random_equaliser(64, 40, db=12.0, device=torch.device("cpu"))  # (B, bands, 1), natural-log power
