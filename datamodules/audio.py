@@ -48,17 +48,27 @@ def resample(waveform: Tensor, from_rate: int, to_rate: int) -> Tensor:
     return torch.fft.irfft(spectrum, length) * (length / len(waveform))
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, warp: Tensor | None = None) -> Tensor:
+def mel_filterbank(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float = 0.0,
+    warp: Tensor | None = None,
+    device: torch.device | None = None,
+) -> Tensor:
     """(n_mels, n_fft // 2 + 1) triangular filters, evenly spaced on the HTK mel scale from f_min to the Nyquist
-    frequency, unnormalised."""
+    frequency, unnormalised, built on `device`. With `warp` (B,), vocal tract length perturbation: (B, n_mels, F),
+    each utterance's frequencies scaled by its factor before the filters, built on the factors' device."""
 
     def to_mel(hz: float) -> float:
         return 2595.0 * math.log10(1.0 + hz / 700.0)
 
-    edges = 700.0 * (10 ** (torch.linspace(to_mel(f_min), to_mel(sample_rate / 2), n_mels + 2) / 2595.0) - 1.0)
-    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)  # (F,)
-    if warp is not None:  # VTLP: (B,) factors; each utterance's frequencies scaled, then filtered: (B, M, F)
-        freqs = (freqs * warp.cpu()[:, None, None]).clamp(max=sample_rate / 2)
+    device = warp.device if warp is not None else device
+    mels = torch.linspace(to_mel(f_min), to_mel(sample_rate / 2), n_mels + 2, device=device)
+    edges = 700.0 * (10 ** (mels / 2595.0) - 1.0)
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, device=device)  # (F,)
+    if warp is not None:
+        freqs = (freqs * warp[:, None, None]).clamp(max=sample_rate / 2)  # (B, 1, F)
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (M, 1) each
     rising, falling = (freqs - lower) / (centre - lower), (upper - freqs) / (upper - centre)
     return torch.minimum(rising, falling).clamp(min=0.0)

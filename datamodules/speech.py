@@ -159,13 +159,13 @@ class SpeechData(DataModule):
         hp = self.hparams
         audio = batch.pop("audio")
         if self._filterbank is None or self._filterbank.device != audio.device:
-            self._filterbank = mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels, hp.f_min).to(audio.device)
+            self._filterbank = mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels, hp.f_min, device=audio.device)
         training = self.trainer is not None and self.trainer.training
         tilt = random_equaliser(len(audio), hp.n_mels, hp.eq, audio.device) if training and hp.eq else None
         filterbank = self._filterbank
-        if training and hp.vtlp:
-            warp = 1 + (2 * torch.rand(len(audio)) - 1) * hp.vtlp
-            filterbank = mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels, hp.f_min, warp).to(audio.device)
+        if training and hp.vtlp:  # a filterbank per utterance, drawn and built on the device: no transfer per step
+            warp = 1 + (2 * torch.rand(len(audio), device=audio.device) - 1) * hp.vtlp
+            filterbank = mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels, hp.f_min, warp)
         features, frames = log_mel(audio, batch.pop("audio_lengths"), filterbank, hp.n_fft, hp.hop_length, tilt=tilt)
         if training and (hp.time_masks or hp.freq_masks):
             features = spec_augment(features, frames, hp.time_masks, hp.time_width, hp.freq_masks, hp.freq_width)
