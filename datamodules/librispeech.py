@@ -87,8 +87,10 @@ class LibriSpeechData(SpeechData):
         vtlp: NonNegativeFloat = 0.0,
     ) -> None:
         super().__init__(
-            predict_files, sample_rate, n_mels, n_fft, hop_length, time_masks, time_width, freq_masks, freq_width,
-            batch_size, eval_batch_size, num_workers, f_min, eq, vtlp,
+            predict_files=predict_files, sample_rate=sample_rate, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
+            time_masks=time_masks, time_width=time_width, freq_masks=freq_masks, freq_width=freq_width,
+            batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, f_min=f_min, eq=eq,
+            vtlp=vtlp,
         )  # fmt: skip
         self.splits: dict[str, SpokenUtterances] = {}
 
