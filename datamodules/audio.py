@@ -90,15 +90,13 @@ def log_mel(
     hop: int,
     top_db: float = 80.0,
     tilt: Tensor | None = None,
-    normalise: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Log-mel features (B, n_mels, T) of padded waveforms (B, S) and the frame counts (B,). Each utterance is floored
     `top_db` below its loudest bin (so a quiet recording keeps its dynamic range) and normalised to zero mean and unit
     variance over its own frames, all bands together: the normalisation removes the recording's level and keeps the
     spectral shape, which carries a short word (per-band statistics would subtract a one-digit utterance's average
     spectrum, most of what tells it apart). `tilt` (B, n_mels, 1), log-power gains added to each band before that
-    (`random_equaliser`, `voice_spectrum`). `normalise=False`: the floored log-mel powers as they are. The padding's
-    frames are 0."""
+    (`random_equaliser`). The padding's frames are 0."""
     window = torch.hann_window(n_fft, device=audio.device)
     spectrum = torch.stft(audio.float(), n_fft, hop, window=window, center=True, return_complex=True)  # (B, F, T)
     features = torch.log(filterbank @ spectrum.abs().pow(2) + 1e-12)  # (B, M, T)
@@ -108,28 +106,10 @@ def log_mel(
     valid = (torch.arange(features.size(-1), device=audio.device) < frames[:, None]).unsqueeze(1)  # (B, 1, T)
     floor = features.masked_fill(~valid, -math.inf).amax((1, 2), keepdim=True) - top_db * math.log(10) / 10
     features = torch.maximum(features, floor)
-    if not normalise:
-        return features * valid, frames
     count = frames.view(-1, 1, 1).to(features.dtype) * features.size(1)
     mean = (features * valid).sum((1, 2), keepdim=True) / count
     std = (((features - mean) * valid).pow(2).sum((1, 2), keepdim=True) / count).sqrt()
     return ((features - mean) / (std + 1e-5)) * valid, frames
-
-
-def voice_spectrum(recordings: list[Tensor], filterbank: Tensor, n_fft: int, hop: int, chunk: int = 128) -> Tensor:
-    """The long-term average log-mel spectrum (n_mels,) of one voice's recordings (1-D waveforms), its mean over the
-    bands removed: what a microphone, a room and a vocal tract add to every frame. Subtracted from each of the
-    voice's utterances (`--data.voice_norm`), it is cepstral mean normalisation over the voice rather than the
-    utterance, whose own average spectrum would be most of a short word."""
-    total, count = torch.zeros(filterbank.size(-2)), 0
-    for start in range(0, len(recordings), chunk):  # a few batches, once per run
-        part = recordings[start : start + chunk]
-        lengths = torch.tensor([len(r) for r in part])
-        audio = torch.nn.utils.rnn.pad_sequence(part, batch_first=True)
-        features, frames = log_mel(audio, lengths, filterbank, n_fft, hop, normalise=False)
-        total, count = total + features.sum((0, 2)), count + int(frames.sum())
-    spectrum = total / max(count, 1)
-    return spectrum - spectrum.mean()
 
 
 def spec_augment(

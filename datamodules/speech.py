@@ -2,9 +2,8 @@
 padded into batches on the host, and the features computed on the training device (`SpeechData`, see `audio`).
 
 A batch is `{"audio": (B, S) float, "audio_lengths": (B,), "targets": (B, L) ids (0-padded), "target_lengths": (B,),
-"text": [transcript], "single": (B,) bool (one recording alone), "name": [what predict was given]}`, and with
-`voice_norm` `"voice": (B, n_mels)`, the long-term spectrum of each utterance's voice; on the training device `audio`
-becomes `features` (B, n_mels, T) with `frames` (B,).
+"text": [transcript], "single": (B,) bool (one recording alone), "name": [what predict was given]}`; on the training
+device `audio` becomes `features` (B, n_mels, T) with `frames` (B,).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.audio import log_mel, mel_filterbank, random_equaliser, read_audio, spec_augment, voice_spectrum
+from datamodules.audio import log_mel, mel_filterbank, random_equaliser, read_audio, spec_augment
 from datamodules.data_module import DataModule, Strings
 from litlab.errors import LitlabError
 
@@ -69,15 +68,14 @@ def utterance_batch(
 class Utterances(Dataset):
     """Fixed utterances (validation, test, predict): item i joins the recordings `plan[i]` (indices into `recordings`)
     with the silences `pauses[i]`; its transcript is `texts[i]`; items from `single_from` on are recordings scored
-    alone (`single`). `voices` (R, n_mels): each recording's voice spectrum (`SpeechData.voice_spectra`)."""
+    alone (`single`)."""
 
     def __init__(
         self, recordings: list[Tensor], plan: list[list[int]], pauses: list[list[int]], texts: list[str],
         tokenizer: SpeechTokenizer, names: list[str] | None = None, single_from: int | None = None,
-        voices: Tensor | None = None,
     ) -> None:  # fmt: skip
         self.recordings, self.plan, self.pauses, self.texts = recordings, plan, pauses, texts
-        self.tokenizer, self.names, self.voices = tokenizer, names, voices
+        self.tokenizer, self.names = tokenizer, names
         self.single_from = len(plan) if single_from is None else single_from
 
     def __len__(self) -> int:
@@ -92,8 +90,6 @@ class Utterances(Dataset):
         batch["single"] = torch.tensor([i >= self.single_from for i in indices])
         if self.names is not None:
             batch["name"] = [self.names[i] for i in indices]
-        if self.voices is not None:  # an utterance is one voice: its first recording's
-            batch["voice"] = self.voices[[self.plan[i][0] for i in indices]]
         return batch
 
 
@@ -115,10 +111,6 @@ class SpeechData(DataModule):
         vtlp: vocal tract length perturbation (Jaitly & Hinton, 2013) of training utterances: each one's frequencies
             scaled by a factor drawn in [1 - vtlp, 1 + vtlp] before the mel filters (another speaker's formants,
             at the utterance's own tempo and pitch contour).
-        voice_norm: subtract from every utterance the long-term log-mel spectrum of its voice (`voice_spectrum`),
-            measured over that voice's recordings in the same split (a test voice's over its own test recordings,
-            without their transcripts): the microphone and the vocal tract's average shape removed. `predict` takes
-            the files it is given as one voice.
         batch_size, eval_batch_size, num_workers: see `DataModule`.
     """
 
@@ -141,11 +133,9 @@ class SpeechData(DataModule):
         f_min: NonNegativeFloat = 0.0,
         eq: NonNegativeFloat = 0.0,
         vtlp: NonNegativeFloat = 0.0,
-        voice_norm: bool = False,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers)
         self.tokenizer = SpeechTokenizer(self.alphabet)
-        self.voice_norm = voice_norm  # not every subclass takes it as an argument (LibriSpeech: no voices per split)
         self._filterbank: Tensor | None = None
 
     def predict_dataloader(self) -> DataLoader:
@@ -155,21 +145,7 @@ class SpeechData(DataModule):
         recordings = [read_audio(f, self.hparams.sample_rate) for f in files]
         plan, pauses, unknown = [[i] for i in range(len(files))], [[0]] * len(files), [""] * len(files)
         names = [str(f) for f in files]
-        voices = self.voice_spectra(recordings, torch.zeros(len(files), dtype=torch.long))
-        return self.loader(Utterances(recordings, plan, pauses, unknown, self.tokenizer, names, 0, voices))
-
-    def voice_spectra(self, recordings: list[Tensor], voices: Tensor) -> Tensor | None:
-        """With `voice_norm`, (R, n_mels): each recording's voice's `voice_spectrum`, over the recordings that share
-        its entry of `voices` (R,); else None."""
-        hp = self.hparams
-        if not self.voice_norm:
-            return None
-        filterbank = mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels, hp.f_min)
-        spectra = torch.zeros(len(recordings), hp.n_mels)
-        for voice in voices.unique().tolist():
-            mine = torch.nonzero(voices == voice).flatten()
-            spectra[mine] = voice_spectrum([recordings[i] for i in mine], filterbank, hp.n_fft, hp.hop_length)
-        return spectra
+        return self.loader(Utterances(recordings, plan, pauses, unknown, self.tokenizer, names, single_from=0))
 
     @property
     def n_mels(self) -> int:
@@ -186,9 +162,6 @@ class SpeechData(DataModule):
             self._filterbank = mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels, hp.f_min, device=audio.device)
         training = self.trainer is not None and self.trainer.training
         tilt = random_equaliser(len(audio), hp.n_mels, hp.eq, audio.device) if training and hp.eq else None
-        if "voice" in batch:
-            voice = -batch.pop("voice").unsqueeze(-1)  # (B, n_mels, 1)
-            tilt = voice if tilt is None else tilt + voice
         filterbank = self._filterbank
         if training and hp.vtlp:  # a filterbank per utterance, drawn and built on the device: no transfer per step
             warp = 1 + (2 * torch.rand(len(audio), device=audio.device) - 1) * hp.vtlp

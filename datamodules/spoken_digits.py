@@ -40,14 +40,14 @@ class ConnectedDigits(Dataset):
     """Training utterances, drawn afresh at every access from torch's generator (seeded; under DDP each rank draws its
     own, `litlab.rng.ResumableRNG`): item i joins recording i and up to `max_digits - 1` other recordings of its
     speaker, in random order, with random silences; each recording sped up or slowed down by up to `speed` and scaled
-    by up to `gain` dB. `voices` (R, n_mels): each recording's voice spectrum, given to its utterance."""
+    by up to `gain` dB."""
 
     def __init__(
         self, recordings: list[Tensor], speakers: Tensor, texts: list[str], tokenizer: SpeechTokenizer,
-        max_digits: int, pause: tuple[int, int], speed: float = 0.0, gain: float = 0.0, voices: Tensor | None = None,
+        max_digits: int, pause: tuple[int, int], speed: float = 0.0, gain: float = 0.0,
     ) -> None:  # fmt: skip
         self.recordings, self.speakers, self.texts, self.tokenizer = recordings, speakers, texts, tokenizer
-        self.max_digits, self.pause, self.speed, self.gain, self.voices = max_digits, pause, speed, gain, voices
+        self.max_digits, self.pause, self.speed, self.gain = max_digits, pause, speed, gain
         self.by_speaker = {int(s): torch.nonzero(speakers == s).flatten() for s in speakers.unique()}
 
     def __len__(self) -> int:
@@ -64,8 +64,6 @@ class ConnectedDigits(Dataset):
             pauses.append(torch.randint(self.pause[0], self.pause[1] + 1, (count,)).tolist())
             texts.append("".join(self.texts[j] for j in chosen))
         batch = utterance_batch(pieces, pauses, texts, self.tokenizer)
-        if self.voices is not None:
-            batch["voice"] = self.voices[indices]
         return {**batch, "text": texts, "single": torch.tensor([len(p) == 1 for p in pieces])}
 
     def perturb(self, recording: Tensor) -> Tensor:
@@ -94,7 +92,7 @@ class SpokenDigitsData(SpeechData):
         speed, gain: training recordings resampled by up to this fraction, and scaled by up to this many dB.
         seed: the generator of the validation and test utterances.
         predict_files, sample_rate, n_mels, n_fft, hop_length, f_min, time_masks, time_width, freq_masks,
-            freq_width, eq, vtlp, voice_norm, batch_size, eval_batch_size, num_workers: see `SpeechData`.
+            freq_width, eq, vtlp, batch_size, eval_batch_size, num_workers: see `SpeechData`.
     """
 
     alphabet = "0123456789"
@@ -126,13 +124,12 @@ class SpokenDigitsData(SpeechData):
         num_workers: NonNegativeInt = 0,
         eq: NonNegativeFloat = 0.0,
         vtlp: NonNegativeFloat = 0.0,
-        voice_norm: bool = False,
     ) -> None:
         super().__init__(
             predict_files=predict_files, sample_rate=sample_rate, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
             time_masks=time_masks, time_width=time_width, freq_masks=freq_masks, freq_width=freq_width,
             batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers, f_min=f_min, eq=eq,
-            vtlp=vtlp, voice_norm=voice_norm,
+            vtlp=vtlp,
         )  # fmt: skip
         for option, speaker in (("held_out_speaker", held_out_speaker), ("val_speaker", val_speaker)):
             if speaker is not None and speaker not in SPEAKERS:
@@ -189,19 +186,14 @@ class SpokenDigitsData(SpeechData):
         if any(not ids for ids in members.values()):
             raise LitlabError(f"{folder}: a split is empty ({ {k: len(v) for k, v in members.items()} })")
         train = members["train"]
-        parts = torch.tensor([("train", "val", "test").index(p) for p in split])
-        voices = self.voice_spectra(recordings, parts * len(names) + speaker_ids)  # a voice per split and speaker
         self.splits["train"] = ConnectedDigits(
             [recordings[i] for i in train], speaker_ids[train], [texts[i] for i in train], self.tokenizer,
             self.hparams.max_digits, self._pause(), self.hparams.speed, self.hparams.gain,
-            None if voices is None else voices[train],
         )  # fmt: skip
         for part in ("val", "test"):
-            self.splits[part] = self._evaluation(recordings, speaker_ids, texts, members[part], part == "test", voices)
+            self.splits[part] = self._evaluation(recordings, speaker_ids, texts, members[part], part == "test")
 
-    def _evaluation(
-        self, recordings, speakers: Tensor, texts: list[str], members: list[int], test: bool, voices: Tensor | None
-    ) -> Utterances:
+    def _evaluation(self, recordings, speakers: Tensor, texts: list[str], members: list[int], test: bool) -> Utterances:
         """The split's recordings cut, per speaker in a seeded order, into utterances of 1 to `max_digits`, each
         recording in exactly one; then every recording alone."""
         generator = torch.Generator().manual_seed(self.hparams.seed + test)
@@ -219,7 +211,7 @@ class SpokenDigitsData(SpeechData):
         plan += [[i] for i in members]
         pauses += [[0] for _ in members]
         texts = ["".join(texts[i] for i in p) for p in plan]
-        return Utterances(recordings, plan, pauses, texts, self.tokenizer, single_from=connected, voices=voices)
+        return Utterances(recordings, plan, pauses, texts, self.tokenizer, single_from=connected)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.splits["train"], train=True)

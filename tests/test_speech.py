@@ -12,19 +12,10 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from audio_fixtures import tone, write_fsdd
+from audio_fixtures import write_fsdd
 from conftest import FIXTURES, QUIET, cli, config, fails_in_one_line, tiny
-from torch import Tensor
 
-from datamodules.audio import (
-    log_mel,
-    mel_filterbank,
-    random_equaliser,
-    read_audio,
-    resample,
-    spec_augment,
-    voice_spectrum,
-)
+from datamodules.audio import log_mel, mel_filterbank, random_equaliser, read_audio, resample, spec_augment
 from datamodules.librispeech import MD5, LibriSpeechData
 from datamodules.spoken_digits import SpokenDigitsData
 from lightning_modules.components.ctc import ConvBiLSTM, beam_search, collapse, greedy_paths
@@ -166,51 +157,6 @@ def test_the_random_equaliser_tilts_each_utterance_smoothly_within_its_range():
     flat = torch.full((2, 40, 1), 3.0)  # the same gain in every band: the per-utterance normalisation undoes it
     assert torch.allclose(
         plain, log_mel(audio, torch.tensor([4000, 4000]), filterbank, 256, 80, tilt=flat)[0], atol=1e-4
-    )
-
-
-def test_voice_normalisation_takes_a_microphone_away():
-    rng = np.random.default_rng(0)
-    voice = [torch.from_numpy(np.concatenate([tone(d, 8000, 1.1, rng) for d in (i % 10, 7)])) for i in range(20)]
-    bright = [torch.cat([w[:1], w[1:] - 0.9 * w[:-1]]) for w in voice]  # another microphone: highs up to 25 dB up
-    filterbank, lengths = mel_filterbank(8000, 256, 40), torch.tensor([len(voice[0])])
-
-    def features(recording: Tensor, tilt: Tensor | None = None) -> Tensor:
-        return log_mel(recording[None], lengths, filterbank, 256, 80, tilt=tilt)[0]
-
-    spectra = [voice_spectrum(recordings, filterbank, 256, 80) for recordings in (voice, bright)]
-    assert all(s.shape == (40,) and abs(float(s.mean())) < 1e-4 for s in spectra)  # the level is left out
-    assert (spectra[1] - spectra[0])[-8:].mean() > (spectra[1] - spectra[0])[:8].mean() + 2  # it sees the highs
-    apart = (features(voice[0]) - features(bright[0])).abs().mean()
-    normalised = [features(r[0], -s[None, :, None]) for r, s in zip((voice, bright), spectra)]
-    assert (normalised[0] - normalised[1]).abs().mean() < apart / 3
-
-
-def test_voice_spectra_are_measured_per_speaker_within_each_split(digits):
-    assert "voice" not in digits.splits["test"].__getitems__([0])  # only with voice_norm
-    data = SpokenDigitsData(**SETTINGS | {"voice_norm": True})
-    data.setup("fit")
-    filterbank = mel_filterbank(8000, 256, 40)
-    files = sorted((FIXTURES / "fsdd/recordings").glob("*.wav"))
-    owners = [speaker_and_number(f.name) for f in files]
-
-    def spectrum(speaker: str, numbers: range) -> Tensor:
-        mine = [read_audio(f, 8000) for f, (s, n) in zip(files, owners) if s == speaker and n in numbers]
-        return voice_spectrum(mine, filterbank, 256, 80)
-
-    test = data.splits["test"]
-    batch = test.__getitems__(list(range(len(test))))
-    for plan, voice in zip(test.plan, batch["voice"]):
-        assert torch.allclose(voice, spectrum(owners[plan[0]][0], range(0, 5)), atol=1e-4)  # test recordings only
-    train = data.splits["train"]
-    george = torch.nonzero(train.speakers == 0).flatten()[:4].tolist()
-    drawn = train.__getitems__(george)["voice"]
-    assert torch.allclose(drawn, spectrum("george", range(7, 12)).expand(4, -1), atol=1e-4)
-    assert not torch.allclose(drawn[0], spectrum("george", range(0, 5)), atol=1e-3)  # not the test split's
-    data.hparams.predict_files = [files[0], files[11]]  # predict: the files it is given are one voice
-    given = next(iter(data.predict_dataloader()))["voice"]
-    assert torch.allclose(given[0], given[1]) and torch.allclose(
-        given[0], voice_spectrum([read_audio(f, 8000) for f in (files[0], files[11])], filterbank, 256, 80)
     )
 
 
