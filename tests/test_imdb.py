@@ -186,6 +186,17 @@ def test_bag_of_ngrams_hashes_word_order_into_its_own_rows():
     assert not torch.allclose(logits[0], logits[1])
 
 
+def test_bag_of_ngrams_averages_the_reviews_words_and_ngrams_never_its_padding():
+    bag = BagOfNgramsClassifier(vocab_size=10, embed_dim=4, classes=2, ngrams=2, buckets=7).eval()
+    short, padded = torch.tensor([[2, 3, 5]]), torch.tensor([[2, 3, 5, 0, 0, 0]])
+    assert torch.allclose(bag(short, torch.tensor([3])), bag(padded, torch.tensor([3])))
+    rows = bag.ngram_ids(short)[0]  # 3 words and 2 bigrams
+    mean = bag.embed.weight[rows].mean(0)
+    assert torch.allclose(bag(padded, torch.tensor([3]))[0], bag.head(mean))
+    empty = bag(torch.zeros(1, 4, dtype=torch.long), torch.tensor([0]))  # nothing to average: the head's bias
+    assert torch.allclose(empty[0], bag.head[1].bias)
+
+
 def test_sparse_gradients_move_only_the_rows_a_batch_reads(capfd):
     bag = BagOfNgramsClassifier(vocab_size=10, embed_dim=4, classes=2, ngrams=2, buckets=7, sparse=True)
     before = bag.embed.weight.detach().clone()

@@ -104,8 +104,11 @@ class BagOfNgramsClassifier(nn.Module):
     dropout -> linear.
 
     The n-grams (2..`ngrams` consecutive words) are hashed from the word ids on the device into `buckets` extra rows of
-    one `EmbeddingBag`: there is no n-gram vocabulary to build, store or ship. Padding, and every n-gram that reaches
-    into it, maps to the padding row, which the mean leaves out."""
+    one embedding table: there is no n-gram vocabulary to build, store or ship. Padding, and every n-gram that reaches
+    into it, maps to the padding row, which the mean leaves out.
+
+    The mean is an `nn.Embedding` lookup summed over the review, not an `nn.EmbeddingBag` with `padding_idx`: on CPU
+    that bag takes a slower path (the forward and backward of 128 reviews of 200 words: 2.9 against 4.4 ms, CPU-B)."""
 
     MODULUS, MULTIPLIER = 2**31 - 1, 1_000_003  # rolling hash; products stay below 2**51, exact in int64
 
@@ -123,7 +126,7 @@ class BagOfNgramsClassifier(nn.Module):
         super().__init__()
         self.vocab_size, self.ngrams, self.buckets, self.pad_id = vocab_size, ngrams, buckets, pad_id
         rows = vocab_size + (buckets if ngrams > 1 else 0)
-        self.embed = nn.EmbeddingBag(rows, embed_dim, mode="mean", padding_idx=pad_id, sparse=sparse)
+        self.embed = nn.Embedding(rows, embed_dim, padding_idx=pad_id, sparse=sparse)
         nn.init.uniform_(self.embed.weight, -1 / embed_dim, 1 / embed_dim)  # fastText's start
         with torch.no_grad():
             self.embed.weight[pad_id].zero_()
@@ -139,7 +142,10 @@ class BagOfNgramsClassifier(nn.Module):
         return torch.cat(columns, dim=1)
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
-        return self.head(self.embed(self.ngram_ids(ids)))  # (B, classes)
+        rows = self.ngram_ids(ids)  # (B, L)
+        real = (rows != self.pad_id).unsqueeze(-1)  # (B, L, 1): words and n-grams, not padding
+        total = (self.embed(rows) * real).sum(1)  # (B, E); the mask keeps padding out of adversarial moves too
+        return self.head(total / real.sum(1).clamp(min=1))  # (B, classes): the mean, zeros for an empty review
 
 
 class RegionCNNClassifier(nn.Module):
