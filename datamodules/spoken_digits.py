@@ -10,17 +10,23 @@ every recording is also scored alone (`single`, the single-digit accuracy). Spli
 - `held_out_speaker`: that speaker's 500 recordings test; the others' 0-4 validate and 5-49 train, or, with
   `val_speaker`, a second speaker's 500 validate (a voice the model has not heard either) and the other four's train.
 
+Self-training on a new voice (`pseudo_labels`): its recordings, transcribed by a model (`litlab predict`, which writes
+each transcript's probability), join training with those transcripts, the surest `pseudo_share` of them; no true
+label of theirs is read.
+
     litlab fit --config configs/speech_ctc.yaml --data.data_dir data/fsdd
     litlab predict --ckpt_path <best.ckpt> --data.predict_files '[one.wav, two.wav]'
+    litlab fit --config configs/speech_ctc_speaker.yaml --data.pseudo_labels <predict run>/predictions.jsonl
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import torch
-from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, PositiveInt
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -78,6 +84,24 @@ class ConnectedDigits(Dataset):
         return recording
 
 
+def pseudo_labelled(path: Path, share: float, sample_rate: int) -> tuple[list[Tensor], list[str], list[str]]:
+    """(recordings, speakers, digits) of the `share` most probable predictions in `path` (records `input`, `output`,
+    `probability`, as `litlab predict` writes them) whose transcript is one digit."""
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LitlabError(f"--data.pseudo_labels={path}: not a predictions.jsonl of litlab predict ({err})") from None
+    if not records or not all(isinstance(r, dict) and {"input", "output", "probability"} <= r.keys() for r in records):
+        raise LitlabError(f"--data.pseudo_labels={path}: needs records with input, output and probability")
+    kept = sorted(records, key=lambda r: -float(r["probability"]))[: max(1, round(share * len(records)))]
+    kept = [r for r in kept if len(str(r["output"])) == 1]
+    for r in kept:
+        if not _NAME.match(Path(r["input"]).name):
+            raise LitlabError(f"--data.pseudo_labels: {r['input']} is not named <digit>_<speaker>_<index>.wav")
+    voices = [_NAME.match(Path(r["input"]).name)[2] for r in kept]
+    return [read_audio(Path(r["input"]), sample_rate) for r in kept], voices, [str(r["output"]) for r in kept]
+
+
 class SpokenDigitsData(SpeechData):
     """The Free Spoken Digit Dataset as connected digits (see the module docstring).
 
@@ -86,6 +110,9 @@ class SpokenDigitsData(SpeechData):
         download: fetch the dataset's release from GitHub in `prepare_data` when no recordings are found.
         held_out_speaker: test on this speaker alone and train on the others; None: the official split.
         val_speaker: with `held_out_speaker`, validate on this speaker alone too (tuning for voices never heard).
+        pseudo_labels: a `predictions.jsonl` of `litlab predict` on FSDD-named recordings (any folder): they join
+            training with the predicted single digits as their labels (the file name gives only the speaker).
+        pseudo_share: the share of those predictions kept, the most probable first.
         val_indices: [first, last) recording numbers of the official training range that validate.
         max_digits: the most recordings one utterance joins (each count from 1 up equally likely).
         pause: the silence between two recordings, [shortest, longest] in seconds.
@@ -103,6 +130,8 @@ class SpokenDigitsData(SpeechData):
         download: bool = True,
         held_out_speaker: str | None = None,
         val_speaker: str | None = None,
+        pseudo_labels: Path | None = None,
+        pseudo_share: ClosedUnitInterval = 0.5,
         val_indices: tuple[NonNegativeInt, NonNegativeInt] = (5, 10),
         max_digits: PositiveInt = 7,
         pause: tuple[float, float] = (0.05, 0.3),
@@ -136,6 +165,8 @@ class SpokenDigitsData(SpeechData):
                 raise LitlabError(f"--data.{option}={speaker!r}: one of {', '.join(SPEAKERS)}")
         if val_speaker is not None and (held_out_speaker is None or val_speaker == held_out_speaker):
             raise LitlabError("--data.val_speaker: another speaker than --data.held_out_speaker, and only beside it")
+        if pseudo_share == 0:
+            raise LitlabError("--data.pseudo_share=0 keeps no pseudo-label: pass a share above 0 (1: all of them)")
         self.splits: dict[str, Dataset] = {}
 
     def _folder(self) -> Path | None:
@@ -186,6 +217,13 @@ class SpokenDigitsData(SpeechData):
         if any(not ids for ids in members.values()):
             raise LitlabError(f"{folder}: a split is empty ({ {k: len(v) for k, v in members.items()} })")
         train = members["train"]
+        if hp.pseudo_labels is not None:  # appended to the training recordings, their speakers' ids extended
+            extra, voices, labels = pseudo_labelled(Path(hp.pseudo_labels), hp.pseudo_share, hp.sample_rate)
+            names += sorted(set(voices) - set(names))
+            train += range(len(recordings), len(recordings) + len(extra))
+            recordings, texts = recordings + extra, texts + labels
+            speaker_ids = torch.cat([speaker_ids, torch.tensor([names.index(v) for v in voices], dtype=torch.long)])
+            rank_zero_info(f"{len(extra)} recordings of {', '.join(sorted(set(voices)))} join training, self-labelled")
         self.splits["train"] = ConnectedDigits(
             [recordings[i] for i in train], speaker_ids[train], [texts[i] for i in train], self.tokenizer,
             self.hparams.max_digits, self._pause(), self.hparams.speed, self.hparams.gain,

@@ -6,7 +6,9 @@ Metrics, on transcripts decoded greedily or by beam search (`beam_width` > 1): `
 (digits for spoken digits, characters for LibriSpeech; torchmetrics' `CharErrorRate`), `{stage}/wer` where transcripts
 have words, `{stage}/exact_match` over utterances, and `{stage}/single_acc` over recordings scored alone (one spoken
 digit). Figures: a validation utterance's log-mel frames with the frames where the greedy path emits a token, and the
-test confusion of single recordings. Targets and measured figures: the README.
+test confusion of single recordings. `predict` writes each transcript with its probability under the network (all of
+its CTC alignments), by which `SpokenDigitsData.pseudo_labels` keeps the surest for self-training. Targets and
+measured figures: the README.
 
     litlab fit --config configs/speech_ctc.yaml
     litlab predict --ckpt_path <best.ckpt> --data.predict_files '[one.wav, two.wav]'
@@ -42,7 +44,7 @@ class SpeechCTC(Experiment):
 
     monitor, monitor_mode = "val/cer", "min"
     data_arguments = ("n_mels", "vocab_size")
-    prediction_format = "{input}: {output}"
+    prediction_format = "{input}: {output} ({probability:.1%})"
     request_settings = ("beam_width",)
 
     def __init__(
@@ -80,6 +82,17 @@ class SpeechCTC(Experiment):
             paths = greedy_paths(log_probs, lengths).tolist()  # one copy to the host per batch
             return [tokenizer.decode(collapse(path)) for path in paths]
         return [tokenizer.decode(beam_search(lp[:n], width)) for lp, n in zip(log_probs, lengths.tolist())]
+
+    def transcript_probability(self, log_probs: Tensor, lengths: Tensor, texts: list[str]) -> Tensor:
+        """(B,) each text's probability given its utterance: the sum over all of its CTC alignments."""
+        encode = self.from_data("tokenizer").encode
+        targets = [torch.tensor(encode(text), dtype=torch.long) for text in texts]
+        target_lengths = torch.tensor([len(t) for t in targets], device=lengths.device)
+        nll = F.ctc_loss(
+            log_probs.transpose(0, 1).float(), torch.cat(targets).to(lengths.device), lengths, target_lengths,
+            blank=0, reduction="none",
+        )  # fmt: skip
+        return torch.exp(-nll)
 
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
         log_probs, lengths = self(batch["features"], batch["frames"])
@@ -142,5 +155,10 @@ class SpeechCTC(Experiment):
             self.report_confusion("test/confusion", matrix, names)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        outputs = self.transcribe(*self(batch["features"], batch["frames"]))
-        return [{"input": name, "output": text} for name, text in zip(batch["name"], outputs)]
+        log_probs, lengths = self(batch["features"], batch["frames"])
+        outputs = self.transcribe(log_probs, lengths)
+        probabilities = self.transcript_probability(log_probs, lengths, outputs).tolist()
+        return [
+            {"input": name, "output": text, "probability": p}
+            for name, text, p in zip(batch["name"], outputs, probabilities)
+        ]

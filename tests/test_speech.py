@@ -19,6 +19,7 @@ from datamodules.audio import log_mel, mel_filterbank, random_equaliser, read_au
 from datamodules.librispeech import MD5, LibriSpeechData
 from datamodules.spoken_digits import SpokenDigitsData
 from lightning_modules.components.ctc import ConvBiLSTM, beam_search, collapse, greedy_paths
+from lightning_modules.speech import SpeechCTC
 from litlab.errors import LitlabError
 
 SETTINGS = dict(data_dir=FIXTURES / "fsdd", download=False, val_indices=(5, 7), max_digits=3)
@@ -181,6 +182,44 @@ def test_greedy_and_beam_decoding_on_hand_made_probabilities():
     assert beam_search(log_probs[0, :3], beam_width=3) == [1]
 
 
+def test_a_transcript_s_probability_sums_all_of_its_ctc_alignments():
+    model = SpeechCTC(channels=4, hidden=3, layers=1, n_mels=8, vocab_size=11)
+    model.data_outside_trainer = SpokenDigitsData(**SETTINGS)  # its tokenizer: blank, then "0".."9"
+    frame = torch.full((11,), 1e-9)
+    frame[0], frame[2] = 0.6, 0.4  # blank 0.6, "1" 0.4
+    log_probs = frame.log().expand(3, 2, 11)  # three utterances of two frames
+    p = model.transcript_probability(log_probs, torch.tensor([2, 2, 1]), ["1", "", "1"])
+    # "1": 1-1, 1-blank, blank-1 (0.16 + 0.24 + 0.24); "": blank-blank; one frame: "1" alone
+    assert torch.allclose(p, torch.tensor([0.64, 0.36, 0.4]), atol=1e-6)
+
+
+def test_pseudo_labels_join_training_with_their_predicted_digits_the_surest_first(tmp_path):
+    write_fsdd(tmp_path, ("george", "jackson", "lucas"), per_digit=2)
+    heard = SETTINGS | {"data_dir": tmp_path, "held_out_speaker": "jackson", "val_speaker": "lucas"}
+    files = sorted((tmp_path / "recordings").glob("*_jackson_*.wav"))
+    outputs = [str((int(f.name[0]) + 1) % 10) for f in files]  # never the true digit: the labels are the model's
+    outputs[-1] = "12"  # the surest, but not one digit: left out
+    records = [
+        {"input": str(f), "output": o, "probability": (i + 1) / 100} for i, (f, o) in enumerate(zip(files, outputs))
+    ]
+    labels = tmp_path / "predictions.jsonl"
+    labels.write_text("".join(json.dumps(r) + "\n" for r in records))
+    data = SpokenDigitsData(**heard | {"pseudo_labels": labels, "pseudo_share": 0.5})
+    data.setup("fit")
+    train = data.splits["train"]
+    assert len(train) == 20 + 9  # george's 20, then the 10 surest of jackson's 20 but the two-digit one
+    assert train.texts[20:] == outputs[-2:-11:-1]  # most probable first
+    assert torch.equal(train.recordings[20], read_audio(files[-2], 8000))
+    assert set(train.speakers[:20].tolist()) == {0} and len(set(train.speakers[20:].tolist()) - {0}) == 1
+    assert len(data.splits["test"].plan[data.splits["test"].single_from :]) == 20  # the test split is unchanged
+    labels.write_text('{"input": "x.wav"}\n')
+    with pytest.raises(LitlabError, match="input, output and probability"):
+        SpokenDigitsData(**heard | {"pseudo_labels": labels}).setup("fit")
+    labels.write_text("not json")
+    with pytest.raises(LitlabError, match="not a predictions.jsonl"):
+        SpokenDigitsData(**heard | {"pseudo_labels": labels}).setup("fit")
+
+
 def test_predict_transcribes_each_wav_file(tmp_path, capsys):
     cli("fit", "--config", config("speech_ctc"), *tiny("speech_ctc"), "--trainer.max_epochs=1", *QUIET)
     best = next(tmp_path.glob("runs/speech_ctc/*/checkpoints/best.ckpt"))
@@ -191,7 +230,7 @@ def test_predict_transcribes_each_wav_file(tmp_path, capsys):
     written = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("predictions written"))
     records = [json.loads(line) for line in open(written.removeprefix("predictions written to "))]
     assert [r["input"] for r in records] == [str(tmp_path / "stereo.wav"), str(tmp_path / "wide.flac")]
-    assert all(set(r["output"]) <= set("0123456789") for r in records)
+    assert all(set(r["output"]) <= set("0123456789") and 0 < r["probability"] <= 1 for r in records)
 
 
 def test_bad_audio_input_is_one_line(tmp_path, capfd):
