@@ -41,6 +41,15 @@ class SpeechTokenizer:
     def decode(self, ids: list[int]) -> str:
         return "".join(self.alphabet[i - 1] for i in ids if 0 < i <= len(self.alphabet))
 
+    def targets(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """CTC's targets of `texts`: ids (B, L), 0-padded, and lengths (B,)."""
+        ids = [self.encode(text) for text in texts]
+        lengths = torch.tensor([len(i) for i in ids])
+        targets = torch.zeros(len(ids), max(1, int(lengths.max())), dtype=torch.long)
+        for b, sequence in enumerate(ids):
+            targets[b, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+        return targets, lengths
+
 
 def utterance_batch(
     pieces: list[list[Tensor]], pauses: list[list[int]], texts: list[str], tokenizer: SpeechTokenizer
@@ -57,11 +66,7 @@ def utterance_batch(
     audio = torch.zeros(len(joined), int(lengths.max()))
     for b, waveform in enumerate(joined):
         audio[b, : len(waveform)] = waveform
-    ids = [tokenizer.encode(text) for text in texts]
-    target_lengths = torch.tensor([len(i) for i in ids])
-    targets = torch.zeros(len(ids), max(1, int(target_lengths.max())), dtype=torch.long)
-    for b, sequence in enumerate(ids):
-        targets[b, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
+    targets, target_lengths = tokenizer.targets(texts)
     return {"audio": audio, "audio_lengths": lengths, "targets": targets, "target_lengths": target_lengths}
 
 

@@ -95,10 +95,11 @@ def pseudo_labelled(path: Path, share: float, sample_rate: int) -> tuple[list[Te
         raise LitlabError(f"--data.pseudo_labels={path}: needs records with input, output and probability")
     kept = sorted(records, key=lambda r: -float(r["probability"]))[: max(1, round(share * len(records)))]
     kept = [r for r in kept if len(str(r["output"])) == 1]
-    for r in kept:
-        if not _NAME.match(Path(r["input"]).name):
-            raise LitlabError(f"--data.pseudo_labels: {r['input']} is not named <digit>_<speaker>_<index>.wav")
-    voices = [_NAME.match(Path(r["input"]).name)[2] for r in kept]
+    names = [_NAME.match(Path(r["input"]).name) for r in kept]
+    if None in names:
+        unnamed = kept[names.index(None)]["input"]
+        raise LitlabError(f"--data.pseudo_labels: {unnamed} is not named <digit>_<speaker>_<index>.wav")
+    voices = [name[2] for name in names]
     return [read_audio(Path(r["input"]), sample_rate) for r in kept], voices, [str(r["output"]) for r in kept]
 
 

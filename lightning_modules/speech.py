@@ -83,23 +83,22 @@ class SpeechCTC(Experiment):
             return [tokenizer.decode(collapse(path)) for path in paths]
         return [tokenizer.decode(beam_search(lp[:n], width)) for lp, n in zip(log_probs, lengths.tolist())]
 
+    @staticmethod
+    def ctc_loss(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor, **options) -> Tensor:
+        """`F.ctc_loss` (blank 0, in fp32) of (B, T', V) log-probabilities and 0-padded (B, L) targets."""
+        return F.ctc_loss(log_probs.transpose(0, 1).float(), targets, lengths, target_lengths, blank=0, **options)
+
     def transcript_probability(self, log_probs: Tensor, lengths: Tensor, texts: list[str]) -> Tensor:
         """(B,) each text's probability given its utterance: the sum over all of its CTC alignments."""
-        encode = self.from_data("tokenizer").encode
-        targets = [torch.tensor(encode(text), dtype=torch.long) for text in texts]
-        target_lengths = torch.tensor([len(t) for t in targets], device=lengths.device)
-        nll = F.ctc_loss(
-            log_probs.transpose(0, 1).float(), torch.cat(targets).to(lengths.device), lengths, target_lengths,
-            blank=0, reduction="none",
-        )  # fmt: skip
-        return torch.exp(-nll)
+        targets, target_lengths = self.from_data("tokenizer").targets(texts)
+        device = lengths.device
+        return torch.exp(
+            -self.ctc_loss(log_probs, lengths, targets.to(device), target_lengths.to(device), reduction="none")
+        )
 
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
         log_probs, lengths = self(batch["features"], batch["frames"])
-        loss = F.ctc_loss(
-            log_probs.transpose(0, 1).float(), batch["targets"], lengths, batch["target_lengths"],
-            blank=0, zero_infinity=True,
-        )  # fmt: skip
+        loss = self.ctc_loss(log_probs, lengths, batch["targets"], batch["target_lengths"], zero_infinity=True)
         self.log_loss(stage, loss, batch_size=len(lengths))
         if stage != "train":
             self.score(stage, self.transcribe(log_probs, lengths), batch)
