@@ -84,17 +84,25 @@ class ConnectedDigits(Dataset):
         return recording
 
 
-def pseudo_labelled(path: Path, share: float, sample_rate: int) -> tuple[list[Tensor], list[str], list[str]]:
+def pseudo_labelled(
+    path: Path, share: float, balance: bool, sample_rate: int
+) -> tuple[list[Tensor], list[str], list[str]]:
     """(recordings, speakers, digits) of the `share` most probable predictions in `path` (records `input`, `output`,
-    `probability`, as `litlab predict` writes them) whose transcript is one digit."""
+    `probability`, as `litlab predict` writes them) whose transcript is one digit; with `balance`, the `share` most
+    probable of each predicted digit (a digit the model is unsure of is not left out)."""
     try:
         records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise LitlabError(f"--data.pseudo_labels={path}: not a predictions.jsonl of litlab predict ({err})") from None
     if not records or not all(isinstance(r, dict) and {"input", "output", "probability"} <= r.keys() for r in records):
         raise LitlabError(f"--data.pseudo_labels={path}: needs records with input, output and probability")
-    kept = sorted(records, key=lambda r: -float(r["probability"]))[: max(1, round(share * len(records)))]
-    kept = [r for r in kept if len(str(r["output"])) == 1]
+    ranked = sorted(records, key=lambda r: -float(r["probability"]))
+    if balance:
+        digits = [[r for r in ranked if str(r["output"]) == digit] for digit in "0123456789"]
+        chosen = {id(r) for ranks in digits for r in ranks[: round(share * len(ranks))]}
+        kept = [r for r in ranked if id(r) in chosen]
+    else:
+        kept = [r for r in ranked[: max(1, round(share * len(records)))] if len(str(r["output"])) == 1]
     names = [_NAME.match(Path(r["input"]).name) for r in kept]
     if None in names:
         unnamed = kept[names.index(None)]["input"]
@@ -114,6 +122,8 @@ class SpokenDigitsData(SpeechData):
         pseudo_labels: a `predictions.jsonl` of `litlab predict` on FSDD-named recordings (any folder): they join
             training with the predicted single digits as their labels (the file name gives only the speaker).
         pseudo_share: the share of those predictions kept, the most probable first.
+        pseudo_balance: keep `pseudo_share` of each predicted digit instead of overall, so that the digits the model
+            is least sure of on the new voice are not left out.
         val_indices: [first, last) recording numbers of the official training range that validate.
         max_digits: the most recordings one utterance joins (each count from 1 up equally likely).
         pause: the silence between two recordings, [shortest, longest] in seconds.
@@ -133,6 +143,7 @@ class SpokenDigitsData(SpeechData):
         val_speaker: str | None = None,
         pseudo_labels: Path | None = None,
         pseudo_share: ClosedUnitInterval = 0.5,
+        pseudo_balance: bool = False,
         val_indices: tuple[NonNegativeInt, NonNegativeInt] = (5, 10),
         max_digits: PositiveInt = 7,
         pause: tuple[float, float] = (0.05, 0.3),
@@ -219,7 +230,9 @@ class SpokenDigitsData(SpeechData):
             raise LitlabError(f"{folder}: a split is empty ({ {k: len(v) for k, v in members.items()} })")
         train = members["train"]
         if hp.pseudo_labels is not None:  # appended to the training recordings, their speakers' ids extended
-            extra, voices, labels = pseudo_labelled(Path(hp.pseudo_labels), hp.pseudo_share, hp.sample_rate)
+            extra, voices, labels = pseudo_labelled(
+                Path(hp.pseudo_labels), hp.pseudo_share, hp.pseudo_balance, hp.sample_rate
+            )
             names += sorted(set(voices) - set(names))
             train += range(len(recordings), len(recordings) + len(extra))
             recordings, texts = recordings + extra, texts + labels

@@ -220,6 +220,21 @@ def test_pseudo_labels_join_training_with_their_predicted_digits_the_surest_firs
         SpokenDigitsData(**heard | {"pseudo_labels": labels}).setup("fit")
 
 
+def test_balanced_pseudo_labels_keep_the_share_of_each_predicted_digit(tmp_path):
+    write_fsdd(tmp_path, ("george", "jackson", "lucas"), per_digit=2)
+    heard = SETTINGS | {"data_dir": tmp_path, "held_out_speaker": "jackson", "val_speaker": "lucas"}
+    files = sorted((tmp_path / "recordings").glob("*_jackson_*.wav"))
+    outputs = ["7"] * 14 + ["3"] * 6  # "3": the digit the model is least sure of, all below every "7"
+    records = [
+        {"input": str(f), "output": o, "probability": 1 - i / 100} for i, (f, o) in enumerate(zip(files, outputs))
+    ]
+    (labels := tmp_path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    for balance, kept in ((False, ["7"] * 10), (True, ["7"] * 7 + ["3"] * 3)):
+        data = SpokenDigitsData(**heard | {"pseudo_labels": labels, "pseudo_share": 0.5, "pseudo_balance": balance})
+        data.setup("fit")
+        assert data.splits["train"].texts[20:] == kept
+
+
 def test_predict_transcribes_each_wav_file(tmp_path, capsys):
     cli("fit", "--config", config("speech_ctc"), *tiny("speech_ctc"), "--trainer.max_epochs=1", *QUIET)
     best = next(tmp_path.glob("runs/speech_ctc/*/checkpoints/best.ckpt"))
