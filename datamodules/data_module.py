@@ -33,7 +33,8 @@ def index_tensor(indices: Sequence[int] | Tensor) -> Tensor:
         return indices.long()
     if not len(indices):
         return torch.empty(0, dtype=torch.long)
-    return torch.frombuffer(array("q", indices), dtype=torch.int64)
+    buffer = indices if isinstance(indices, array) and indices.typecode == "q" else array("q", indices)
+    return torch.frombuffer(buffer, dtype=torch.int64)
 
 
 def keep_batch(batch: Any) -> Any:

@@ -49,6 +49,14 @@ def test_word_tokeniser_drops_html_breaks_and_keeps_apostrophes():
     assert words("It WASN'T good.<br /><br />Awful!") == ["it", "wasn't", "good", "awful", "!"]
 
 
+def test_word_ids_are_cut_at_max_len_and_unknown_words_share_one_id():
+    tokenizer = WordTokenizer(["good", "bad"])  # ids 2 and 3
+    ragged = Ragged.from_lists(tokenizer.encode(["Good, bad, BAD and good!", "", "meh bad"], max_len=4))
+    assert ragged.tokens.tolist() == [2, 3, 3, 1, 1, 3] and ragged.tokens.dtype == torch.int64
+    assert ragged.lengths.tolist() == [4, 0, 2]
+    assert Ragged.from_lists([[], []]).tokens.shape == (0,)
+
+
 def test_vocabulary_comes_from_training_reviews_only(tmp_path):
     write_aclimdb(tmp_path, {"train": 30, "test": 10})
     (tmp_path / "aclImdb/test/pos/999_9.txt").write_text("zyzzyva only in the test set")
