@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio import log_mel, mel_filterbank, random_equaliser, read_audio, spec_augment
@@ -43,12 +44,11 @@ class SpeechTokenizer:
 
     def targets(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """CTC's targets of `texts`: ids (B, L), 0-padded, and lengths (B,)."""
-        ids = [self.encode(text) for text in texts]
-        lengths = torch.tensor([len(i) for i in ids])
-        targets = torch.zeros(len(ids), max(1, int(lengths.max())), dtype=torch.long)
-        for b, sequence in enumerate(ids):
-            targets[b, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        return targets, lengths
+        ids = [torch.tensor(self.encode(text), dtype=torch.long) for text in texts]
+        targets = pad_sequence(ids, batch_first=True)
+        if targets.shape[1] == 0:  # every text empty: one column of padding still
+            targets = targets.new_zeros(len(ids), 1)
+        return targets, torch.tensor([len(i) for i in ids])
 
 
 def utterance_batch(
@@ -63,9 +63,7 @@ def utterance_batch(
             parts += [recording, recording.new_zeros(silence)]
         joined.append(torch.cat(parts[:-1]))  # no silence after the last
     lengths = torch.tensor([len(w) for w in joined])
-    audio = torch.zeros(len(joined), int(lengths.max()))
-    for b, waveform in enumerate(joined):
-        audio[b, : len(waveform)] = waveform
+    audio = pad_sequence(joined, batch_first=True)
     targets, target_lengths = tokenizer.targets(texts)
     return {"audio": audio, "audio_lengths": lengths, "targets": targets, "target_lengths": target_lengths}
 

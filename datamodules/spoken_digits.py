@@ -39,6 +39,7 @@ from litlab.errors import LitlabError
 
 FSDD = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.9.tar.gz"
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+DIGITS = "0123456789"
 _NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 
 
@@ -98,7 +99,7 @@ def pseudo_labelled(
         raise LitlabError(f"--data.pseudo_labels={path}: needs records with input, output and probability")
     ranked = sorted(records, key=lambda r: -float(r["probability"]))
     if balance:
-        digits = [[r for r in ranked if str(r["output"]) == digit] for digit in "0123456789"]
+        digits = [[r for r in ranked if str(r["output"]) == digit] for digit in DIGITS]
         chosen = {id(r) for ranks in digits for r in ranks[: round(share * len(ranks))]}
         kept = [r for r in ranked if id(r) in chosen]
     else:
@@ -133,7 +134,7 @@ class SpokenDigitsData(SpeechData):
             freq_width, eq, vtlp, batch_size, eval_batch_size, num_workers: see `SpeechData`.
     """
 
-    alphabet = "0123456789"
+    alphabet = DIGITS
 
     def __init__(
         self,
