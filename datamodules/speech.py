@@ -98,7 +98,9 @@ class Utterances(Dataset):
 
 class SpeechData(DataModule):
     """Base of the speech DataModules: log-mel features and SpecAugment on the training device
-    (`on_after_batch_transfer`). What a model may read (`Experiment.from_data`): `n_mels`, `vocab_size`, `tokenizer`.
+    (`on_after_batch_transfer`). What a model may read (`Experiment.from_data`): `n_mels`, `vocab_size`, `tokenizer`,
+    and `candidates`: the transcripts a recording can have when they are a closed set (spoken digits: the ten digits;
+    None: any), each one's probability written by `predict` for self-training (`datamodules.self_training`).
 
     Args:
         predict_files: recordings to transcribe with `litlab predict` (any format soundfile reads, any rate and
@@ -118,6 +120,7 @@ class SpeechData(DataModule):
     """
 
     alphabet: str
+    candidates: tuple[str, ...] | None = None
 
     def __init__(
         self,

@@ -21,7 +21,6 @@ label of theirs is read.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from datamodules.audio import read_audio
 from datamodules.data_module import Strings
 from datamodules.downloads import download_and_extract
+from datamodules.self_training import surest_labels
 from datamodules.speech import SpeechData, SpeechTokenizer, Utterances, utterance_batch
 from litlab.errors import LitlabError
 
@@ -86,30 +86,17 @@ class ConnectedDigits(Dataset):
 
 
 def pseudo_labelled(
-    path: Path, share: float, balance: bool, sample_rate: int
+    path: Path, share: float, balance: bool, prior: bool, sample_rate: int
 ) -> tuple[list[Tensor], list[str], list[str]]:
-    """(recordings, speakers, digits) of the `share` most probable predictions in `path` (records `input`, `output`,
-    `probability`, as `litlab predict` writes them) whose transcript is one digit; with `balance`, the `share` most
-    probable of each predicted digit (a digit the model is unsure of is not left out)."""
-    try:
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LitlabError(f"--data.pseudo_labels={path}: not a predictions.jsonl of litlab predict ({err})") from None
-    if not records or not all(isinstance(r, dict) and {"input", "output", "probability"} <= r.keys() for r in records):
-        raise LitlabError(f"--data.pseudo_labels={path}: needs records with input, output and probability")
-    ranked = sorted(records, key=lambda r: -float(r["probability"]))
-    if balance:
-        digits = [[r for r in ranked if str(r["output"]) == digit] for digit in DIGITS]
-        chosen = {id(r) for ranks in digits for r in ranks[: round(share * len(ranks))]}
-        kept = [r for r in ranked if id(r) in chosen]
-    else:
-        kept = [r for r in ranked[: max(1, round(share * len(records)))] if len(str(r["output"])) == 1]
-    names = [_NAME.match(Path(r["input"]).name) for r in kept]
+    """(recordings, speakers, digits) of the predictions `surest_labels` keeps from `path`; the speaker from each
+    recording's FSDD name."""
+    kept = surest_labels(path, share, balance, prior, DIGITS)
+    names = [_NAME.match(Path(file).name) for file, _ in kept]
     if None in names:
-        unnamed = kept[names.index(None)]["input"]
+        unnamed = kept[names.index(None)][0]
         raise LitlabError(f"--data.pseudo_labels: {unnamed} is not named <digit>_<speaker>_<index>.wav")
     voices = [name[2] for name in names]
-    return [read_audio(Path(r["input"]), sample_rate) for r in kept], voices, [str(r["output"]) for r in kept]
+    return [read_audio(Path(file), sample_rate) for file, _ in kept], voices, [label for _, label in kept]
 
 
 class SpokenDigitsData(SpeechData):
@@ -125,6 +112,9 @@ class SpokenDigitsData(SpeechData):
         pseudo_share: the share of those predictions kept, the most probable first.
         pseudo_balance: keep `pseudo_share` of each predicted digit instead of overall, so that the digits the model
             is least sure of on the new voice are not left out.
+        pseudo_prior: label each recording by its `candidates` (`litlab predict` writes every digit's probability)
+            rebalanced so that each digit takes an equal share of the voice's recordings (`equal_partition`; FSDD's
+            speakers say each digit 50 times): a digit heard as another gets its recordings back.
         val_indices: [first, last) recording numbers of the official training range that validate.
         max_digits: the most recordings one utterance joins (each count from 1 up equally likely).
         pause: the silence between two recordings, [shortest, longest] in seconds.
@@ -135,6 +125,7 @@ class SpokenDigitsData(SpeechData):
     """
 
     alphabet = DIGITS
+    candidates = tuple(DIGITS)  # one recording, one digit
 
     def __init__(
         self,
@@ -145,6 +136,7 @@ class SpokenDigitsData(SpeechData):
         pseudo_labels: Path | None = None,
         pseudo_share: ClosedUnitInterval = 0.5,
         pseudo_balance: bool = False,
+        pseudo_prior: bool = False,
         val_indices: tuple[NonNegativeInt, NonNegativeInt] = (5, 10),
         max_digits: PositiveInt = 7,
         pause: tuple[float, float] = (0.05, 0.3),
@@ -232,7 +224,7 @@ class SpokenDigitsData(SpeechData):
         train = members["train"]
         if hp.pseudo_labels is not None:  # appended to the training recordings, their speakers' ids extended
             extra, voices, labels = pseudo_labelled(
-                Path(hp.pseudo_labels), hp.pseudo_share, hp.pseudo_balance, hp.sample_rate
+                Path(hp.pseudo_labels), hp.pseudo_share, hp.pseudo_balance, hp.pseudo_prior, hp.sample_rate
             )
             names += sorted(set(voices) - set(names))
             train += range(len(recordings), len(recordings) + len(extra))

@@ -7,8 +7,8 @@ Metrics, on transcripts decoded greedily or by beam search (`beam_width` > 1): `
 have words, `{stage}/exact_match` over utterances, and `{stage}/single_acc` over recordings scored alone (one spoken
 digit). Figures: a validation utterance's log-mel frames with the frames where the greedy path emits a token, and the
 test confusion of single recordings. `predict` writes each transcript with its probability under the network (all of
-its CTC alignments), by which `SpokenDigitsData.pseudo_labels` keeps the surest for self-training. Targets and
-measured figures: the README.
+its CTC alignments), and each of the data's `candidates` with its own, by which `SpokenDigitsData.pseudo_labels` keeps
+the surest for self-training. Targets and measured figures: the README.
 
     litlab fit --config configs/speech_ctc.yaml
     litlab predict --ckpt_path <best.ckpt> --data.predict_files '[one.wav, two.wav]'
@@ -157,7 +157,12 @@ class SpeechCTC(Experiment):
         log_probs, lengths = self(batch["features"], batch["frames"])
         outputs = self.transcribe(log_probs, lengths)
         probabilities = self.transcript_probability(log_probs, lengths, outputs).tolist()
-        return [
+        records = [
             {"input": name, "output": text, "probability": p}
             for name, text, p in zip(batch["name"], outputs, probabilities)
         ]
+        if candidates := self.from_data("candidates"):  # a closed set of transcripts: each one's probability too
+            each = [self.transcript_probability(log_probs, lengths, [text] * len(outputs)) for text in candidates]
+            for record, row in zip(records, torch.stack(each, 1).tolist()):
+                record["candidates"] = dict(zip(candidates, row))
+        return records

@@ -213,8 +213,11 @@ def test_pseudo_labels_join_training_with_their_predicted_digits_the_surest_firs
     assert set(train.speakers[:20].tolist()) == {0} and len(set(train.speakers[20:].tolist()) - {0}) == 1
     assert len(data.splits["test"].plan[data.splits["test"].single_from :]) == 20  # the test split is unchanged
     labels.write_text('{"input": "x.wav"}\n')
-    with pytest.raises(LitlabError, match="input, output and probability"):
+    with pytest.raises(LitlabError, match="input, output, probability"):
         SpokenDigitsData(**heard | {"pseudo_labels": labels}).setup("fit")
+    labels.write_text("".join(json.dumps(r) + "\n" for r in records))  # no candidates: no prior to match
+    with pytest.raises(LitlabError, match="candidates, input, output, probability"):
+        SpokenDigitsData(**heard | {"pseudo_labels": labels, "pseudo_prior": True}).setup("fit")
     labels.write_text("not json")
     with pytest.raises(LitlabError, match="not a predictions.jsonl"):
         SpokenDigitsData(**heard | {"pseudo_labels": labels}).setup("fit")
@@ -246,6 +249,9 @@ def test_predict_transcribes_each_wav_file(tmp_path, capsys):
     records = [json.loads(line) for line in open(written.removeprefix("predictions written to "))]
     assert [r["input"] for r in records] == [str(tmp_path / "stereo.wav"), str(tmp_path / "wide.flac")]
     assert all(set(r["output"]) <= set("0123456789") and 0 < r["probability"] <= 1 for r in records)
+    for r in records:  # every digit's probability beside the transcript's, for pseudo_prior
+        assert list(r["candidates"]) == list("0123456789") and sum(r["candidates"].values()) <= 1 + 1e-5
+        assert r["candidates"].get(r["output"], r["probability"]) == pytest.approx(r["probability"], rel=1e-4)
 
 
 def test_bad_audio_input_is_one_line(tmp_path, capfd):
