@@ -11,8 +11,9 @@ every recording is also scored alone (`single`, the single-digit accuracy). Spli
   `val_speaker`, a second speaker's 500 validate (a voice the model has not heard either) and the other four's train.
 
 Self-training on a new voice (`pseudo_labels`): its recordings, transcribed by a model (`litlab predict`, which writes
-each transcript's probability), join training with those transcripts, the surest `pseudo_share` of them; no true
-label of theirs is read.
+each transcript's probability and each digit's), join training with those transcripts, the surest `pseudo_share` of
+them (of each digit with `pseudo_balance`; labelled as if each digit were equally frequent with `pseudo_prior`,
+`datamodules.self_training`); no true label of theirs is read.
 
     litlab fit --config configs/speech_ctc.yaml --data.data_dir data/fsdd
     litlab predict --ckpt_path <best.ckpt> --data.predict_files '[one.wav, two.wav]'
