@@ -18,7 +18,7 @@ def equal_partition(probabilities: Tensor, iterations: int = 10) -> Tensor:
     """(N, K) probabilities of K transcripts for N recordings, rescaled so that each transcript holds about N / K of
     the mass while each row still sums to one (Sinkhorn-Knopp, as SwAV's equal partition): a digit the model hears as
     another on a new voice gets back the recordings whose second guess it is. Ten alternate normalisations: the kept
-    labels' accuracy on the validation voice was highest there (docs/speech.md). A few lines of torch rather than an
+    labels' accuracy on the validation voice was highest there (docs/results.md). A few lines of torch rather than an
     optimal transport package."""
     q = probabilities.double().clamp_min(1e-300)
     q = q / q.sum(1, keepdim=True)
