@@ -162,7 +162,10 @@ class SpeechCTC(Experiment):
             for name, text, p in zip(batch["name"], outputs, probabilities)
         ]
         if candidates := self.from_data("candidates"):  # a closed set of transcripts: each one's probability too
-            each = [self.transcript_probability(log_probs, lengths, [text] * len(outputs)) for text in candidates]
-            for record, row in zip(records, torch.stack(each, 1).tolist()):
+            k = len(candidates)  # one CTC pass over every (utterance, candidate) pair
+            each = self.transcript_probability(
+                log_probs.repeat_interleave(k, 0), lengths.repeat_interleave(k), list(candidates) * len(outputs)
+            )
+            for record, row in zip(records, each.view(-1, k).tolist()):
                 record["candidates"] = dict(zip(candidates, row))
         return records
