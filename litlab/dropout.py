@@ -1,7 +1,7 @@
 """Dropout whose masks are cheap to draw on a CPU (`--model.fast_dropout=true`).
 
 `torch.nn.Dropout` on a CPU draws its mask with `bernoulli_`, one random number per element on one thread: about
-8 ns an element, 28 % of `imdb_transformer_scratch`'s training step (docs/results.md). `FastDropout` takes the same
+9 ns an element, 28 % of `imdb_transformer_scratch`'s training step (docs/results.md). `FastDropout` takes the same
 keep-or-drop decisions from 16-bit slices of 64-bit random integers, four elements per draw of torch's generator, and
 compares each slice with the drop rate rounded to 1/65536: the same distribution, a different random stream. On other
 devices, in evaluation and at p = 0 it is `nn.Dropout` itself. It holds no weights: checkpoints are the same with or
@@ -16,12 +16,13 @@ from torch import Tensor, nn
 _SLICES = 4  # 16-bit slices of one int64
 
 
-def keep_mask(shape: torch.Size, p: float, generator: torch.Generator | None = None) -> Tensor:
-    """A bool tensor of `shape`: True with probability 1 - p (p rounded to a multiple of 1/65536), from the CPU."""
+def keep_mask(shape: torch.Size, p: float) -> Tensor:
+    """A bool tensor of `shape`: True with probability 1 - p (p rounded to a multiple of 1/65536), on the CPU, from
+    torch's default generator (`seed_everything` seeds it)."""
     count = shape.numel()
-    words = torch.randint(-(2**63), 2**63 - 1, (-(-count // _SLICES),), dtype=torch.int64, generator=generator)
+    words = torch.randint(-(2**63), 2**63 - 1, (-(-count // _SLICES),), dtype=torch.int64)
     slices = words.view(torch.int16)[:count].view(shape)  # uniform over the 65536 int16 values
-    return slices >= round(p * 65536) - 32768  # below the threshold: a share p of the values
+    return slices >= round(p * 65536) - 32768  # the values below the threshold, a share p of them, are dropped
 
 
 class FastDropout(nn.Dropout):
