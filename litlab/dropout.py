@@ -4,8 +4,8 @@
 9 ns an element, 28 % of `imdb_transformer_scratch`'s training step (docs/results.md). `FastDropout` takes the same
 keep-or-drop decisions from 16-bit slices of 64-bit random integers, four elements per draw of torch's generator, and
 compares each slice with the drop rate rounded to 1/65536: the same distribution, a different random stream. On other
-devices, in evaluation and at p = 0 it is `nn.Dropout` itself. It holds no weights: checkpoints are the same with or
-without it.
+devices, in evaluation and at p = 0 or 1 it is `nn.Dropout` itself. It holds no weights: checkpoints are the same
+with or without it.
 """
 
 from __future__ import annotations
@@ -29,12 +29,9 @@ class FastDropout(nn.Dropout):
     """`nn.Dropout` with the mask drawn by `keep_mask` on the CPU while training."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu" or x.numel() == 0:
+        if not self.training or self.p in (0, 1) or x.device.type != "cpu" or x.numel() == 0:
             return super().forward(x)
-        if self.p == 1:
-            return x * 0
-        scale = torch.full((), 1 / (1 - self.p), dtype=x.dtype)
-        return x * keep_mask(x.shape, self.p).to(x.dtype).mul_(scale)
+        return x * keep_mask(x.shape, self.p).to(x.dtype).mul_(1 / (1 - self.p))
 
 
 def use_fast_dropout(module: nn.Module) -> int:
