@@ -31,6 +31,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only
 
+from litlab import interrupts
 from litlab.adapters import Adaptation, LoraOptions
 from litlab.callbacks import BestCheckpoint, CheckpointArtifacts, best_checkpoint, last_checkpoint
 from litlab.checkpoints import check_matches, checkpoint_config, load_checkpoint
@@ -201,6 +202,7 @@ class LitlabCLI(LightningCLI):
         method = getattr(self.trainer, self.command)
         options = {"return_predictions": False} if self.command == "predict" else {}
         lock = RunLock(self.place.directory) if self.command == "fit" and rank_zero_only.rank == 0 else None
+        interrupts.end_if_received()  # a Ctrl-C swallowed while the config was read
         try:
             if lock is not None:
                 lock.acquire()

@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from litlab import interrupts
 from litlab.checkpoints import load_checkpoint
 from litlab.errors import LitlabError
 
@@ -256,6 +257,9 @@ def exit_on_signal(trainer: L.Trainer, command: str, stop: SystemExit) -> NoRetu
     interruption = next((c for c in trainer.callbacks if isinstance(c, Interruption)), None)
     signalled = interruption is not None and interruption.received is not None
     if not (isinstance(stop, SIGTERMException) or signalled):
+        if interrupts.received():  # Ctrl-C outside the training loop, which Lightning ends by exit status 1
+            sys.stderr.write(f"{interrupts.MESSAGE}\n")
+            raise SystemExit(128 + signal.SIGINT) from None
         raise stop
     if interruption is None:
         message, status = f"SIGTERM: {command} stopped", 143

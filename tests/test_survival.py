@@ -112,6 +112,57 @@ def test_ctrl_c_before_the_fit_starts_is_one_line_and_exits_by_sigint(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def sigint_as_a_terminal_sends_it(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    """Runs `command` with SIGINT's default action restored (a shell's `&`, as CI's, starts it ignored)."""
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, preexec_fn=default_sigint, **kwargs)
+
+
+@pytest.mark.parametrize("then", ["goes on", "fails"])
+def test_a_ctrl_c_an_import_swallows_still_ends_the_command_by_sigint(tmp_path, then):
+    """Under load, a Ctrl-C during start-up can land in an import that swallows it: the command then ran on (a whole
+    fit), or failed on the half-imported module with a traceback. What `litlab.command` does, with such an import."""
+    swallowing_import = "\n".join([
+        "import os, signal, sys",
+        "from litlab import interrupts",
+        "interrupts.install()",
+        "try:",
+        "    os.kill(os.getpid(), signal.SIGINT)",
+        "except BaseException:",
+        "    pass",
+        "print('imported', flush=True)",
+        "if sys.argv[1] == 'fails':",
+        "    raise AttributeError(\"module 'numpy' has no attribute 'minimum'\")",
+        "interrupts.end_if_received()",
+        "print('went on')",
+    ])  # fmt: skip
+    done = sigint_as_a_terminal_sends_it([sys.executable, "-c", swallowing_import, then], tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (-signal.SIGINT, "imported\n", "litlab: interrupted\n")
+
+
+class InterruptAt(L.Callback):
+    """Sends this process SIGINT from a hook outside the training loop, where Lightning catches the interrupt."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "validate":
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_ctrl_c_outside_the_training_loop_is_one_line_and_status_130(tmp_path, command):
+    """Lightning catches it, says so, and exits with status 1; litlab ends the command as a Ctrl-C'd one instead."""
+    done = sigint_as_a_terminal_sends_it(
+        [LITLAB, command, *XOR, "--trainer.callbacks+=test_survival.InterruptAt"], tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 130 and done.stderr.endswith("litlab: interrupted\n"), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("runs/**/*.ckpt"))
+
+
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint(tmp_path):
     done = run_litlab(
         "fit", *XOR, "--trainer.max_epochs=3", "--trainer.callbacks+=test_survival.KillDuringSecondSave",
