@@ -1,13 +1,13 @@
 """Ctrl-C outside a fit's training loop (`survival.Interruption` has that one): while torch and Lightning are imported,
 the config is parsed, the data read, or a validate, test or predict runs, the command ends with one line, `litlab:
-interrupted`, and by SIGINT.
+interrupted`, and by SIGINT (status 130 where Lightning caught the interrupt).
 
-Python's own handler only raises `KeyboardInterrupt`, and the exception can be lost on its way up: an import that
-swallows it (a C extension's initialisation clearing the error it got while running Python code) lets the command go on
-as if nothing happened, or fail later on the half-imported module. So `record` also remembers the signal, and the
-command looks at `received()` before its work starts (`litlab.command`, `cli.LitlabCLI.run`) and when it ends on an
-error (the hook `install` sets) or on Lightning's exit after it caught the interrupt (`survival.exit_on_signal`). This module
-imports nothing heavy: it is installed before torch is imported."""
+Python's own handler only raises `KeyboardInterrupt`, and the exception can be lost on its way up: under load, a
+Ctrl-C during start-up was swallowed among the imports (numpy's, where it left a trace), and the command went on as if
+nothing happened (the whole fit ran) or failed later on the half-imported module. So `record` also remembers the
+signal, and the command looks at `received()` before its work starts (`litlab.command`, `cli.LitlabCLI.run`) and when
+it ends on an error (the hook `install` sets) or on Lightning's exit after it caught the interrupt
+(`survival.exit_on_signal`). This module imports nothing heavy: it is installed before torch is imported."""
 
 from __future__ import annotations
 
