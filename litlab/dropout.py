@@ -16,13 +16,15 @@ from torch import Tensor, nn
 _SLICES = 4  # 16-bit slices of one int64
 
 
-def keep_mask(shape: torch.Size, p: float) -> Tensor:
-    """A bool tensor of `shape`: True with probability 1 - p (p rounded to a multiple of 1/65536), on the CPU, from
-    torch's default generator (`seed_everything` seeds it)."""
+def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.bool) -> Tensor:
+    """A tensor of `shape` and `dtype`: 1 (True) with probability 1 - p (p rounded to a multiple of 1/65536), else 0,
+    on the CPU, from torch's default generator (`seed_everything` seeds it). The comparison writes the `dtype` itself:
+    a bool mask converted afterwards costs a pass and an allocation more."""
     count = shape.numel()
     words = torch.randint(-(2**63), 2**63 - 1, (-(-count // _SLICES),), dtype=torch.int64)
     slices = words.view(torch.int16)[:count].view(shape)  # uniform over the 65536 int16 values
-    return slices >= round(p * 65536) - 32768  # the values below the threshold, a share p of them, are dropped
+    threshold = round(p * 65536) - 32768  # the values below it, a share p of them, are dropped
+    return torch.ge(slices, threshold, out=torch.empty(shape, dtype=dtype))
 
 
 class FastDropout(nn.Dropout):
@@ -31,7 +33,7 @@ class FastDropout(nn.Dropout):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p in (0, 1) or x.device.type != "cpu" or x.numel() == 0:
             return super().forward(x)
-        return x * keep_mask(x.shape, self.p).to(x.dtype).mul_(1 / (1 - self.p))
+        return x * keep_mask(x.shape, self.p, x.dtype).mul_(1 / (1 - self.p))
 
 
 def use_fast_dropout(module: nn.Module) -> int:

@@ -70,7 +70,7 @@ class Experiment(L.LightningModule):
             lr_scheduler: None (a constant rate), `litlab.optim.WarmupDecay` or a torch scheduler, sized from the run
                 (see `litlab.optim`).
             fast_dropout: draw dropout masks on the CPU with `litlab.dropout.FastDropout` (the same distribution,
-                about twice as fast as torch's; elsewhere it changes nothing).
+                two to three times as fast as torch's; elsewhere it changes nothing).
         """
         super().__init__()
         self.save_hyperparameters(logger=False)  # the arguments of every constructor of the chain (`RunRecord` logs)

@@ -29,6 +29,15 @@ def test_masks_follow_the_seed_and_odd_sizes():
     assert not torch.equal(first, keep_mask(torch.Size([3, 7]), 0.5))  # the generator moved on
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_mask_of_another_dtype_takes_the_same_decisions(dtype):
+    torch.manual_seed(2)
+    decisions = keep_mask(torch.Size([5, 11]), 0.3)
+    torch.manual_seed(2)
+    mask = keep_mask(torch.Size([5, 11]), 0.3, dtype)
+    assert mask.dtype == dtype and torch.equal(mask, decisions.to(dtype))
+
+
 def test_fast_dropout_scales_the_kept_values_and_their_gradients():
     torch.manual_seed(0)
     x = torch.randn(200, 300, requires_grad=True)
