@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from lightning_modules.components.attention import PackedSelfAttention
 from lightning_modules.components.bilstm import PaddedBiLSTM
 from lightning_modules.components.positional import SinusoidalPositions
 
@@ -82,6 +83,7 @@ class AttentionClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(embed_dim, heads, ff_dim, dropout, batch_first=True, norm_first=True)
         layer.self_attn.dropout = attention_dropout  # its own rate: `dropout` stays on the residual branches
+        layer.self_attn = PackedSelfAttention.of(layer.self_attn)  # the same weights, without the layout copies
         self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(embed_dim), enable_nested_tensor=False)
         self.head = classifier_head(embed_dim, ff_dim // 2, classes, dropout)
 
