@@ -30,7 +30,7 @@ def install() -> None:
 
     def excepthook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
         if issubclass(kind, KeyboardInterrupt):
-            print(MESSAGE, file=sys.stderr)  # Python then ends the process by SIGINT
+            announce()  # Python then ends the process by SIGINT
         elif received():  # a swallowed Ctrl-C that broke what came after it (a half-imported module)
             end_by_sigint()
         else:
@@ -48,10 +48,15 @@ def received() -> bool:
     return bool(_received)
 
 
-def end_by_sigint() -> NoReturn:
-    """The one line, then the process ends by SIGINT, as a shell expects of a command stopped by Ctrl-C."""
+def announce() -> None:
+    """The one line a command stopped by Ctrl-C ends with."""
     sys.stderr.write(f"{MESSAGE}\n")
     sys.stderr.flush()
+
+
+def end_by_sigint() -> NoReturn:
+    """The one line, then the process ends by SIGINT, as a shell expects of a command stopped by Ctrl-C."""
+    announce()
     sys.stdout.flush()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGINT)

@@ -258,7 +258,7 @@ def exit_on_signal(trainer: L.Trainer, command: str, stop: SystemExit) -> NoRetu
     signalled = interruption is not None and interruption.received is not None
     if not (isinstance(stop, SIGTERMException) or signalled):
         if interrupts.received():  # Ctrl-C outside the training loop, which Lightning ends by exit status 1
-            sys.stderr.write(f"{interrupts.MESSAGE}\n")
+            interrupts.announce()
             raise SystemExit(128 + signal.SIGINT) from None
         raise stop
     if interruption is None:

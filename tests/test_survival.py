@@ -100,10 +100,14 @@ class KillDuringSecondSave(L.Callback):
         torch.save = half_then_kill
 
 
+def default_sigint() -> None:
+    """SIGINT's default action, as a terminal starts a command with (a shell's `&`, as CI's, starts it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_before_the_fit_starts_is_one_line_and_exits_by_sigint(tmp_path):
     """A second after start, litlab is still importing torch and Lightning: nothing to save, and no traceback."""
     command = [LITLAB, "fit", "--config", config("xor_mlp"), *tiny("xor_mlp"), *QUIET]
-    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731 (a shell's `&` ignores it)
     process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     time.sleep(1)
     process.send_signal(signal.SIGINT)
@@ -113,8 +117,7 @@ def test_ctrl_c_before_the_fit_starts_is_one_line_and_exits_by_sigint(tmp_path):
 
 
 def sigint_as_a_terminal_sends_it(command: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess:
-    """Runs `command` with SIGINT's default action restored (a shell's `&`, as CI's, starts it ignored)."""
-    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    """Runs `command` with SIGINT's default action (`default_sigint`), its output captured."""
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, preexec_fn=default_sigint, **kwargs)
 
 
