@@ -41,9 +41,9 @@ class PackedSelfAttention(nn.MultiheadAttention):
         qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3E)
         q, k, v = qkv.view(batch, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, d)
         mask = None
-        if key_padding_mask is not None:  # True (or -inf) at padding; scaled_dot_product_attention's True attends
-            padding = key_padding_mask if key_padding_mask.dtype == torch.bool else key_padding_mask.isinf()
-            mask = ~padding[:, None, None, :]  # (B, 1, 1, T)
+        if key_padding_mask is not None:  # (B, T): True at padding, or added to the scores as the parent does
+            mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, T)
+            mask = ~mask if mask.dtype == torch.bool else mask.to(q.dtype)  # scaled_dot_product_attention: True attends
         dropout = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, T, d)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width)), None
